@@ -1,0 +1,89 @@
+"""AttentionDecoder: a legacy autoregressive decoder, one network call per frame."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from melstream.blocks import StreamableBlock, Tensors, chunk_size
+from melstream.errors import StackError, SynthesisError
+from melstream.registry import register_component
+
+if TYPE_CHECKING:
+    from melstream.stack import BuildContext
+
+log = logging.getLogger("melstream.attention")
+
+STEP_INPUTS = ("prev_mel", "state", "alignment", "memory")
+STEP_OUTPUTS = ("mel", "stop_logit", "state_out", "alignment_out")
+
+
+@register_component("AttentionDecoder")
+class AttentionDecoder(StreamableBlock):
+    """Context in: ``memory`` ``[N, D]`` (the attention encoder's output).  Chunks out: ``mel``
+    ``[c, n_mels]`` and ``alignment`` ``[c, N]`` (attention weights per frame).
+
+    Frame by frame, the step network (inputs ``prev_mel [1, n_mels]``, ``state [1, H]``,
+    ``alignment [1, N]``, ``memory [1, N, D]``; outputs ``mel``, ``stop_logit [1, 1]``,
+    ``state_out``, ``alignment_out``) makes the next frame from the previous one (teacher forcing
+    at training time, its own output here).  Generation ends when the stop logit is > 0 or, as a
+    guard against attention that never reaches the end, after ``min(max_frames,
+    max_frames_per_token * N)`` frames (logged as a warning).  Frames are grouped into chunks of
+    ``chunk_frames``; the first chunk leaves as soon as its frames exist.
+    """
+
+    def __init__(self, ctx: BuildContext, *, network: str = "decoder_step", chunk_frames: int = 8,
+                 max_frames: int = 5000, max_frames_per_token: int = 40, path: str = "") -> None:
+        super().__init__(ctx, path=path)
+        self.network = ctx.network(network, path)
+        spec = self.network.spec
+        if spec.input_names() != STEP_INPUTS or spec.output_names() != STEP_OUTPUTS:
+            raise StackError(f'{path}: network "{network}" must have inputs {list(STEP_INPUTS)} and outputs '
+                             f"{list(STEP_OUTPUTS)}, it has {list(spec.input_names())} -> {list(spec.output_names())}")
+        for name, value in (("chunk_frames", chunk_frames), ("max_frames", max_frames),
+                            ("max_frames_per_token", max_frames_per_token)):
+            if value < 1:
+                raise StackError(f"{path}.{name}: must be >= 1, got {value}")
+        self.n_mels = spec.inputs[0].shape[-1]
+        self.hidden = spec.inputs[1].shape[-1]
+        self.chunk_frames = chunk_frames
+        self.max_frames = max_frames
+        self.max_frames_per_token = max_frames_per_token
+        self.guard_hits = 0  # how many utterances hit the max-frames guard (diagnostics and tests)
+
+    def params(self) -> dict[str, Any]:
+        return {"network": self.network.spec.name, "chunk_frames": self.chunk_frames, "max_frames": self.max_frames}
+
+    def generate(self, context: Mapping[str, np.ndarray], upstream: Iterator[Tensors] | None = None) -> Iterator[Tensors]:
+        if "memory" not in context:
+            raise SynthesisError(f"{self.path}: AttentionDecoder needs 'memory' in the context, which has {sorted(context)}")
+        memory = context["memory"][None].astype(np.float32)
+        n = memory.shape[1]
+        if n == 0:
+            return
+        limit = min(self.max_frames, self.max_frames_per_token * n)
+        step = chunk_size(context, self.chunk_frames)
+        prev = np.zeros((1, self.n_mels), np.float32)
+        state = np.zeros((1, self.hidden), np.float32)
+        alignment = np.zeros((1, n), np.float32)
+        alignment[0, 0] = 1.0
+        mels: list[np.ndarray] = []
+        aligns: list[np.ndarray] = []
+        for _ in range(limit):
+            out = self.network({"prev_mel": prev, "state": state, "alignment": alignment, "memory": memory})
+            prev, state, alignment = out["mel"], out["state_out"], out["alignment_out"]
+            mels.append(prev[0])
+            aligns.append(alignment[0])
+            stop = float(out["stop_logit"][0, 0]) > 0.0
+            if len(mels) == step or stop:
+                yield {"mel": np.stack(mels), "alignment": np.stack(aligns)}
+                mels, aligns = [], []
+            if stop:
+                return
+        self.guard_hits += 1
+        log.warning("%s: no stop token after %d frames (%d tokens); ending the utterance at the guard", self.path, limit, n)
+        if mels:
+            yield {"mel": np.stack(mels), "alignment": np.stack(aligns)}

@@ -1,0 +1,84 @@
+"""Decoder: turns upsampled encodings into mel frames, chunk by chunk, exactly as a whole decode."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from melstream.blocks import StreamableBlock, Tensors, chunk_size
+from melstream.errors import StackError, SynthesisError
+from melstream.registry import register_component
+
+if TYPE_CHECKING:
+    from melstream.stack import BuildContext
+
+
+@register_component("Decoder")
+class Decoder(StreamableBlock):
+    """Upstream chunks in: ``upsampled`` ``[c, D]``.  Chunks out: ``mel`` ``[c', n_mels]``.
+
+    The decoder network is convolutional with a receptive half-width of ``context_frames`` frames
+    (declared on the network in addon.json).  To emit frames ``[a, b)`` the block runs the network
+    on ``[a - r, b + r)`` (clipped to the utterance) and keeps the middle, so every emitted frame
+    sees exactly the inputs it sees in a whole-utterance decode: streaming never changes the answer.
+    It pulls upstream only until it holds ``b + r`` frames, and keeps only ``r`` frames of history.
+    """
+
+    def __init__(self, ctx: BuildContext, *, network: str = "decoder", chunk_frames: int = 32,
+                 context_frames: int | None = None, path: str = "") -> None:
+        super().__init__(ctx, path=path)
+        self.network = ctx.network(network, path)
+        declared = self.network.spec.options.get("context_frames")
+        self.context_frames = int(context_frames if context_frames is not None else declared if declared is not None else -1)
+        if self.context_frames < 0:
+            raise StackError(f'{path}: network "{network}" declares no "context_frames" (its receptive half-width); '
+                             'set it in addon.json or on the block')
+        if chunk_frames < 1:
+            raise StackError(f"{path}.chunk_frames: must be >= 1, got {chunk_frames}")
+        self.chunk_frames = chunk_frames
+        self.in_name = self.network.spec.inputs[0].name
+        self.out_name = self.network.spec.outputs[0].name
+
+    def params(self) -> dict[str, Any]:
+        return {"network": self.network.spec.name, "chunk_frames": self.chunk_frames, "context_frames": self.context_frames}
+
+    def decode(self, frames: np.ndarray) -> np.ndarray:
+        """Whole-utterance decode: ``[T, D]`` → ``[T, n_mels]`` in one network call."""
+        return self.network({self.in_name: frames[None]})[self.out_name][0]
+
+    def generate(self, context: Mapping[str, np.ndarray], upstream: Iterator[Tensors] | None = None) -> Iterator[Tensors]:
+        if upstream is None:
+            raise SynthesisError(f"{self.path}: Decoder needs an upstream block (e.g. an Upsampler before it)")
+        r = self.context_frames
+        step = chunk_size(context, self.chunk_frames)
+        parts: list[np.ndarray] = []
+        buf: np.ndarray | None = None
+        buf_start = 0  # absolute index of buf[0]
+        have = 0  # frames received so far
+        emitted = 0
+        done = False
+        while True:
+            while not done and have < emitted + step + r:
+                try:
+                    x = next(upstream)["upsampled"]
+                except StopIteration:
+                    done = True
+                    break
+                parts.append(x)
+                have += len(x)
+            if parts:
+                buf = np.concatenate(([buf] if buf is not None else []) + parts, axis=0)
+                parts = []
+            end = min(emitted + step, have if done else have - r)
+            if end <= emitted:
+                return
+            assert buf is not None
+            lo = max(emitted - r, 0)
+            hi = min(end + r, have)
+            mel = self.decode(buf[lo - buf_start:hi - buf_start])
+            yield {"mel": mel[emitted - lo:end - lo]}
+            emitted = end
+            keep = max(emitted - r, 0)  # drop history the next window no longer needs
+            buf, buf_start = buf[keep - buf_start:], keep

@@ -1,0 +1,143 @@
+"""Torch definitions of the example addons' networks (needs torch; imported only by the torch
+runner and by the scripts that export addons).
+
+Architectures are registered by name, like components: an addon's ``networks.<n>.arch`` names one
+and its config, and the torch runner rebuilds the module and fills it with the parameters stored
+in the network's ONNX file (no pickle).  Every network takes and returns a leading batch dimension.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+
+from melstream.errors import RegistryError
+
+NETS: dict[str, type[nn.Module]] = {}
+M = TypeVar("M", bound=type[nn.Module])
+
+
+def register_net(name: str) -> Callable[[M], M]:
+    def wrap(cls: M) -> M:
+        if name in NETS:
+            raise RegistryError(f"network architecture {name!r} is already registered")
+        NETS[name] = cls
+        return cls
+
+    return wrap
+
+
+def build_net(arch: dict[str, Any]) -> nn.Module:
+    try:
+        cls = NETS[arch["type"]]
+    except KeyError:
+        raise RegistryError(f"unknown network architecture {arch['type']!r}; known: {', '.join(sorted(NETS))}") from None
+    return cls(**arch.get("config", {}))
+
+
+class ConvStack(nn.Module):
+    """Residual 1-D convolutions over ``[B, T, C]`` with zero 'same' padding (receptive half-width
+    ``layers * (kernel - 1) // 2`` frames)."""
+
+    def __init__(self, channels: int, layers: int, kernel: int) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv1d(channels, channels, kernel, padding=kernel // 2) for _ in range(layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.transpose(1, 2)
+        for conv in self.convs:
+            h = h + torch.relu(conv(h))
+        return h.transpose(1, 2)
+
+
+@register_net("ConvTextEncoder")
+class ConvTextEncoder(nn.Module):
+    """tokens ``[B, N]`` int64 → encodings ``[B, N, dim]``."""
+
+    def __init__(self, num_symbols: int, dim: int = 128, layers: int = 3, kernel: int = 5) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(num_symbols, dim)
+        self.convs = ConvStack(dim, layers, kernel)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.convs(self.embed(tokens)))
+
+
+@register_net("DurationPredictor")
+class DurationPredictor(nn.Module):
+    """tokens ``[B, N]`` int64 → durations ``[B, N]`` float32, frames per token (≥ 0)."""
+
+    def __init__(self, num_symbols: int, dim: int = 64, layers: int = 2, kernel: int = 3,
+                 mean_frames: float = 6.0) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(num_symbols, dim)
+        self.convs = ConvStack(dim, layers, kernel)
+        self.proj = nn.Linear(dim, 1)
+        self.mean_frames = mean_frames
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        h = self.convs(self.embed(tokens))
+        return self.mean_frames * torch.exp(torch.tanh(self.proj(h).squeeze(-1)))
+
+
+@register_net("ConvDecoder")
+class ConvDecoder(nn.Module):
+    """upsampled ``[B, T, in_dim]`` → mel ``[B, T, n_mels]``; receptive half-width
+    ``layers * (kernel - 1) // 2`` frames on each side (the addon's ``context_frames``)."""
+
+    def __init__(self, in_dim: int = 128, hidden: int = 256, n_mels: int = 80, layers: int = 3, kernel: int = 5) -> None:
+        super().__init__()
+        self.inp = nn.Linear(in_dim, hidden)
+        self.convs = ConvStack(hidden, layers, kernel)
+        self.out = nn.Linear(hidden, n_mels)
+
+    def forward(self, upsampled: torch.Tensor) -> torch.Tensor:
+        return self.out(self.convs(self.inp(upsampled)))
+
+
+@register_net("AttentionEncoder")
+class AttentionEncoder(ConvTextEncoder):
+    """tokens ``[B, N]`` int64 → memory ``[B, N, dim]`` (same body as the text encoder)."""
+
+
+@register_net("AttentionDecoderStep")
+class AttentionDecoderStep(nn.Module):
+    """One autoregressive step with forward (monotonic) attention.
+
+    Inputs: prev_mel ``[B, n_mels]``, state ``[B, hidden]``, alignment ``[B, N]``, memory ``[B, N, dim]``.
+    Outputs: mel ``[B, n_mels]``, stop_logit ``[B, 1]``, state_out ``[B, hidden]``, alignment_out ``[B, N]``.
+    Attention moves forward by a learned transition probability (Zhang et al. 2018), so it cannot
+    skip back; the stop logit sees how much attention sits on the last token (the end symbol).
+    """
+
+    def __init__(self, n_mels: int = 80, dim: int = 128, hidden: int = 256, prenet: int = 128,
+                 advance_bias: float = -1.6) -> None:
+        super().__init__()
+        self.prenet = nn.Linear(n_mels, prenet)
+        self.rnn = nn.GRUCell(prenet + dim, hidden)
+        self.advance = nn.Linear(hidden + dim, 1)
+        with torch.no_grad():
+            self.advance.weight.mul_(0.1)
+            self.advance.bias.fill_(advance_bias)
+        self.mel = nn.Linear(hidden + dim, n_mels)
+        self.stop = nn.Linear(hidden + dim, 1)
+        with torch.no_grad():
+            self.stop.weight.mul_(0.01)
+            self.stop.bias.zero_()
+        self.stop_gain = nn.Parameter(torch.tensor(20.0))
+
+    def forward(self, prev_mel: torch.Tensor, state: torch.Tensor, alignment: torch.Tensor,
+                memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        context = torch.bmm(alignment.unsqueeze(1), memory).squeeze(1)
+        state = self.rnn(torch.cat([torch.relu(self.prenet(prev_mel)), context], dim=-1), state)
+        p = torch.sigmoid(self.advance(torch.cat([state, context], dim=-1)))
+        shifted = torch.cat([torch.zeros_like(alignment[:, :1]), alignment[:, :-1]], dim=1)
+        stay = torch.cat([torch.zeros_like(alignment[:, :-1]), alignment[:, -1:]], dim=1)  # the end token keeps its mass
+        alignment = (1 - p) * alignment + p * shifted + p * stay
+        context = torch.bmm(alignment.unsqueeze(1), memory).squeeze(1)
+        h = torch.cat([state, context], dim=-1)
+        stop = self.stop(h) + self.stop_gain * (alignment[:, -1:] - 0.5)
+        return self.mel(h), stop, state, alignment

@@ -1,0 +1,76 @@
+"""The runner contract: ``runner.bind(addon, spec)`` gives a :class:`Network` handle.
+
+A handle is called with a mapping of input tensors (each with its leading batch dimension of 1)
+and returns a dict of the network's outputs.  Handles check the inputs against the addon's
+tensor specs, so a wrong dtype or rank is reported with the network's name whatever the runner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from melstream.errors import MelstreamError, SynthesisError
+
+if TYPE_CHECKING:
+    from melstream.addon import Addon, NetworkSpec
+
+Call = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+class Network:
+    """A bound network: ``handle(inputs) -> outputs`` with checked names, dtypes and ranks."""
+
+    def __init__(self, spec: NetworkSpec, call: Call, *, where: str) -> None:
+        self.spec = spec
+        self.where = where
+        self._call = call
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feed: dict[str, np.ndarray] = {}
+        for t in self.spec.inputs:
+            if t.name not in inputs:
+                raise SynthesisError(f"network {self.spec.name!r}: missing input {t.name!r}")
+            x = np.asarray(inputs[t.name])
+            if x.dtype != np.dtype(t.dtype):
+                raise SynthesisError(f"network {self.spec.name!r}: input {t.name!r} is {x.dtype}, expected {t.dtype}")
+            if x.ndim != len(t.shape) + 1:
+                raise SynthesisError(f"network {self.spec.name!r}: input {t.name!r} has shape {x.shape}, "
+                                     f"expected [batch, {', '.join(map(str, t.shape))}]")
+            feed[t.name] = np.ascontiguousarray(x)
+        try:
+            out = self._call(feed)
+        except MelstreamError:
+            raise
+        except Exception as e:
+            raise SynthesisError(f"network {self.spec.name!r} on {self.where} failed: {e}") from e
+        return out
+
+    def __repr__(self) -> str:
+        return f"Network({self.spec.name!r} on {self.where})"
+
+
+class Runner:
+    """Base class: subclasses implement :meth:`call_for`; :meth:`bind` wraps it in a checked handle."""
+
+    name = "runner"
+
+    def bind(self, addon: Addon, spec: NetworkSpec) -> Network:
+        return Network(spec, self.call_for(addon, spec), where=self.name)
+
+    def call_for(self, addon: Addon, spec: NetworkSpec) -> Call:
+        raise NotImplementedError
+
+
+class UnboundRunner(Runner):
+    """Handles that refuse to run: used to validate a stack without loading any network."""
+
+    name = "unbound"
+
+    def call_for(self, addon: Addon, spec: NetworkSpec) -> Call:
+        def call(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            raise SynthesisError(f"network {spec.name!r} is not bound to a runner (validation-only build)")
+
+        return call

@@ -1,0 +1,370 @@
+"""Text front ends: turn user text into the integer token ids a text-to-speech network reads.
+
+One front end ships: :class:`CharFrontend` (registered as ``"english-chars"``), a deterministic,
+character-level English normaliser.  Look front ends up by name with :func:`get_frontend`.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Any
+
+import numpy as np
+
+from melstream.errors import TextError
+
+__all__ = [
+    "EOS",
+    "FRONTENDS",
+    "MAX_CHARS_DEFAULT",
+    "PAD",
+    "SYMBOLS",
+    "CharFrontend",
+    "get_frontend",
+]
+
+MAX_CHARS_DEFAULT = 10_000
+
+PAD = "_"
+EOS = "~"
+_PUNCTUATION = ",.?!;:-'"
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+#: The symbol set: id 0 pad ``"_"``, id 1 end of text ``"~"``, id 2 space, ids 3-10 ``,.?!;:-'``, ids 11-36 ``a``-``z``.
+SYMBOLS: tuple[str, ...] = (PAD, EOS, " ", *_PUNCTUATION, *_LETTERS)
+
+_SPEAKABLE = frozenset(SYMBOLS[2:])
+_SYMBOL_IDS = {symbol: index for index, symbol in enumerate(SYMBOLS)}
+
+# --------------------------------------------------------------------------------------------- numbers
+
+_ONES = (
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+    "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen",
+)  # fmt: skip
+_TENS = ("", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
+_SCALES = ((1_000_000_000, "billion"), (1_000_000, "million"), (1_000, "thousand"))
+_MAX_WORDS = 999_999_999_999
+_ORDINAL_IRREGULAR = {
+    "one": "first",
+    "two": "second",
+    "three": "third",
+    "five": "fifth",
+    "eight": "eighth",
+    "nine": "ninth",
+    "twelve": "twelfth",
+}
+
+
+def _under_thousand(n: int) -> list[str]:
+    words: list[str] = []
+    hundreds, rest = divmod(n, 100)
+    if hundreds:
+        words += [_ONES[hundreds], "hundred"]
+    if rest >= 20:
+        tens, ones = divmod(rest, 10)
+        words.append(_TENS[tens])
+        if ones:
+            words.append(_ONES[ones])
+    elif rest:
+        words.append(_ONES[rest])
+    return words
+
+
+def _cardinal_words(n: int) -> list[str]:
+    """Words for ``0 <= n <= 999_999_999_999``."""
+    if n == 0:
+        return ["zero"]
+    words: list[str] = []
+    for scale, scale_name in _SCALES:
+        count, n = divmod(n, scale)
+        if count:
+            words += [*_under_thousand(count), scale_name]
+    return words + _under_thousand(n)
+
+
+def _digit_words(digits: str) -> list[str]:
+    return [_ONES[int(digit)] for digit in digits]
+
+
+def _integer_words(digits: str) -> list[str]:
+    """Read an ASCII digit string: as a cardinal, or digit by digit when it has a leading zero or is too big."""
+    if (len(digits) > 1 and digits[0] == "0") or int(digits) > _MAX_WORDS:
+        return _digit_words(digits)
+    return _cardinal_words(int(digits))
+
+
+def _ordinal(words: list[str]) -> list[str]:
+    last = words[-1]
+    if last in _ORDINAL_IRREGULAR:
+        last = _ORDINAL_IRREGULAR[last]
+    elif last.endswith("y"):
+        last = last[:-1] + "ieth"
+    else:
+        last += "th"
+    return [*words[:-1], last]
+
+
+def _money_words(digits: str, frac: str | None) -> list[str]:
+    if int(digits) > _MAX_WORDS:
+        dollars_words = _digit_words(digits)
+    else:
+        dollars_words = _cardinal_words(int(digits))
+    if frac is not None and len(frac) > 2:  # "$1.125": read as a decimal amount
+        return [*dollars_words, "point", *_digit_words(frac), "dollars"]
+    dollars = int(digits)
+    cents = 0 if frac is None else int(frac.ljust(2, "0"))
+    dollar_part = [*dollars_words, "dollar" if dollars == 1 else "dollars"]
+    if cents == 0:
+        return dollar_part
+    cent_part = [*_cardinal_words(cents), "cent" if cents == 1 else "cents"]
+    if dollars == 0:
+        return cent_part
+    return dollar_part + cent_part
+
+
+_NUMBER_RE = re.compile(
+    r"(?P<sign>(?<!\w)-)?"
+    r"(?P<dollar>\$)?"
+    r"(?P<int>[0-9]{1,3}(?:,[0-9]{3})+(?![0-9])|[0-9]+)"
+    r"(?:\.(?P<frac>[0-9]+))?"
+    r"(?P<suffix>%|(?:st|nd|rd|th)(?![a-z]))?",
+    re.IGNORECASE,
+)
+
+
+def _expand_number(match: re.Match[str]) -> str:
+    digits = match["int"].replace(",", "")
+    frac = match["frac"]
+    suffix = (match["suffix"] or "").lower()
+    words: list[str] = ["minus"] if match["sign"] else []
+    if match["dollar"]:
+        words += _money_words(digits, frac)
+    else:
+        number = _integer_words(digits)
+        if frac is not None:
+            number += ["point", *_digit_words(frac)]
+        elif suffix and suffix != "%":
+            number = _ordinal(number)
+            suffix = ""
+        words += number
+    if suffix == "%":
+        words.append("percent")
+    elif suffix:  # an ordinal suffix on a decimal or an amount of money: keep its letters
+        words.append(suffix)
+    text = " ".join(words)
+    source, start, end = match.string, match.start(), match.end()
+    if start > 0 and source[start - 1].isalnum():
+        text = " " + text
+    if end < len(source) and source[end].isalnum():
+        text += " "
+    return text
+
+
+# ------------------------------------------------------------------------------------ character maps
+
+_TYPOGRAPHY = str.maketrans(
+    {
+        "\u2018": "'",  # ‘
+        "\u2019": "'",  # ’
+        "\u201a": "'",  # ‚
+        "\u201b": "'",  # ‛
+        "\u2032": "'",  # ′
+        "\u201c": " ",  # “
+        "\u201d": " ",  # ”
+        "\u201e": " ",  # „
+        "\u201f": " ",  # ‟
+        "\u00ab": " ",  # «
+        "\u00bb": " ",  # »
+        "\u2039": " ",  # ‹
+        "\u203a": " ",  # ›
+        "\u2010": "-",  # hyphen
+        "\u2011": "-",  # non-breaking hyphen
+        "\u2012": "-",  # figure dash
+        "\u2013": "-",  # – en dash
+        "\u2014": "-",  # — em dash
+        "\u2015": "-",  # horizontal bar
+        "\u2043": "-",  # hyphen bullet
+        "\u2212": "-",  # − minus sign
+    }
+)
+
+_SYMBOL_WORDS = str.maketrans({"&": " and ", "+": " plus ", "@": " at ", "=": " equals ", "%": " percent "})
+
+_LETTER_MAP = str.maketrans(
+    {"ß": "ss", "æ": "ae", "œ": "oe", "ø": "o", "ł": "l", "đ": "d", "ð": "d", "þ": "th", "ı": "i", "ħ": "h"}
+)
+
+_SEPARATORS = str.maketrans(
+    {
+        **{bracket: ", " for bracket in "()[]{}"},
+        **{mark: " " for mark in '"`<>/\\|_*#~^'},
+    }
+)
+
+_SPACE_RE = re.compile(r"\s+")
+_SPACE_BEFORE_PUNCT_RE = re.compile(r" +([,.?!;:])")
+_HYPHENS_RE = re.compile(r"-{2,}")
+_COMMAS_RE = re.compile(r",(?: *,)+")
+_COMMA_BEFORE_STOP_RE = re.compile(r", *([.?!;:])")
+_COMMA_AFTER_STOP_RE = re.compile(r"([.?!;:]) *,")
+_SPACE_AFTER_PUNCT_RE = re.compile(r"([,;:?!])(?=[a-z])")
+_EDGES_RE = re.compile(r"^[ ,]+|[ ,]+$")
+
+
+def _clean_characters(text: str) -> str:
+    """NFKD, combining marks dropped, whitespace to spaces, other control/format characters removed."""
+    out: list[str] = []
+    for char in unicodedata.normalize("NFKD", text):
+        if char.isspace():
+            out.append(" ")
+            continue
+        category = unicodedata.category(char)
+        if category[0] == "M" or category in ("Cc", "Cf"):
+            continue
+        out.append(char)
+    return "".join(out)
+
+
+def _tidy(text: str) -> str:
+    text = _SPACE_RE.sub(" ", text)
+    text = _SPACE_BEFORE_PUNCT_RE.sub(r"\1", text)
+    text = _HYPHENS_RE.sub("-", text)
+    text = _COMMAS_RE.sub(",", text)
+    text = _COMMA_BEFORE_STOP_RE.sub(r"\1", text)
+    text = _COMMA_AFTER_STOP_RE.sub(r"\1", text)
+    text = _SPACE_AFTER_PUNCT_RE.sub(r"\1 ", text)
+    return _EDGES_RE.sub("", text)
+
+
+def _decode(text: object) -> str:
+    if isinstance(text, str):
+        return text
+    if isinstance(text, (bytes, bytearray, memoryview)):
+        raw = bytes(text)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise TextError(
+                f"text is not valid UTF-8: byte 0x{raw[error.start]:02x} at byte offset {error.start} ({error.reason})"
+            ) from None
+    raise TextError(f"text must be str or UTF-8 bytes, not {type(text).__name__}")
+
+
+def _preview(text: str, limit: int = 40) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+# ------------------------------------------------------------------------------------------ frontend
+
+
+class CharFrontend:
+    """Character-level English front end: user text -> normalised lowercase text -> token ids.
+
+    Symbol set (:data:`SYMBOLS`, 37 symbols; the id is the index):
+
+    * 0 ``"_"`` pad, 1 ``"~"`` end of text (appended by :meth:`encode`, never produced by :meth:`normalize`);
+    * 2 ``" "`` space; 3-10 the punctuation ``, . ? ! ; : - '``; 11-36 the letters ``a``-``z``.
+
+    Normalisation, applied in this order (deterministic: same input, same output):
+
+    1. Input: ``bytes`` must be valid UTF-8, else :class:`TextError` naming the first bad byte and its byte
+       offset; anything other than ``str``/``bytes`` is a :class:`TextError`.  Text longer than ``max_chars``
+       characters (code points, counted before normalisation) is refused:
+       ``"text is N characters; the limit is M"``.  Exactly ``max_chars`` is accepted.
+    2. Unicode NFKD; combining marks are dropped (``café`` -> ``cafe``; full-width forms and ligatures become
+       ASCII, ``…`` -> ``...``).  Every whitespace character (newline, tab, no-break space, ...) becomes a space;
+       other control and format characters (``Cc``/``Cf``: NUL, BEL, zero-width space, BOM, ...) are removed.
+    3. Typography: ``‘ ’ ‚ ‛ ′`` -> ``'``; double quotes ``“ ” „ ‟ « » ‹ ›`` are removed;
+       dashes ``‐ ‑ ‒ – — ― ⁃`` and the minus sign ``−`` -> ``-``.
+    4. Numbers (ASCII digits) to words, with spaces between words and no hyphens:
+
+       * integers, with optional ``,`` thousands separators: ``1,234`` -> ``one thousand two hundred thirty
+         four``; up to 999,999,999,999 (``nine hundred ninety nine billion ...``).  Bigger numbers, and
+         numbers with a leading zero (``007``), are read digit by digit.  Years are plain cardinals.
+       * a ``-`` directly before a number and not after a letter or digit is a sign: ``-5`` -> ``minus five``
+         (``10-20`` and ``covid-19`` keep their hyphen).
+       * decimals: ``3.14`` -> ``three point one four`` (the fraction is read digit by digit).
+       * ordinals: a ``st``/``nd``/``rd``/``th`` suffix (any case, suffix not checked against the number) makes
+         the last word ordinal: ``1st`` -> ``first``, ``23rd`` -> ``twenty third``, ``101th`` -> ``one
+         hundred first``, ``12th`` -> ``twelfth``, ``20th`` -> ``twentieth``.
+       * percentages: ``50%`` -> ``fifty percent``.
+       * money: ``$1`` -> ``one dollar``, ``$5`` -> ``five dollars``, ``$2.50`` -> ``two dollars fifty cents``,
+         ``$2.5`` -> ``two dollars fifty cents``, ``$0.01`` -> ``one cent``; more than two decimals reads as a
+         decimal (``$1.125`` -> ``one point one two five dollars``); ``-$5`` -> ``minus five dollars``.
+       * a space is inserted where the words would touch a letter or digit (``abc123`` -> ``abc one hundred
+         twenty three``).
+    5. Symbols to words: ``&`` -> ``and``, ``+`` -> ``plus``, ``@`` -> ``at``, ``=`` -> ``equals``, a ``%``
+       not after a number -> ``percent`` (each surrounded by spaces).
+    6. Lowercase; then ``ß`` -> ``ss``, ``æ`` -> ``ae``, ``œ`` -> ``oe``, ``ø`` -> ``o``, ``ł`` -> ``l``,
+       ``đ``/``ð`` -> ``d``, ``þ`` -> ``th``, ``ı`` -> ``i``, ``ħ`` -> ``h``.
+    7. Brackets ``( ) [ ] { }`` become commas (``a (b) c`` -> ``a, b, c``); the separators
+       ``" ` < > / \\ | _ * # ~ ^`` become spaces.
+    8. Every character not in ``SYMBOLS[2:]`` is dropped (emoji, CJK, Greek, ``$`` without a number, ...).
+    9. Tidy: runs of whitespace collapse to one space; spaces before ``, . ? ! ; :`` are removed; runs of
+       ``-`` collapse to one; runs of commas collapse to one; a comma next to ``. ? ! ; :`` is dropped;
+       a space is added after ``, ; : ? !`` when a letter follows directly; leading and trailing spaces and
+       commas are stripped.
+    10. If no letter remains (empty, whitespace-only, punctuation-only, emoji-only input), :class:`TextError`
+        ``"text has nothing to speak: ..."``.
+    """
+
+    name = "english-chars"
+    symbols: tuple[str, ...] = SYMBOLS
+
+    def __init__(self, *, max_chars: int = MAX_CHARS_DEFAULT) -> None:
+        if isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 1:
+            raise TextError(f"max_chars must be a positive integer, not {max_chars!r}")
+        self.max_chars = max_chars
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(max_chars={self.max_chars})"
+
+    @property
+    def num_symbols(self) -> int:
+        """How many symbols there are; every id :meth:`encode` returns is below this."""
+        return len(self.symbols)
+
+    def normalize(self, text: str) -> str:
+        """Normalise ``text`` by the rules in the class docstring; the result holds only ``SYMBOLS[2:]``."""
+        text = _decode(text)
+        if len(text) > self.max_chars:
+            raise TextError(f"text is {len(text)} characters; the limit is {self.max_chars}")
+        if not text:
+            raise TextError("text has nothing to speak: it is empty")
+        original = text
+        text = _clean_characters(text)
+        text = text.translate(_TYPOGRAPHY)
+        text = _NUMBER_RE.sub(_expand_number, text)
+        text = text.translate(_SYMBOL_WORDS)
+        text = text.lower().translate(_LETTER_MAP)
+        text = text.translate(_SEPARATORS)
+        text = "".join(char for char in text if char in _SPEAKABLE)
+        text = _tidy(text)
+        if not any(char in _LETTERS for char in text):
+            raise TextError(f"text has nothing to speak: {_preview(original)} has no letters after normalisation")
+        return text
+
+    def encode(self, text: str | bytes) -> np.ndarray:
+        """Token ids (int64, shape ``[N]``) of :meth:`normalize` (``text``), then the end-of-text id 1."""
+        normalized = self.normalize(_decode(text))
+        ids = [_SYMBOL_IDS[char] for char in normalized]
+        ids.append(_SYMBOL_IDS[EOS])
+        return np.asarray(ids, dtype=np.int64)
+
+
+FRONTENDS: dict[str, type[CharFrontend]] = {CharFrontend.name: CharFrontend}
+
+
+def get_frontend(name: str, **options: Any) -> CharFrontend:
+    """The front end registered as ``name``, built with ``options``; an unknown name or option is a TextError."""
+    try:
+        cls = FRONTENDS[name]
+    except (KeyError, TypeError):
+        known = ", ".join(sorted(FRONTENDS))
+        raise TextError(f"unknown text front end {name!r}; known front ends: {known}") from None
+    try:
+        return cls(**options)
+    except TypeError as error:
+        raise TextError(f"bad options for text front end {name!r}: {error}") from None
