@@ -226,7 +226,7 @@ class Addon:
 
     def to_json(self) -> str:
         """The addon JSON, canonical (what the server's model config carries)."""
-        return json.dumps(self.raw, sort_keys=True, separators=(",", ":"))
+        return json.dumps(self.raw, separators=(",", ":"))  # key order matters: it orders networks and tensors
 
     def build(self, runner: Runner | None = None, *, stack: list[Any] | None = None) -> StreamablePipeline:
         """Build the stack (``stack`` overrides the addon's own) with networks on ``runner``.

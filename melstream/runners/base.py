@@ -74,3 +74,8 @@ class UnboundRunner(Runner):
             raise SynthesisError(f"network {spec.name!r} is not bound to a runner (validation-only build)")
 
         return call
+
+
+def network_model_name(addon_name: str, network: str) -> str:
+    """The Triton model that serves ``network`` of addon ``addon_name`` (addon names cannot hold ``__``)."""
+    return f"{addon_name}__{network}"

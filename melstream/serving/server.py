@@ -106,6 +106,7 @@ class TritonServer:
             "--model-control-mode=none",
             "--disable-auto-complete-config",
             "--exit-on-error=false",
+            "--strict-readiness=false",  # one voice that fails to load must not hide the others
             f"--log-verbose={self.log_verbose}",
             *self.extra_args,
         ]

@@ -1,0 +1,41 @@
+"""Runner inside Triton: networks called through BLS from the decoupled pipeline model."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from melstream.errors import SynthesisError
+from melstream.runners.base import Call, Runner, network_model_name
+
+if TYPE_CHECKING:
+    from melstream.addon import Addon, NetworkSpec
+
+
+class TritonBLSRunner(Runner):
+    """``pb_utils`` is the ``triton_python_backend_utils`` module (importable only inside a stub).
+
+    Calls are synchronous ``exec()``: the pipeline model runs each stream in its own thread, and
+    Triton's dynamic batcher batches BLS requests that come from different streams.
+    """
+
+    name = "triton-bls"
+
+    def __init__(self, pb_utils: Any) -> None:
+        self.pb = pb_utils
+
+    def call_for(self, addon: Addon, spec: NetworkSpec) -> Call:
+        pb = self.pb
+        model = network_model_name(addon.name, spec.name)
+        outputs = list(spec.output_names())
+
+        def call(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            request = pb.InferenceRequest(model_name=model, requested_output_names=outputs,
+                                          inputs=[pb.Tensor(k, v) for k, v in inputs.items()])
+            response = request.exec()
+            if response.has_error():
+                raise SynthesisError(f"network model {model!r}: {response.error().message()}")
+            return {n: pb.get_output_tensor_by_name(response, n).as_numpy() for n in outputs}
+
+        return call
