@@ -1,0 +1,176 @@
+"""The ``melstream`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from melstream.errors import MelstreamError
+
+
+def cmd_build_repo(args: argparse.Namespace) -> int:
+    from melstream.serving.repo import build_repository
+
+    report = build_repository(args.addons, args.out, profile=args.profile)
+    for where, message in report.refused.items():
+        print(f"refused addon {where}: {message}", file=sys.stderr)
+    print(f"wrote {args.out} (profile {args.profile}): voices {', '.join(report.voices) or 'none'}; "
+          f"{len(report.models)} models")
+    return 1 if report.refused else 0
+
+
+def _model_states(http_url: str) -> list[dict[str, str]]:
+    import urllib.request
+
+    req = urllib.request.Request(f"http://{http_url}/v2/repository/index", data=b"{}", method="POST")
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return list(json.load(resp))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from melstream.serving.server import TritonServer
+
+    server = TritonServer(repo=Path(args.repo), http_port=args.http_port, grpc_port=args.grpc_port,
+                          metrics_port=args.metrics_port, log_verbose=args.log_verbose)
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        server.start(timeout_s=args.timeout_s)
+        for m in _model_states(server.http_url):
+            state = m.get("state", "?")
+            note = f" ({m['reason']})" if m.get("reason") and state != "READY" else ""
+            print(f"  {m['name']:<32} {state}{note}", file=sys.stderr)
+        print(f"melstream serving {args.repo}: HTTP :{args.http_port}, gRPC :{args.grpc_port}, "
+              f"metrics :{args.metrics_port}; Ctrl-C stops", file=sys.stderr)
+        return server.wait()
+    except KeyboardInterrupt:
+        print("stopping tritonserver", file=sys.stderr)
+        return 0
+    finally:
+        server.stop()
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from melstream.client import Client, HttpClient
+
+    client: Client | HttpClient = HttpClient(args.url, timeout_s=args.timeout_s) if args.http else Client(args.url, timeout_s=args.timeout_s)
+    t0 = time.perf_counter()
+    first = None
+    chunks = []
+    for mel in client.stream(args.text, voice=args.voice, pace=args.pace, chunk_frames=args.chunk_frames):
+        if first is None:
+            first = time.perf_counter() - t0
+        chunks.append(mel)
+    total = time.perf_counter() - t0
+    mel = np.concatenate(chunks) if chunks else np.zeros((0, 80), np.float32)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix != ".npy":
+        raise MelstreamError(f"{out}: only .npy output is supported (a [frames, n_mels] float32 array)")
+    np.save(out, mel)
+    print(f"time to first frame {1e3 * (first or total):.1f} ms, total {1e3 * total:.1f} ms, "
+          f"{len(mel)} frames in {len(chunks)} chunks -> {out}")
+    return 0
+
+
+def cmd_voices(args: argparse.Namespace) -> int:
+    from melstream.client import Client
+
+    with Client(args.url) as client:
+        for voice in client.voices():
+            addon = client.addon(voice)
+            print(f"{voice}\t{addon.version}\t{addon.description}")
+    return 0
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    from melstream.addon import load_addon
+    from melstream.runners.base import UnboundRunner
+
+    addon = load_addon(args.addon)
+    a = addon.audio
+    print(f"{addon.name} {addon.version}: {addon.description}")
+    print(f"audio: {a.sample_rate} Hz, hop {a.hop_length}, {a.n_mels} mel bins; text front end: {addon.text['frontend']}")
+    for name, spec in addon.networks.items():
+        ins = ", ".join(f"{t.name} {t.dtype}{list(t.shape)}" for t in spec.inputs)
+        outs = ", ".join(f"{t.name} {t.dtype}{list(t.shape)}" for t in spec.outputs)
+        print(f"network {name} ({spec.role}, {spec.file}): {ins} -> {outs}")
+    print(addon.build(UnboundRunner()).describe())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from melstream.demo import run_demo
+
+    return run_demo(Path(args.out), addons=Path(args.addons), repo=Path(args.repo))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="melstream", description="Serve TTS acoustic models on Triton, streaming mel frames.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("build-repo", help="generate the Triton model repository from addons")
+    b.add_argument("--addons", default="addons")
+    b.add_argument("--profile", default="cpu")
+    b.add_argument("--out", default="model_repository")
+    b.set_defaults(func=cmd_build_repo)
+
+    s = sub.add_parser("serve", help="start tritonserver on the model repository")
+    s.add_argument("--repo", default="model_repository")
+    s.add_argument("--http-port", type=int, default=8000)
+    s.add_argument("--grpc-port", type=int, default=8001)
+    s.add_argument("--metrics-port", type=int, default=8002)
+    s.add_argument("--log-verbose", type=int, default=0)
+    s.add_argument("--timeout-s", type=float, default=300.0, help="how long to wait for readiness")
+    s.set_defaults(func=cmd_serve)
+
+    y = sub.add_parser("synth", help="stream one utterance from a server into a .npy file")
+    y.add_argument("text")
+    y.add_argument("--voice", required=True)
+    y.add_argument("--url", default=None, help="HOST:PORT (default localhost:8001, or :8000 with --http)")
+    y.add_argument("--out", required=True)
+    y.add_argument("--http", action="store_true", help="use HTTP generate_stream (SSE) instead of gRPC")
+    y.add_argument("--pace", type=float, default=None)
+    y.add_argument("--chunk-frames", type=int, default=None)
+    y.add_argument("--timeout-s", type=float, default=60.0)
+    y.set_defaults(func=cmd_synth)
+
+    v = sub.add_parser("voices", help="list the voices a server serves")
+    v.add_argument("--url", default="localhost:8001")
+    v.set_defaults(func=cmd_voices)
+
+    d = sub.add_parser("describe", help="print an addon's networks and block tree")
+    d.add_argument("addon")
+    d.set_defaults(func=cmd_describe)
+
+    m = sub.add_parser("demo", help="build, serve, stream a sentence from every voice over gRPC and HTTP, stop")
+    m.add_argument("--addons", default="addons")
+    m.add_argument("--repo", default="model_repository")
+    m.add_argument("--out", default="out")
+    m.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if getattr(args, "url", "") is None:
+        args.url = "localhost:8000" if args.http else "localhost:8001"
+    try:
+        return int(args.func(args))
+    except MelstreamError as e:
+        print(f"melstream {args.command}: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import melstream
+
+ROOT = Path(__file__).resolve().parent.parent
+ADDONS = ROOT / "addons"
+
+
+@pytest.fixture(scope="session")
+def root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def fast_addon() -> melstream.Addon:
+    return melstream.load_addon(ADDONS / "fastvoice")
+
+
+@pytest.fixture(scope="session")
+def taco_addon() -> melstream.Addon:
+    return melstream.load_addon(ADDONS / "tacovoice")
+
+
+@pytest.fixture(scope="session")
+def fast_pipeline(fast_addon: melstream.Addon) -> melstream.StreamablePipeline:
+    return fast_addon.build()
+
+
+@pytest.fixture(scope="session")
+def taco_pipeline(taco_addon: melstream.Addon) -> melstream.StreamablePipeline:
+    return taco_addon.build()

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from melstream.addon import Addon
+from melstream.errors import SynthesisError
+from melstream.runners.base import UnboundRunner
+from melstream.runners.onnx import OnnxRuntimeRunner
+from melstream.runners.torch import TorchRunner
+
+
+@pytest.mark.parametrize("voice", ["fast_addon", "taco_addon"])
+def test_torch_and_onnxruntime_give_the_same_frames(voice: str, request: pytest.FixtureRequest) -> None:
+    addon: Addon = request.getfixturevalue(voice)
+    text = "Same stack, two runners: 7 frames or 700."
+    a = addon.build(OnnxRuntimeRunner()).synthesize(text)
+    b = addon.build(TorchRunner()).synthesize(text)
+    assert a.shape == b.shape and len(a) > 0
+    assert float(np.abs(a - b).max()) <= 1e-4
+
+
+def test_network_handle_checks_inputs(fast_addon: Addon) -> None:
+    net = OnnxRuntimeRunner().bind(fast_addon, fast_addon.networks["text_encoder"])
+    with pytest.raises(SynthesisError, match="network 'text_encoder': input 'tokens' is float32, expected int64"):
+        net({"tokens": np.zeros((1, 4), np.float32)})
+    with pytest.raises(SynthesisError, match=r"input 'tokens' has shape \(4,\), expected \[batch, -1\]"):
+        net({"tokens": np.zeros(4, np.int64)})
+    with pytest.raises(SynthesisError, match="missing input 'tokens'"):
+        net({})
+    with pytest.raises(SynthesisError, match="text_encoder' on onnxruntime failed"):
+        net({"tokens": np.full((1, 4), 999, np.int64)})  # out-of-range symbol id: the runtime's error, wrapped
+    assert net({"tokens": np.zeros((1, 4), np.int64)})["encodings"].shape == (1, 4, 128)
+
+
+def test_unbound_runner_refuses_to_run(fast_addon: Addon) -> None:
+    with pytest.raises(SynthesisError, match="not bound to a runner"):
+        fast_addon.build(UnboundRunner()).synthesize("x")

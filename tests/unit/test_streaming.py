@@ -1,0 +1,216 @@
+"""Streaming never changes the answer, for every chunk size and the edge lengths."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from melstream.addon import Addon, NetworkSpec
+from melstream.blocks import StreamablePipeline, StreamableStack
+from melstream.components.attention import AttentionDecoder
+from melstream.components.decoder import Decoder
+from melstream.components.diagnostics import Timed
+from melstream.components.upsampler import Upsampler, frame_counts
+from melstream.errors import SynthesisError, TextError
+from melstream.runners.base import Call
+from melstream.runners.onnx import OnnxRuntimeRunner
+
+CHUNKS = [1, 7, 32, 1000]
+TOL = 1e-4
+
+
+class CountingRunner(OnnxRuntimeRunner):
+    """ONNX Runtime, counting calls per network (to prove laziness and cancellation)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: dict[str, int] = {}
+
+    def call_for(self, addon: Addon, spec: NetworkSpec) -> Call:
+        inner = super().call_for(addon, spec)
+
+        def call(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            self.calls[spec.name] = self.calls.get(spec.name, 0) + 1
+            return inner(inputs)
+
+        return call
+
+
+def upsample_and_decode(pipeline: StreamablePipeline) -> tuple[Upsampler, Decoder]:
+    stack = pipeline.streamable_block
+    assert isinstance(stack, StreamableStack)
+    up, dec = stack.stack
+    assert isinstance(up, Upsampler) and isinstance(dec, Decoder)
+    return up, dec
+
+
+def context_with_frames(total: int, *, tokens: int = 5, dim: int = 128, seed: int = 0) -> dict[str, np.ndarray]:
+    """Encodings and integer durations that add up to exactly ``total`` frames."""
+    rng = np.random.default_rng(seed)
+    # uneven token lengths (some zero), none over the Upsampler's 100-frame cap
+    weights = rng.uniform(0.0, 2.0, tokens)
+    cuts = np.round(np.cumsum(weights) / weights.sum() * total).astype(np.int64)
+    durations = np.diff(np.concatenate([[0], cuts])).astype(np.float32)
+    assert durations.sum() == total and durations.max(initial=0) <= 100
+    return {"encodings": rng.standard_normal((tokens, dim)).astype(np.float32), "durations": durations}
+
+
+@pytest.mark.parametrize("chunk", CHUNKS)
+@pytest.mark.parametrize("frames_rel", ["0", "1", "chunk-1", "chunk", "chunk+1", "long"])
+def test_streamed_frames_equal_whole_decode(fast_pipeline: StreamablePipeline, chunk: int, frames_rel: str) -> None:
+    total = {"0": 0, "1": 1, "chunk-1": chunk - 1, "chunk": chunk, "chunk+1": chunk + 1, "long": 3001}[frames_rel]
+    up, dec = upsample_and_decode(fast_pipeline)
+    ctx = context_with_frames(total, tokens=max(1, min(total, 60)))
+    ctx["chunk_frames"] = np.asarray(chunk)
+    upsampled = [c["upsampled"] for c in up.generate(ctx)]
+    full = np.concatenate(upsampled) if upsampled else np.zeros((0, 128), np.float32)
+    assert len(full) == total
+    assert all(len(c) == chunk for c in upsampled[:-1])
+    chunks = [c["mel"] for c in dec.generate(ctx, iter({"upsampled": u} for u in upsampled))]
+    streamed = np.concatenate(chunks) if chunks else np.zeros((0, 80), np.float32)
+    assert streamed.shape == (total, 80)
+    assert all(len(c) == chunk for c in chunks[:-1]) and all(len(c) > 0 for c in chunks)
+    if total:
+        whole = dec.decode(full)
+        assert float(np.abs(streamed - whole).max()) <= TOL
+
+
+def test_uneven_upstream_chunks_still_exact(fast_pipeline: StreamablePipeline) -> None:
+    """Upstream chunk sizes that do not match the decoder's (1, 2, 3, ... frames) change nothing."""
+    _, dec = upsample_and_decode(fast_pipeline)
+    full = np.random.default_rng(1).standard_normal((500, 128)).astype(np.float32)
+    bounds = np.cumsum([0] + [1 + i % 13 for i in range(100)])
+    bounds = bounds[bounds < 500].tolist() + [500]
+    upstream = ({"upsampled": full[a:b]} for a, b in zip(bounds[:-1], bounds[1:], strict=True))
+    streamed = np.concatenate([c["mel"] for c in dec.generate({"chunk_frames": np.asarray(7)}, upstream)])
+    assert float(np.abs(streamed - dec.decode(full)).max()) <= TOL
+
+
+@pytest.mark.parametrize("chunk", CHUNKS)
+@pytest.mark.parametrize("text", ["a", "Hi.", "The quick brown fox jumps over the lazy dog, 42 times!"])
+def test_text_streams_equal_whole_utterance(fast_pipeline: StreamablePipeline, chunk: int, text: str) -> None:
+    whole = fast_pipeline.synthesize(text, chunk_frames=0)  # 0: one chunk, the naive whole-utterance call
+    chunks = list(fast_pipeline.stream(text, chunk_frames=chunk))
+    assert len(chunks) == -(-len(whole) // chunk)
+    assert float(np.abs(np.concatenate(chunks) - whole).max()) <= TOL
+
+
+def test_very_long_text(fast_pipeline: StreamablePipeline) -> None:
+    text = " ".join(["This sentence is repeated to make a very long utterance of many words."] * 60)
+    whole = fast_pipeline.synthesize(text, chunk_frames=0)
+    assert len(whole) > 20000
+    streamed = fast_pipeline.synthesize(text, chunk_frames=32)
+    assert float(np.abs(streamed - whole).max()) <= TOL
+
+
+def test_empty_and_unspeakable_text_is_refused(fast_pipeline: StreamablePipeline) -> None:
+    for text in ["", "   ", "?!", "\U0001F600"]:
+        with pytest.raises(TextError, match="nothing to speak"):
+            list(fast_pipeline.stream(text))
+    with pytest.raises(TextError, match="limit is 10000"):
+        list(fast_pipeline.stream("a" * 10001))
+
+
+def test_streaming_is_pull_based(fast_addon: Addon) -> None:
+    runner = CountingRunner()
+    pipeline = fast_addon.build(runner)
+    it = pipeline.stream("Nothing runs before the first pull. " * 10, chunk_frames=8)
+    assert runner.calls == {}
+    next(it)
+    assert runner.calls == {"text_encoder": 1, "duration_predictor": 1, "decoder": 1}
+    next(it)
+    assert runner.calls["decoder"] == 2
+    it.close()  # the consumer stops: no more work
+    assert runner.calls["decoder"] == 2
+
+
+def test_pace_changes_length(fast_pipeline: StreamablePipeline) -> None:
+    normal = fast_pipeline.synthesize("Pace check, one two three.")
+    fast = fast_pipeline.synthesize("Pace check, one two three.", pace=2.0)
+    assert 0.35 * len(normal) < len(fast) < 0.65 * len(normal)
+    with pytest.raises(SynthesisError, match="pace must be a positive number"):
+        fast_pipeline.synthesize("x", pace=0.0)
+
+
+def test_frame_counts_rounding() -> None:
+    np.testing.assert_array_equal(frame_counts(np.array([0.4, 0.5, 1.49, 2.5, -3, 1e9, np.nan])), [0, 1, 1, 3, 0, 100, 0])
+
+
+# --- the attention voice ---------------------------------------------------------------------------
+
+def attention_block(pipeline: StreamablePipeline) -> AttentionDecoder:
+    block = pipeline.streamable_block
+    assert isinstance(block, AttentionDecoder)
+    return block
+
+
+@pytest.mark.parametrize("chunk", CHUNKS)
+def test_attention_streams_equal_whole(taco_pipeline: StreamablePipeline, chunk: int) -> None:
+    text = "Attention models generate frame by frame."
+    whole = taco_pipeline.synthesize(text, chunk_frames=0)
+    chunks = list(taco_pipeline.stream(text, chunk_frames=chunk))
+    assert all(len(c) == chunk for c in chunks[:-1])
+    np.testing.assert_array_equal(np.concatenate(chunks), whole)
+
+
+@pytest.mark.parametrize("text", ["a", "Hello.", "A longer sentence, with commas; and 3 numbers: 1, 2, 3.",
+                                  " ".join(["Many words in a long paragraph."] * 20)])
+def test_attention_stops_on_its_own(taco_addon: Addon, text: str) -> None:
+    pipeline = taco_addon.build()
+    mel = pipeline.synthesize(text)
+    block = attention_block(pipeline)
+    assert block.guard_hits == 0
+    n_tokens = len(pipeline.frontend.encode(text))
+    assert n_tokens <= len(mel) < block.max_frames_per_token * n_tokens
+
+
+def test_attention_alignment_is_monotonic(taco_pipeline: StreamablePipeline) -> None:
+    block = attention_block(taco_pipeline)
+    ctx = taco_pipeline.inputs_for("Monotonic attention never goes back.")
+    ctx.update(taco_pipeline.sequence_block(ctx))
+    align = np.concatenate([c["alignment"] for c in block.generate(ctx)])
+    peaks = align.argmax(axis=1)
+    assert (np.diff(peaks) >= 0).all()
+    assert peaks[-1] == align.shape[1] - 1  # ends on the end symbol
+
+
+def test_attention_guard_ends_runaway_generation(taco_addon: Addon) -> None:
+    stack = [{"type": "StreamablePipeline", "sequence_block": {"type": "Encoders"},
+              "streamable_block": {"type": "AttentionDecoder", "max_frames": 10, "chunk_frames": 4}}]
+    pipeline = taco_addon.build(stack=stack)
+    mel = pipeline.synthesize("This needs far more than ten frames.")
+    assert len(mel) == 10
+    assert attention_block(pipeline).guard_hits == 1
+
+
+# --- diagnostics and effects ----------------------------------------------------------------------
+
+def test_timed_records_every_chunk_and_changes_nothing(fast_addon: Addon) -> None:
+    stack = [{"type": "Timed", "label": "whole", "block": {
+        "type": "StreamablePipeline", "sequence_block": {"type": "Encoders"},
+        "streamable_block": {"type": "StreamableStack", "stack": [
+            {"type": "Upsampler"}, {"type": "Timed", "label": "decoder", "block": {"type": "Decoder"}}]}}}]
+    pipeline = fast_addon.build(stack=stack)
+    text = "Timing does not change frames."
+    chunks = list(pipeline.stream(text))
+    np.testing.assert_array_equal(np.concatenate(chunks), fast_addon.build().synthesize(text))
+    outer = pipeline.streamable_block.stack[0]  # type: ignore[attr-defined]
+    assert isinstance(outer, Timed)
+    (record,) = outer.timings
+    assert len(record.chunk_s) == len(chunks) and record.frames == sum(len(c) for c in chunks)
+    assert record.first_chunk_s is not None and record.first_chunk_s >= record.chunk_s[0] > 0
+
+
+def test_gain_tilt(fast_addon: Addon) -> None:
+    stack = [{"type": "StreamablePipeline", "sequence_block": {"type": "Encoders"},
+              "streamable_block": {"type": "StreamableStack", "stack": [
+                  {"type": "Upsampler"}, {"type": "Decoder"}, {"type": "Gain", "tilt_db": 20.0}]}}]
+    diff = fast_addon.build(stack=stack).synthesize("tilt") - fast_addon.build().synthesize("tilt")
+    np.testing.assert_allclose(diff[:, 0], 0.0, atol=1e-5)
+    np.testing.assert_allclose(diff[:, -1], 20.0 * np.log(10) / 20, atol=1e-5)
+
+
+def test_decoder_without_upstream_is_an_error(fast_addon: Addon) -> None:
+    stack = [{"type": "StreamablePipeline", "sequence_block": {"type": "Encoders"}, "streamable_block": {"type": "Decoder"}}]
+    with pytest.raises(SynthesisError, match=r"stack\[0\].streamable_block: Decoder needs an upstream block"):
+        fast_addon.build(stack=stack).synthesize("x")
