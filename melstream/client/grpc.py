@@ -80,17 +80,23 @@ class Client:
 
     # --- what the server serves -------------------------------------------------------------
     def voices(self) -> list[str]:
-        """Names of the ready voice models (decoupled models carrying an addon)."""
+        """Names of the voices that can serve: a ready voice model (a model carrying an addon)
+        whose network models are all ready too."""
+        from melstream.addon import addon_from_json
+        from melstream.runners.base import network_model_name
+
         try:
             index = self._client.get_model_repository_index(as_json=True).get("models", [])
+            ready = {m["name"] for m in index if m.get("state") == "READY"}
             voices = []
-            for m in index:
-                if m.get("state") != "READY":
+            for name in sorted(ready):
+                params = self._client.get_model_config(name, as_json=True)["config"].get("parameters", {})
+                if "addon_json" not in params:
                     continue
-                cfg = self._client.get_model_config(m["name"], as_json=True)["config"]
-                if "addon_json" in cfg.get("parameters", {}):
-                    voices.append(m["name"])
-            return sorted(voices)
+                addon = addon_from_json(params["addon_json"]["string_value"], source=f"voice {name!r}")
+                if all(network_model_name(addon.name, n) in ready for n in addon.networks):
+                    voices.append(name)
+            return voices
         except Exception as e:
             raise ClientError(f"cannot list voices at {self.url}: {e}") from e
 

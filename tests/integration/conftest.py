@@ -1,0 +1,51 @@
+"""A real tritonserver (from the nvidia-pytriton wheel) on free ports, shared by the integration tests."""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from melstream.serving.server import TritonServer, free_port
+
+pytestmark = pytest.mark.integration
+
+
+def start_server(repo: Path, log_file: Path) -> TritonServer:
+    return TritonServer(repo=repo, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
+                        log_file=log_file).start(timeout_s=180)
+
+
+@pytest.fixture(scope="session")
+def server(root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    srv = start_server(root / "model_repository", tmp_path_factory.mktemp("triton") / "tritonserver.log")
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def metric(server: TritonServer, name: str, model: str) -> float:
+    """One Prometheus counter of ``model`` from the server's metrics endpoint (0 if absent)."""
+    with urllib.request.urlopen(f"http://localhost:{server.metrics_port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    m = re.search(rf'^{name}{{model="{re.escape(model)}",version="1"}} (\S+)$', text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def settled_metric(server: TritonServer, name: str, model: str, *, quiet_s: float = 1.0, timeout_s: float = 30.0) -> float:
+    """The counter once it has not moved for ``quiet_s`` (work has stopped), polled."""
+    deadline = time.monotonic() + timeout_s
+    last, since = metric(server, name, model), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.1)  # polling interval
+        value = metric(server, name, model)
+        if value != last:
+            last, since = value, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return value
+    raise AssertionError(f"{name} of {model} still moving after {timeout_s} s")

@@ -1,0 +1,303 @@
+"""The service end to end: a real tritonserver, real clients (tritonclient gRPC, HTTP SSE)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+import melstream
+from melstream.client import Client, HttpClient
+from melstream.cli import main
+from melstream.errors import ClientError
+from melstream.serving.repo import build_repository
+from melstream.serving.server import TritonServer, free_port
+
+from .conftest import metric, settled_metric, start_server
+
+pytestmark = pytest.mark.integration
+
+VOICES = ["fastvoice", "tacovoice"]
+TEXT = "Hello from melstream, streaming 80 mel bins at a time."
+LONG = " ".join(["A long paragraph keeps the server busy for a good while, frame after frame."] * 20)
+
+
+class RawStream:
+    """A plain tritonclient gRPC stream, as any Triton user would write it."""
+
+    def __init__(self, server: TritonServer) -> None:
+        self.client = grpcclient.InferenceServerClient(server.grpc_url)
+        self.responses: queue.Queue[tuple[Any, Any]] = queue.Queue()
+        self.client.start_stream(callback=lambda result, error: self.responses.put((result, error)))
+
+    def send(self, voice: str, text: Any, *, dtype: str = "BYTES", chunk_frames: int | None = None, pace: float | None = None) -> None:
+        if dtype == "BYTES":
+            inp = grpcclient.InferInput("TEXT", [1], "BYTES")
+            inp.set_data_from_numpy(np.array([text.encode()], dtype=np.object_))
+        else:
+            inp = grpcclient.InferInput("TEXT", [1], dtype)
+            inp.set_data_from_numpy(np.array([text], dtype=np.float32))
+        inputs = [inp]
+        if chunk_frames is not None:
+            c = grpcclient.InferInput("CHUNK_FRAMES", [1], "INT32")
+            c.set_data_from_numpy(np.array([chunk_frames], np.int32))
+            inputs.append(c)
+        if pace is not None:
+            p = grpcclient.InferInput("PACE", [1], "FP32")
+            p.set_data_from_numpy(np.array([pace], np.float32))
+            inputs.append(p)
+        self.client.async_stream_infer(voice, inputs, enable_empty_final_response=True)
+
+    def next(self) -> tuple[np.ndarray | None, str | None, bool]:
+        """(MEL or None, error message or None, final flag) of the next response."""
+        result, error = self.responses.get(timeout=60)
+        if error is not None:
+            return None, str(error), False
+        final = result.get_response().parameters["triton_final_response"].bool_param
+        return (None if final else result.as_numpy("MEL")), None, final
+
+    def collect(self) -> tuple[list[np.ndarray], list[str]]:
+        chunks, errors = [], []
+        while True:
+            mel, err, final = self.next()
+            if err is not None:
+                errors.append(err)
+            elif final:
+                return chunks, errors
+            else:
+                assert mel is not None
+                chunks.append(mel)
+
+    def close(self, *, cancel: bool = False) -> None:
+        self.client.stop_stream(cancel_requests=cancel)
+        self.client.close()
+
+
+@pytest.fixture
+def raw(server: TritonServer) -> Iterator[RawStream]:
+    s = RawStream(server)
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def references(root: Path) -> dict[str, melstream.StreamablePipeline]:
+    return {v: melstream.load_addon(root / "addons" / v).build() for v in VOICES}
+
+
+@pytest.mark.parametrize("voice", VOICES)
+def test_plain_grpc_stream_equals_in_process(raw: RawStream, voice: str, references: dict[str, Any]) -> None:
+    raw.send(voice, TEXT)
+    chunks, errors = raw.collect()
+    assert not errors and len(chunks) > 1
+    assert all(c.dtype == np.float32 and c.ndim == 2 and c.shape[1] == 80 and len(c) > 0 for c in chunks)
+    expected = references[voice].synthesize(TEXT)
+    assert float(np.abs(np.concatenate(chunks) - expected).max()) <= 1e-4
+
+
+@pytest.mark.parametrize("voice", VOICES)
+def test_http_generate_stream_sse(server: TritonServer, voice: str, references: dict[str, Any]) -> None:
+    conn = http.client.HTTPConnection("localhost", server.http_port, timeout=60)
+    conn.request("POST", f"/v2/models/{voice}/generate_stream", body=json.dumps({"TEXT": "hello"}))
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.getheader("Content-Type", "").startswith("text/event-stream")
+    events = [json.loads(line[len(b"data: "):]) for line in resp.read().splitlines() if line.startswith(b"data: ")]
+    conn.close()
+    mel = np.concatenate([np.asarray(e["MEL"], np.float32).reshape(-1, 80) for e in events])
+    assert len(events) > 1
+    assert float(np.abs(mel - references[voice].synthesize("hello")).max()) <= 1e-4
+    client_mel = HttpClient(server.http_url).synthesize("hello", voice=voice)
+    np.testing.assert_array_equal(client_mel, mel)
+
+
+def test_http_error_event(server: TritonServer) -> None:
+    with pytest.raises(ClientError, match="TextError: text has nothing to speak"):
+        HttpClient(server.http_url).synthesize("   ", voice="fastvoice")
+
+
+@pytest.mark.parametrize("voice", VOICES)
+def test_client_library_stream_and_synthesize(server: TritonServer, voice: str, references: dict[str, Any]) -> None:
+    with Client(server.grpc_url) as client:
+        chunks = list(client.stream(TEXT, voice=voice, chunk_frames=5))
+        assert all(len(c) == 5 for c in chunks[:-1])
+        whole = client.synthesize(TEXT, voice=voice)
+    assert float(np.abs(np.concatenate(chunks) - whole).max()) <= 1e-4  # other chunk size, same frames
+    assert float(np.abs(whole - references[voice].synthesize(TEXT)).max()) <= 1e-4
+
+
+@pytest.mark.parametrize("voice", VOICES)
+def test_remote_stack_equals_server_pipeline(server: TritonServer, voice: str) -> None:
+    with Client(server.grpc_url) as client:
+        remote = client.remote_pipeline(voice)
+        assert remote.describe() == melstream.addon.addon_from_json(client.addon_json(voice)).build(
+            melstream.runners.UnboundRunner()).describe()
+        np.testing.assert_allclose(remote.synthesize(TEXT), client.synthesize(TEXT, voice=voice), atol=1e-5)
+
+
+def test_voices_lists_both(server: TritonServer, capsys: pytest.CaptureFixture[str]) -> None:
+    with Client(server.grpc_url) as client:
+        assert client.voices() == VOICES
+    assert main(["voices", "--url", server.grpc_url]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("fastvoice\t0.1.0\t") and "\ntacovoice\t0.1.0\t" in out
+
+
+def test_both_voices_stream_concurrently(server: TritonServer, references: dict[str, Any]) -> None:
+    jobs = [(v, f"Stream number {i} of voice {v}.") for i in range(4) for v in VOICES]
+    results: dict[int, np.ndarray | BaseException] = {}
+
+    def run(i: int, voice: str, text: str) -> None:
+        try:
+            with Client(server.grpc_url) as client:
+                results[i] = client.synthesize(text, voice=voice, chunk_frames=4)
+        except BaseException as e:  # reported below
+            results[i] = e
+
+    threads = [threading.Thread(target=run, args=(i, v, t)) for i, (v, t) in enumerate(jobs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    for i, (voice, text) in enumerate(jobs):
+        got = results[i]
+        assert isinstance(got, np.ndarray), got
+        assert float(np.abs(got - references[voice].synthesize(text)).max()) <= 1e-4
+
+
+def test_error_reaches_the_client_and_the_stream_keeps_serving(raw: RawStream) -> None:
+    raw.send("fastvoice", "")
+    chunks, errors = raw.collect()
+    assert chunks == [] and len(errors) == 1 and "TextError: text has nothing to speak: it is empty" in errors[0]
+    raw.send("fastvoice", "a" * 10001)
+    assert "text is 10001 characters; the limit is 10000" in raw.collect()[1][0]
+    raw.send("fastvoice", "ok", pace=-1.0)
+    assert "pace must be a positive number" in raw.collect()[1][0]
+    raw.send("fastvoice", "Still serving on the same stream.")
+    chunks, errors = raw.collect()
+    assert not errors and chunks
+
+
+def test_wrong_tensor_type_is_refused(raw: RawStream) -> None:
+    raw.send("fastvoice", 1.0, dtype="FP32")
+    mel, err, final = raw.next()  # Triton refuses it before the model: one error, no final response
+    assert mel is None and err is not None
+    assert "input 'TEXT' data-type is 'FP32', but model 'fastvoice' expects 'BYTES'" in err
+    raw.send("fastvoice", "The stream still serves.")
+    chunks, errors = raw.collect()
+    assert chunks and not errors
+
+
+def test_unknown_voice(server: TritonServer) -> None:
+    with Client(server.grpc_url) as client, pytest.raises(ClientError, match="nosuchvoice"):
+        client.synthesize("x", voice="nosuchvoice")
+
+
+def decoder_calls(server: TritonServer) -> float:
+    return settled_metric(server, "nv_inference_request_success", "fastvoice__decoder")
+
+
+def test_cancel_stops_the_servers_work_within_a_chunk(server: TritonServer) -> None:
+    before = decoder_calls(server)
+    stream = RawStream(server)
+    stream.send("fastvoice", LONG, chunk_frames=1)  # one decoder call per frame: thousands in all
+    received = 0
+    while received < 5:
+        mel, err, _ = stream.next()
+        assert err is None
+        received += mel is not None
+    stream.close(cancel=True)
+    produced = decoder_calls(server) - before
+    assert received <= produced <= received + 3, f"{produced} decoder calls after receiving {received} chunks"
+    assert metric(server, "nv_inference_request_success", "fastvoice") >= 0  # server still answers
+
+
+def test_client_library_cancels_an_abandoned_stream(server: TritonServer) -> None:
+    before = decoder_calls(server)
+    with Client(server.grpc_url) as client:
+        it = client.stream(LONG, voice="fastvoice", chunk_frames=1)
+        for _ in range(3):
+            next(it)
+        it.close()  # the caller walks away
+    assert decoder_calls(server) - before <= 3 + 3
+
+
+def test_disconnected_client_stops_the_servers_work(server: TritonServer) -> None:
+    before = decoder_calls(server)
+    script = ("import sys; from melstream.client import Client\n"
+              f"it = Client('{server.grpc_url}').stream({LONG!r}, voice='fastvoice', chunk_frames=1)\n"
+              "for mel in it:\n    print(len(mel), flush=True)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    for _ in range(3):
+        assert proc.stdout.readline()
+    proc.kill()  # no goodbye: the TCP connection just drops
+    proc.wait()
+    produced = decoder_calls(server) - before
+    assert produced < 200, f"{produced} decoder calls after the client vanished (the text has thousands of frames)"
+
+
+def test_cli_synth(server: TritonServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], references: dict[str, Any]) -> None:
+    out = tmp_path / "mel.npy"
+    assert main(["synth", TEXT, "--voice", "tacovoice", "--url", server.grpc_url, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    mel = np.load(out)
+    assert "time to first frame" in printed and f"{len(mel)} frames" in printed
+    assert float(np.abs(mel - references["tacovoice"].synthesize(TEXT)).max()) <= 1e-4
+    assert main(["synth", TEXT, "--voice", "fastvoice", "--http", "--url", server.http_url, "--out", str(out)]) == 0
+    assert main(["synth", "", "--voice", "fastvoice", "--url", server.grpc_url, "--out", str(out)]) == 2
+    assert "nothing to speak" in capsys.readouterr().err
+
+
+def test_a_voice_that_fails_to_load_does_not_stop_the_other(root: Path, tmp_path: Path) -> None:
+    shutil.copytree(root / "addons", tmp_path / "addons")
+    build_repository(tmp_path / "addons", tmp_path / "repo")
+    (tmp_path / "addons" / "tacovoice" / "decoder_step.onnx").write_bytes(b"not an onnx file")
+    srv = start_server(tmp_path / "repo", tmp_path / "triton.log")
+    try:
+        with Client(srv.grpc_url) as client:
+            assert client.voices() == ["fastvoice"]
+            assert len(client.synthesize("Still here.", voice="fastvoice")) > 0
+            with pytest.raises(ClientError, match="tacovoice"):
+                client.synthesize("x", voice="tacovoice")
+    finally:
+        srv.stop()
+
+
+def test_serve_command_starts_and_stops_on_sigterm(root: Path) -> None:
+    ports = [free_port() for _ in range(3)]
+    proc = subprocess.Popen([sys.executable, "-m", "melstream.cli", "serve", "--repo", str(root / "model_repository"),
+                             "--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2])],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if "melstream serving" in line:
+                break
+        assert any("fastvoice" in x and "READY" in x for x in lines), lines
+        with Client(f"localhost:{ports[1]}") as client:
+            assert client.voices() == VOICES
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+    # the server's ports are free again: nothing left behind
+    time.sleep(0)  # (no wait needed: stop() waits for tritonserver to exit)
+    with pytest.raises(ClientError):
+        Client(f"localhost:{ports[1]}", timeout_s=2).voices()

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import filecmp
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from melstream.addon import Addon
+from melstream.cli import main
+from melstream.errors import MelstreamError
+from melstream.serving.repo import (
+    build_repository,
+    config_text,
+    get_profile,
+    network_config,
+    parse_config,
+    pipeline_config,
+)
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and "__pycache__" not in p.parts}  # Triton writes bytecode next to model.py
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, root: Path) -> Path:
+    """A copy of the addons laid out as in the checkout, so relative network paths match."""
+    shutil.copytree(root / "addons", tmp_path / "addons")
+    return tmp_path
+
+
+def test_committed_repository_equals_a_fresh_generation(workdir: Path, root: Path) -> None:
+    report = build_repository(workdir / "addons", workdir / "model_repository", profile="cpu")
+    assert report.voices == ["fastvoice", "tacovoice"] and not report.refused
+    fresh, committed = tree(workdir / "model_repository"), tree(root / "model_repository")
+    assert sorted(fresh) == sorted(committed), "run `melstream build-repo` and commit model_repository/"
+    for name in fresh:
+        assert fresh[name] == committed[name], f"{name} differs: run `melstream build-repo` and commit"
+
+
+def test_model_py_files_are_the_python_backends(root: Path) -> None:
+    for model_py in (root / "model_repository").glob("*/1/model.py"):
+        kind = "network" if "__" in model_py.parent.parent.name else "pipeline"
+        assert filecmp.cmp(model_py, root / "python_backends" / kind / "model.py", shallow=False)
+
+
+@pytest.mark.parametrize("which", ["pipeline", "network"])
+def test_config_round_trip(fast_addon: Addon, which: str) -> None:
+    profile = get_profile("cpu")
+    cfg = pipeline_config(fast_addon, profile) if which == "pipeline" else \
+        network_config(fast_addon, "decoder", profile, network_file="../x.onnx")
+    assert parse_config(config_text(cfg)) == cfg
+
+
+def test_pipeline_config_carries_the_addon(fast_addon: Addon) -> None:
+    cfg = pipeline_config(fast_addon, get_profile("cpu"))
+    assert cfg.model_transaction_policy.decoupled
+    assert json.loads(cfg.parameters["addon_json"].string_value) == fast_addon.raw
+    assert [i.name for i in cfg.input] == ["TEXT", "PACE", "CHUNK_FRAMES"]
+    assert list(cfg.output[0].dims) == [-1, 80]
+
+
+def test_network_config_batches(fast_addon: Addon) -> None:
+    cfg = network_config(fast_addon, "decoder", get_profile("cpu"), network_file="x")
+    assert cfg.max_batch_size == 8 and cfg.HasField("dynamic_batching")
+    assert [list(i.dims) for i in cfg.input] == [[-1, 128]]
+
+
+def test_unknown_profile() -> None:
+    with pytest.raises(MelstreamError, match="unknown profile 'tpu'; known: cpu"):
+        get_profile("tpu")
+
+
+def test_build_repo_refuses_a_broken_addon_and_writes_the_others(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = workdir / "addons" / "tacovoice" / "addon.json"
+    data = json.loads(cfg.read_text())
+    data["stack"][0]["streamable_block"]["type"] = "AttentionDecodr"
+    cfg.write_text(json.dumps(data))
+    code = main(["build-repo", "--addons", str(workdir / "addons"), "--out", str(workdir / "repo")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"refused addon {workdir / 'addons' / 'tacovoice'}" in err
+    assert 'stack[0].streamable_block: unknown type "AttentionDecodr"' in err
+    assert sorted(p.name for p in (workdir / "repo").iterdir()) == [
+        "fastvoice", "fastvoice__decoder", "fastvoice__duration_predictor", "fastvoice__text_encoder"]
+
+
+def test_duplicate_addon_names_are_refused(workdir: Path) -> None:
+    shutil.copytree(workdir / "addons" / "fastvoice", workdir / "addons" / "fastvoice-copy")
+    report = build_repository(workdir / "addons", workdir / "repo")
+    assert report.voices == ["tacovoice"]
+    assert all("used by more than one addon" in m for m in report.refused.values()) and len(report.refused) == 2
+
+
+def test_describe_prints_the_block_tree(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["describe", str(root / "addons" / "fastvoice")]) == 0
+    out = capsys.readouterr().out
+    assert "network decoder (decoder, decoder.onnx): upsampled float32[-1, 128] -> mel float32[-1, 80]" in out
+    assert "StreamablePipeline (StreamableBlock)\n  Encoders (SequenceBlock)" in out
+
+
+def test_describe_a_broken_addon_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["describe", str(tmp_path)]) == 2
+    assert "no such file" in capsys.readouterr().err
