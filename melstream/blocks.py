@@ -46,6 +46,8 @@ class Block:
     type_name: ClassVar[str] = ""
     #: child slots filled by the stack builder: name -> ("sequence" | "streamable", is_list)
     child_slots: ClassVar[dict[str, tuple[str, bool]]] = {}
+    #: child slots that a stack may leave out (the block then gets ``None``)
+    optional_slots: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, ctx: BuildContext | None = None, *, path: str = "") -> None:
         self.path = path

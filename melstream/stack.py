@@ -59,7 +59,7 @@ class BuildContext:
 
 def _check_param(cls: type, name: str, value: Any, hint: Any, path: str) -> None:
     origin = typing.get_origin(hint)
-    allowed: tuple[Any, ...] = typing.get_args(hint) if origin in (typing.Union, getattr(__import__("types"), "UnionType")) else (hint,)
+    allowed: tuple[Any, ...] = typing.get_args(hint) if origin in (typing.Union, __import__("types").UnionType) else (hint,)
     for a in allowed:
         if a is type(None) and value is None:
             return
@@ -72,7 +72,7 @@ def _check_param(cls: type, name: str, value: Any, hint: Any, path: str) -> None
         if a is Any or typing.get_origin(a) in (list, dict) and isinstance(value, typing.get_origin(a)):
             return
     names = " or ".join(getattr(a, "__name__", str(a)) for a in allowed)
-    raise StackError(f"{path}.{name}: {cls.type_name} expects {names}, got {type(value).__name__} {value!r}")
+    raise StackError(f"{path}.{name}: {getattr(cls, 'type_name', cls.__name__)} expects {names}, got {type(value).__name__} {value!r}")
 
 
 def build_block(spec: Any, ctx: BuildContext, path: str, expect: str) -> Block:
@@ -95,6 +95,8 @@ def build_block(spec: Any, ctx: BuildContext, path: str, expect: str) -> Block:
 
     kwargs: dict[str, Any] = {}
     for slot, (kind, is_list) in cls.child_slots.items():
+        if slot not in spec and slot in cls.optional_slots:
+            continue
         if slot not in spec:
             raise StackError(f'{path}: "{type_name}" needs "{slot}"')
         value = spec[slot]
@@ -132,8 +134,8 @@ def build_stack(stack: Any, ctx: BuildContext, path: str = "stack") -> Streamabl
     """Build an addon's ``stack`` list into its root StreamablePipeline.
 
     A one-element stack holding a StreamablePipeline is the root itself (the seed's form).  Any
-    other list of StreamableBlocks is chained into a StreamableStack under a root pipeline with an
-    empty SequenceBlockContainer.
+    other list of StreamableBlocks is chained (a StreamableStack if more than one) under a root
+    pipeline with an empty SequenceBlockContainer.
     """
     if not isinstance(stack, list) or not stack:
         raise StackError(f"{path}: expected a non-empty list of blocks")
@@ -141,7 +143,8 @@ def build_stack(stack: Any, ctx: BuildContext, path: str = "stack") -> Streamabl
     if len(blocks) == 1 and isinstance(blocks[0], StreamablePipeline):
         root = blocks[0]
     else:
+        streamable = blocks[0] if len(blocks) == 1 else StreamableStack(ctx, stack=blocks, path=path)  # type: ignore[arg-type]
         root = StreamablePipeline(ctx, sequence_block=SequenceBlockContainer(ctx, stack=[], path=path),
-                                  streamable_block=StreamableStack(ctx, stack=blocks, path=path), path=path)  # type: ignore[arg-type]
+                                  streamable_block=streamable, path=path)  # type: ignore[arg-type]
     root.frontend = ctx.frontend
     return root

@@ -43,12 +43,13 @@ def duration_addon(out: Path) -> None:
     enc = {"type": "ConvTextEncoder", "config": {"num_symbols": n_sym, "dim": 128, "layers": 3, "kernel": 5}}
     export(enc, {"tokens": tokens}, {"encodings": []}, {"tokens": {0: "b", 1: "n"}, "encodings": {0: "b", 1: "n"}},
            out / "text_encoder.onnx", seed=1)
-    nets["text_encoder"] = {"file": "text_encoder.onnx", "role": "encoder", "arch": enc, "max_batch_size": 8,
+    nets["text_encoder"] = {"file": "text_encoder.onnx", "role": "encoder", "arch": enc, "max_batch_size": 8, "context_tokens": 6,
                             "inputs": {"tokens": tensor("int64", [-1])}, "outputs": {"encodings": tensor("float32", [-1, 128])}}
     dur = {"type": "DurationPredictor", "config": {"num_symbols": n_sym, "dim": 64, "layers": 2, "kernel": 3, "mean_frames": 6.0}}
     export(dur, {"tokens": tokens}, {"durations": []}, {"tokens": {0: "b", 1: "n"}, "durations": {0: "b", 1: "n"}},
            out / "duration_predictor.onnx", seed=2)
     nets["duration_predictor"] = {"file": "duration_predictor.onnx", "role": "encoder", "arch": dur, "max_batch_size": 8,
+                                  "context_tokens": 2,
                                   "inputs": {"tokens": tensor("int64", [-1])}, "outputs": {"durations": tensor("float32", [-1])}}
     dec = {"type": "ConvDecoder", "config": {"in_dim": 128, "hidden": 256, "n_mels": 80, "layers": 3, "kernel": 5}}
     export(dec, {"upsampled": torch.randn(1, 40, 128)}, {"mel": []}, {"upsampled": {0: "b", 1: "t"}, "mel": {0: "b", 1: "t"}},
@@ -60,9 +61,11 @@ def duration_addon(out: Path) -> None:
         "description": "Duration-based acoustic model: text encoder + duration predictor -> Upsampler -> "
                        "convolutional Decoder. Seeded placeholder weights.",
         "license": "MIT", "audio": AUDIO, "text": TEXT, "networks": nets,
-        "stack": [{"type": "StreamablePipeline", "sequence_block": {"type": "Encoders"},
-                   "streamable_block": {"type": "StreamableStack",
-                                        "stack": [{"type": "Upsampler"}, {"type": "Decoder"}]}}],
+        # the seed's stack, with the encoders run segment by segment so the first frames of a long
+        # text do not wait for all of it; frames are identical (tests/unit/test_streaming.py)
+        "stack": [{"type": "SegmentedPipeline", "sequence_block": {"type": "Encoders"},
+                   "streamable_block": {"type": "Upsampler"}},
+                  {"type": "Decoder"}],
     }
     (out / "addon.json").write_text(json.dumps(addon, indent=2) + "\n")
 
@@ -74,7 +77,7 @@ def attention_addon(out: Path) -> None:
     enc = {"type": "AttentionEncoder", "config": {"num_symbols": n_sym, "dim": 128, "layers": 3, "kernel": 5}}
     export(enc, {"tokens": torch.randint(0, n_sym, (1, 11))}, {"memory": []},
            {"tokens": {0: "b", 1: "n"}, "memory": {0: "b", 1: "n"}}, out / "encoder.onnx", seed=4)
-    nets["encoder"] = {"file": "encoder.onnx", "role": "encoder", "arch": enc, "max_batch_size": 8,
+    nets["encoder"] = {"file": "encoder.onnx", "role": "encoder", "arch": enc, "max_batch_size": 8, "context_tokens": 6,
                        "inputs": {"tokens": tensor("int64", [-1])}, "outputs": {"memory": tensor("float32", [-1, 128])}}
     step = {"type": "AttentionDecoderStep", "config": {"n_mels": 80, "dim": 128, "hidden": 256, "prenet": 128}}
     align = torch.zeros(1, 11)
@@ -94,8 +97,8 @@ def attention_addon(out: Path) -> None:
         "description": "Legacy attention acoustic model: encoder -> autoregressive attention decoder with a stop "
                        "token, one frame per step. Seeded placeholder weights.",
         "license": "MIT", "audio": AUDIO, "text": TEXT, "networks": nets,
-        "stack": [{"type": "StreamablePipeline", "sequence_block": {"type": "Encoders"},
-                   "streamable_block": {"type": "AttentionDecoder", "chunk_frames": 8}}],
+        # the encoder runs inside the decoder, just ahead of the attention (same frames as encoding first)
+        "stack": [{"type": "AttentionDecoder", "encoder": {"type": "Encoders"}, "chunk_frames": 8}],
     }
     (out / "addon.json").write_text(json.dumps(addon, indent=2) + "\n")
 

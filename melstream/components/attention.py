@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from melstream.blocks import StreamableBlock, Tensors, chunk_size
+from melstream.blocks import Block, SequenceBlock, StreamableBlock, Tensors, chunk_size
+from melstream.components.segments import declared_context, encode_span, segment_bounds
 from melstream.errors import StackError, SynthesisError
 from melstream.registry import register_component
 
@@ -33,11 +34,27 @@ class AttentionDecoder(StreamableBlock):
     guard against attention that never reaches the end, after ``min(max_frames,
     max_frames_per_token * N)`` frames (logged as a warning).  Frames are grouped into chunks of
     ``chunk_frames``; the first chunk leaves as soon as its frames exist.
+
+    Optional ``encoder`` (a SequenceBlock producing ``memory`` from ``tokens``): the block then
+    encodes the text itself, segment by segment, just ahead of the attention.  Forward attention
+    moves at most one token per step, so at step ``t`` every weight beyond token ``t + 1`` is
+    exactly zero and the memory there is not needed yet; each segment is encoded exactly (with
+    the encoder's declared ``context_tokens``), so the frames equal those of a whole-text
+    encoding, and time to the first frame no longer grows with the text.
     """
 
+    child_slots: ClassVar[dict[str, tuple[str, bool]]] = {"encoder": ("sequence", False)}
+    optional_slots: ClassVar[frozenset[str]] = frozenset({"encoder"})
+
     def __init__(self, ctx: BuildContext, *, network: str = "decoder_step", chunk_frames: int = 8,
-                 max_frames: int = 5000, max_frames_per_token: int = 40, path: str = "") -> None:
+                 max_frames: int = 5000, max_frames_per_token: int = 40, encoder: SequenceBlock | None = None,
+                 first_segment_tokens: int = 16, segment_tokens: int = 96, path: str = "") -> None:
         super().__init__(ctx, path=path)
+        self.encoder = encoder
+        self.margin = declared_context(ctx, encoder, f"{path}.encoder") if encoder is not None else 0
+        if first_segment_tokens < 1 or segment_tokens < 1:
+            raise StackError(f"{path}: segment sizes must be >= 1, got {first_segment_tokens}, {segment_tokens}")
+        self.segments = (first_segment_tokens, segment_tokens)
         self.network = ctx.network(network, path)
         spec = self.network.spec
         if spec.input_names() != STEP_INPUTS or spec.output_names() != STEP_OUTPUTS:
@@ -54,16 +71,37 @@ class AttentionDecoder(StreamableBlock):
         self.max_frames_per_token = max_frames_per_token
         self.guard_hits = 0  # how many utterances hit the max-frames guard (diagnostics and tests)
 
+    def children(self) -> list[Block]:
+        return [self.encoder] if self.encoder is not None else []
+
     def params(self) -> dict[str, Any]:
         return {"network": self.network.spec.name, "chunk_frames": self.chunk_frames, "max_frames": self.max_frames}
 
+    def _memory(self, context: Mapping[str, np.ndarray]) -> tuple[np.ndarray, Iterator[int]]:
+        """The ``[1, N, D]`` memory, and an iterator that, sent nothing, fills it one segment further
+        and yields how many tokens are now encoded (whole memory: everything at once)."""
+        if self.encoder is None:
+            if "memory" not in context:
+                raise SynthesisError(f"{self.path}: AttentionDecoder needs 'memory' in the context, which has {sorted(context)}")
+            memory = np.ascontiguousarray(context["memory"][None], dtype=np.float32)
+            return memory, iter([memory.shape[1]])
+        n = len(context["tokens"])
+        memory = np.zeros((1, n, self.network.spec.inputs[3].shape[-1]), np.float32)
+        encoder = self.encoder
+
+        def fill() -> Iterator[int]:
+            for a, b in segment_bounds(n, *self.segments):
+                memory[0, a:b] = encode_span(encoder, context, a, b, self.margin)["memory"]
+                yield b
+
+        return memory, fill()
+
     def generate(self, context: Mapping[str, np.ndarray], upstream: Iterator[Tensors] | None = None) -> Iterator[Tensors]:
-        if "memory" not in context:
-            raise SynthesisError(f"{self.path}: AttentionDecoder needs 'memory' in the context, which has {sorted(context)}")
-        memory = context["memory"][None].astype(np.float32)
+        memory, filler = self._memory(context)
         n = memory.shape[1]
         if n == 0:
             return
+        encoded = next(filler, n)
         limit = min(self.max_frames, self.max_frames_per_token * n)
         step = chunk_size(context, self.chunk_frames)
         prev = np.zeros((1, self.n_mels), np.float32)
@@ -72,7 +110,9 @@ class AttentionDecoder(StreamableBlock):
         alignment[0, 0] = 1.0
         mels: list[np.ndarray] = []
         aligns: list[np.ndarray] = []
-        for _ in range(limit):
+        for t in range(limit):
+            while encoded <= min(t + 1, n - 1):  # attention can reach token t + 1 in this step
+                encoded = next(filler, n)
             out = self.network({"prev_mel": prev, "state": state, "alignment": alignment, "memory": memory})
             prev, state, alignment = out["mel"], out["state_out"], out["alignment_out"]
             mels.append(prev[0])

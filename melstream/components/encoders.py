@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -58,7 +58,7 @@ class Encoders(SequenceBlockContainer):
     Outputs: the union of the encoders' outputs, e.g. ``encodings`` ``[N, D]`` and ``durations`` ``[N]``.
     """
 
-    child_slots: dict[str, tuple[str, bool]] = {}
+    child_slots: ClassVar[dict[str, tuple[str, bool]]] = {}  # its children come from the addon, not the JSON
 
     def __init__(self, ctx: BuildContext, *, path: str = "") -> None:
         super().__init__(ctx, stack=_encoder_blocks(ctx, path), path=path)

@@ -21,8 +21,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 import melstream
-from melstream.client import Client, HttpClient
 from melstream.cli import main
+from melstream.client import Client, HttpClient
 from melstream.errors import ClientError
 from melstream.serving.repo import build_repository
 from melstream.serving.server import TritonServer, free_port

@@ -21,9 +21,10 @@ SEED_STACK = json.loads('''{"stack": [{"type": "StreamablePipeline",
 
 @pytest.fixture
 def addon_copy(tmp_path: Path, root: Path) -> Path:
+    """The duration voice with the seed's stack (the JSON paths below refer to its form)."""
     dst = tmp_path / "fastvoice"
     shutil.copytree(root / "addons" / "fastvoice", dst)
-    return dst
+    return edit(dst, lambda d: d.update(stack=copy.deepcopy(SEED_STACK)))
 
 
 def edit(addon_dir: Path, change: Any) -> Path:

@@ -77,13 +77,13 @@ def test_unknown_profile() -> None:
 def test_build_repo_refuses_a_broken_addon_and_writes_the_others(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = workdir / "addons" / "tacovoice" / "addon.json"
     data = json.loads(cfg.read_text())
-    data["stack"][0]["streamable_block"]["type"] = "AttentionDecodr"
+    data["stack"][0]["type"] = "AttentionDecodr"
     cfg.write_text(json.dumps(data))
     code = main(["build-repo", "--addons", str(workdir / "addons"), "--out", str(workdir / "repo")])
     err = capsys.readouterr().err
     assert code == 1
     assert f"refused addon {workdir / 'addons' / 'tacovoice'}" in err
-    assert 'stack[0].streamable_block: unknown type "AttentionDecodr"' in err
+    assert 'stack[0]: unknown type "AttentionDecodr"' in err
     assert sorted(p.name for p in (workdir / "repo").iterdir()) == [
         "fastvoice", "fastvoice__decoder", "fastvoice__duration_predictor", "fastvoice__text_encoder"]
 
@@ -99,7 +99,9 @@ def test_describe_prints_the_block_tree(root: Path, capsys: pytest.CaptureFixtur
     assert main(["describe", str(root / "addons" / "fastvoice")]) == 0
     out = capsys.readouterr().out
     assert "network decoder (decoder, decoder.onnx): upsampled float32[-1, 128] -> mel float32[-1, 80]" in out
-    assert "StreamablePipeline (StreamableBlock)\n  Encoders (SequenceBlock)" in out
+    assert "StreamablePipeline (StreamableBlock)\n  SequenceBlockContainer (SequenceBlock)\n  StreamableStack" in out
+    assert "    SegmentedPipeline (StreamableBlock, first_segment_tokens=16, segment_tokens=96, context_tokens=6)\n" \
+           "      Encoders (SequenceBlock)\n" in out
 
 
 def test_describe_a_broken_addon_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,12 +11,24 @@ from melstream.components.attention import AttentionDecoder
 from melstream.components.decoder import Decoder
 from melstream.components.diagnostics import Timed
 from melstream.components.upsampler import Upsampler, frame_counts
-from melstream.errors import SynthesisError, TextError
+from melstream.components.segments import segment_bounds
+from melstream.errors import StackError, SynthesisError, TextError
 from melstream.runners.base import Call
 from melstream.runners.onnx import OnnxRuntimeRunner
 
 CHUNKS = [1, 7, 32, 1000]
 TOL = 1e-4
+SEED_STACK = [{"type": "StreamablePipeline", "sequence_block": {"type": "Encoders"},
+               "streamable_block": {"type": "StreamableStack", "stack": [{"type": "Upsampler"}, {"type": "Decoder"}]}}]
+WHOLE_MEMORY_STACK = [{"type": "StreamablePipeline", "sequence_block": {"type": "Encoders"},
+                       "streamable_block": {"type": "AttentionDecoder", "chunk_frames": 8}}]
+LONG_TEXT = " ".join(["This sentence is repeated to make a very long utterance of many words."] * 60)
+
+
+@pytest.fixture(scope="module")
+def seed_pipeline(fast_addon: Addon) -> StreamablePipeline:
+    """The seed's stack as written: encoders once, then Upsampler -> Decoder."""
+    return fast_addon.build(stack=SEED_STACK)
 
 
 class CountingRunner(OnnxRuntimeRunner):
@@ -57,9 +69,9 @@ def context_with_frames(total: int, *, tokens: int = 5, dim: int = 128, seed: in
 
 @pytest.mark.parametrize("chunk", CHUNKS)
 @pytest.mark.parametrize("frames_rel", ["0", "1", "chunk-1", "chunk", "chunk+1", "long"])
-def test_streamed_frames_equal_whole_decode(fast_pipeline: StreamablePipeline, chunk: int, frames_rel: str) -> None:
+def test_streamed_frames_equal_whole_decode(seed_pipeline: StreamablePipeline, chunk: int, frames_rel: str) -> None:
     total = {"0": 0, "1": 1, "chunk-1": chunk - 1, "chunk": chunk, "chunk+1": chunk + 1, "long": 3001}[frames_rel]
-    up, dec = upsample_and_decode(fast_pipeline)
+    up, dec = upsample_and_decode(seed_pipeline)
     ctx = context_with_frames(total, tokens=max(1, min(total, 60)))
     ctx["chunk_frames"] = np.asarray(chunk)
     upsampled = [c["upsampled"] for c in up.generate(ctx)]
@@ -75,9 +87,9 @@ def test_streamed_frames_equal_whole_decode(fast_pipeline: StreamablePipeline, c
         assert float(np.abs(streamed - whole).max()) <= TOL
 
 
-def test_uneven_upstream_chunks_still_exact(fast_pipeline: StreamablePipeline) -> None:
+def test_uneven_upstream_chunks_still_exact(seed_pipeline: StreamablePipeline) -> None:
     """Upstream chunk sizes that do not match the decoder's (1, 2, 3, ... frames) change nothing."""
-    _, dec = upsample_and_decode(fast_pipeline)
+    _, dec = upsample_and_decode(seed_pipeline)
     full = np.random.default_rng(1).standard_normal((500, 128)).astype(np.float32)
     bounds = np.cumsum([0] + [1 + i % 13 for i in range(100)])
     bounds = bounds[bounds < 500].tolist() + [500]
@@ -88,19 +100,41 @@ def test_uneven_upstream_chunks_still_exact(fast_pipeline: StreamablePipeline) -
 
 @pytest.mark.parametrize("chunk", CHUNKS)
 @pytest.mark.parametrize("text", ["a", "Hi.", "The quick brown fox jumps over the lazy dog, 42 times!"])
-def test_text_streams_equal_whole_utterance(fast_pipeline: StreamablePipeline, chunk: int, text: str) -> None:
-    whole = fast_pipeline.synthesize(text, chunk_frames=0)  # 0: one chunk, the naive whole-utterance call
-    chunks = list(fast_pipeline.stream(text, chunk_frames=chunk))
+def test_text_streams_equal_whole_utterance(fast_pipeline: StreamablePipeline, seed_pipeline: StreamablePipeline,
+                                            chunk: int, text: str) -> None:
+    # the reference: the seed's stack, whole text encoded at once, decoded in one call (chunk 0)
+    whole = seed_pipeline.synthesize(text, chunk_frames=0)
+    chunks = list(fast_pipeline.stream(text, chunk_frames=chunk))  # the shipped, segmented stack
     assert len(chunks) == -(-len(whole) // chunk)
     assert float(np.abs(np.concatenate(chunks) - whole).max()) <= TOL
 
 
-def test_very_long_text(fast_pipeline: StreamablePipeline) -> None:
-    text = " ".join(["This sentence is repeated to make a very long utterance of many words."] * 60)
-    whole = fast_pipeline.synthesize(text, chunk_frames=0)
+@pytest.mark.parametrize("first, size", [(1, 1), (16, 96), (5, 7), (10_000, 10_000)])
+def test_segmented_encoding_is_exact_on_very_long_text(fast_addon: Addon, seed_pipeline: StreamablePipeline,
+                                                       first: int, size: int) -> None:
+    whole = seed_pipeline.synthesize(LONG_TEXT, chunk_frames=0)
     assert len(whole) > 20000
-    streamed = fast_pipeline.synthesize(text, chunk_frames=32)
+    stack = [{"type": "SegmentedPipeline", "sequence_block": {"type": "Encoders"}, "streamable_block": {"type": "Upsampler"},
+              "first_segment_tokens": first, "segment_tokens": size}, {"type": "Decoder"}]
+    streamed = fast_addon.build(stack=stack).synthesize(LONG_TEXT, chunk_frames=32)
+    assert streamed.shape == whole.shape
     assert float(np.abs(streamed - whole).max()) <= TOL
+
+
+def test_segmented_encoding_needs_declared_context(fast_addon: Addon) -> None:
+    import copy
+    data = copy.deepcopy(fast_addon.raw)
+    del data["networks"]["duration_predictor"]["context_tokens"]
+    with pytest.raises(StackError, match=r'stack\[0\].sequence_block: network "duration_predictor" declares no "context_tokens"'):
+        Addon(data, path=fast_addon.path)
+
+
+def test_segment_bounds() -> None:
+    assert segment_bounds(0, 4, 8) == []
+    assert segment_bounds(3, 4, 8) == [(0, 3)]
+    assert segment_bounds(4, 4, 8) == [(0, 4)]
+    assert segment_bounds(5, 4, 8) == [(0, 4), (4, 5)]
+    assert segment_bounds(21, 4, 8) == [(0, 4), (4, 12), (12, 20), (20, 21)]
 
 
 def test_empty_and_unspeakable_text_is_refused(fast_pipeline: StreamablePipeline) -> None:
@@ -138,6 +172,14 @@ def test_frame_counts_rounding() -> None:
 
 # --- the attention voice ---------------------------------------------------------------------------
 
+@pytest.mark.parametrize("text", ["a", "Hello there.", LONG_TEXT[:2000]])
+def test_attention_incremental_encoding_is_exact(taco_addon: Addon, taco_pipeline: StreamablePipeline, text: str) -> None:
+    whole_memory = taco_addon.build(stack=WHOLE_MEMORY_STACK).synthesize(text)
+    incremental = taco_pipeline.synthesize(text)
+    assert incremental.shape == whole_memory.shape
+    assert float(np.abs(incremental - whole_memory).max()) <= TOL
+
+
 def attention_block(pipeline: StreamablePipeline) -> AttentionDecoder:
     block = pipeline.streamable_block
     assert isinstance(block, AttentionDecoder)
@@ -167,7 +209,6 @@ def test_attention_stops_on_its_own(taco_addon: Addon, text: str) -> None:
 def test_attention_alignment_is_monotonic(taco_pipeline: StreamablePipeline) -> None:
     block = attention_block(taco_pipeline)
     ctx = taco_pipeline.inputs_for("Monotonic attention never goes back.")
-    ctx.update(taco_pipeline.sequence_block(ctx))
     align = np.concatenate([c["alignment"] for c in block.generate(ctx)])
     peaks = align.argmax(axis=1)
     assert (np.diff(peaks) >= 0).all()
@@ -175,8 +216,7 @@ def test_attention_alignment_is_monotonic(taco_pipeline: StreamablePipeline) -> 
 
 
 def test_attention_guard_ends_runaway_generation(taco_addon: Addon) -> None:
-    stack = [{"type": "StreamablePipeline", "sequence_block": {"type": "Encoders"},
-              "streamable_block": {"type": "AttentionDecoder", "max_frames": 10, "chunk_frames": 4}}]
+    stack = [{"type": "AttentionDecoder", "encoder": {"type": "Encoders"}, "max_frames": 10, "chunk_frames": 4}]
     pipeline = taco_addon.build(stack=stack)
     mel = pipeline.synthesize("This needs far more than ten frames.")
     assert len(mel) == 10
@@ -193,8 +233,8 @@ def test_timed_records_every_chunk_and_changes_nothing(fast_addon: Addon) -> Non
     pipeline = fast_addon.build(stack=stack)
     text = "Timing does not change frames."
     chunks = list(pipeline.stream(text))
-    np.testing.assert_array_equal(np.concatenate(chunks), fast_addon.build().synthesize(text))
-    outer = pipeline.streamable_block.stack[0]  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(np.concatenate(chunks), fast_addon.build(stack=SEED_STACK).synthesize(text))
+    outer = pipeline.streamable_block
     assert isinstance(outer, Timed)
     (record,) = outer.timings
     assert len(record.chunk_s) == len(chunks) and record.frames == sum(len(c) for c in chunks)

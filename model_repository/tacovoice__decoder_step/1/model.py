@@ -23,7 +23,7 @@ class TritonPythonModel:
         self.outputs = [t["name"] for t in config["output"]]
 
     def _run(self, feed):
-        return dict(zip(self.outputs, self.session.run(self.outputs, feed)))
+        return dict(zip(self.outputs, self.session.run(self.outputs, feed), strict=True))
 
     def execute(self, requests):
         feeds = [{n: pb_utils.get_input_tensor_by_name(r, n).as_numpy() for n in self.inputs} for r in requests]
