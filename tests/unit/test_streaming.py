@@ -10,8 +10,8 @@ from melstream.blocks import StreamablePipeline, StreamableStack
 from melstream.components.attention import AttentionDecoder
 from melstream.components.decoder import Decoder
 from melstream.components.diagnostics import Timed
-from melstream.components.upsampler import Upsampler, frame_counts
 from melstream.components.segments import segment_bounds
+from melstream.components.upsampler import Upsampler, frame_counts
 from melstream.errors import StackError, SynthesisError, TextError
 from melstream.runners.base import Call
 from melstream.runners.onnx import OnnxRuntimeRunner
