@@ -30,8 +30,12 @@ def run_demo(out: Path, *, addons: Path, repo: Path) -> int:
         print(f"tritonserver ready in {time.perf_counter() - t0:.1f} s (gRPC {server.grpc_url}, HTTP {server.http_url})")
         grpc = Client(server.grpc_url)
         http = HttpClient(server.http_url)
-        print(f"{'voice':<12} {'protocol':<9} {'first frame ms':>14} {'total ms':>9} {'frames':>7} {'chunks':>7}  equals in-process")
-        for voice in grpc.voices():
+        print(f"\n{'voice':<12} {'protocol':<9} {'first frame ms':>14} {'total ms':>9} {'frames':>7} {'chunks':>7}  equals in-process")
+        voices = grpc.voices()
+        for voice in voices:  # warm-up: the first request opens the channel and runs each model once
+            grpc.synthesize("Warm up.", voice=voice)
+        print("(after one warm-up request per voice)")
+        for voice in voices:
             reference = load_addon(addons / voice).build().synthesize(SENTENCE)
             for protocol, client in (("grpc", grpc), ("http-sse", http)):
                 t = time.perf_counter()

@@ -301,3 +301,18 @@ def test_serve_command_starts_and_stops_on_sigterm(root: Path) -> None:
     time.sleep(0)  # (no wait needed: stop() waits for tritonserver to exit)
     with pytest.raises(ClientError):
         Client(f"localhost:{ports[1]}", timeout_s=2).voices()
+
+
+def test_http_client_that_hangs_up_stops_the_servers_work(server: TritonServer) -> None:
+    before = decoder_calls(server)
+    conn = http.client.HTTPConnection("localhost", server.http_port, timeout=60)
+    conn.request("POST", "/v2/models/fastvoice/generate_stream", body=json.dumps({"TEXT": LONG, "CHUNK_FRAMES": 1}))
+    resp = conn.getresponse()
+    events = 0
+    while events < 3:
+        events += resp.readline().startswith(b"data: ")
+    assert conn.sock is not None
+    conn.sock.close()  # hang up mid-stream
+    conn.close()
+    produced = decoder_calls(server) - before
+    assert produced < 200, f"{produced} decoder calls after the HTTP client hung up (the text has thousands of frames)"
