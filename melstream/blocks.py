@@ -10,23 +10,23 @@ dimension; networks add and remove their own batch dimension of 1.
 
 Tensor names used by the built-in components (``T`` frames, ``N`` tokens, ``D`` channels):
 
-==============  ===============  ==========================================
-name            shape / dtype    meaning
-==============  ===============  ==========================================
-``tokens``      [N] int64        symbol ids from the addon's text front end
-``pace``        [] float32       speaking-rate factor (>1 faster), optional
-``chunk_frames````[] int64        per-request chunk size override, optional
-``encodings``   [N, D] float32   text encodings (duration-based voices)
-``durations``   [N] float32      predicted frames per token
-``memory``      [N, D] float32   attention memory (attention voices)
-``upsampled``   [T, D] float32   encodings repeated per frame (chunk)
-``mel``         [T, n_mels] f32  log-mel frames (chunk)
-==============  ===============  ==========================================
+================  ===============  ==========================================
+name              shape / dtype    meaning
+================  ===============  ==========================================
+``tokens``        [N] int64        symbol ids from the addon's text front end
+``pace``          [] float32       speaking-rate factor (>1 faster), optional
+``chunk_frames``  [] int64         per-request chunk size (0 = whole), optional
+``encodings``     [N, D] float32   text encodings (duration-based voices)
+``durations``     [N] float32      predicted frames per token
+``memory``        [N, D] float32   attention memory (attention voices)
+``upsampled``     [T, D] float32   encodings repeated per frame (chunk)
+``mel``           [T, n_mels] f32  log-mel frames (chunk)
+``alignment``     [T, N] float32   attention weights per frame (chunk)
+================  ===============  ==========================================
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -213,15 +213,3 @@ def chunk_size(context: Mapping[str, np.ndarray], default: int) -> int:
     if value is not None and int(value) == 0:
         return 1 << 40  # 0 asks for the whole utterance in one chunk (the naive call)
     return default
-
-
-def timed(it: Iterator[Tensors], record: list[float]) -> Iterator[Tensors]:
-    """Pass chunks through, appending the seconds spent producing each to ``record``."""
-    while True:
-        t0 = time.perf_counter()
-        try:
-            chunk = next(it)
-        except StopIteration:
-            return
-        record.append(time.perf_counter() - t0)
-        yield chunk
