@@ -221,8 +221,11 @@ def test_cancel_stops_the_servers_work_within_a_chunk(server: TritonServer) -> N
         received += mel is not None
     stream.close(cancel=True)
     produced = decoder_calls(server) - before
-    assert received <= produced <= received + 3, f"{produced} decoder calls after receiving {received} chunks"
-    assert metric(server, "nv_inference_request_success", "fastvoice") >= 0  # server still answers
+    # The server may have sent a few chunks the client had not read yet when it cancelled (they are in
+    # flight, not extra work); the text has about 12 000 frames, i.e. 12 000 decoder calls uncancelled.
+    assert received <= produced <= received + 20, f"{produced} decoder calls after receiving {received} chunks"
+    with Client(server.grpc_url) as client:  # and the server keeps serving
+        assert len(client.synthesize("After a cancel.", voice="fastvoice")) > 0
 
 
 def test_client_library_cancels_an_abandoned_stream(server: TritonServer) -> None:
