@@ -51,34 +51,44 @@ class Decoder(StreamableBlock):
     def generate(self, context: Mapping[str, np.ndarray], upstream: Iterator[Tensors] | None = None) -> Iterator[Tensors]:
         if upstream is None:
             raise SynthesisError(f"{self.path}: Decoder needs an upstream block (e.g. an Upsampler before it)")
-        r = self.context_frames
         step = chunk_size(context, self.chunk_frames)
-        parts: list[np.ndarray] = []
-        buf: np.ndarray | None = None
-        buf_start = 0  # absolute index of buf[0]
-        have = 0  # frames received so far
-        emitted = 0
-        done = False
-        while True:
-            while not done and have < emitted + step + r:
-                try:
-                    x = next(upstream)["upsampled"]
-                except StopIteration:
-                    done = True
-                    break
-                parts.append(x)
-                have += len(x)
-            if parts:
-                buf = np.concatenate(([buf] if buf is not None else []) + parts, axis=0)
-                parts = []
-            end = min(emitted + step, have if done else have - r)
-            if end <= emitted:
-                return
-            assert buf is not None
-            lo = max(emitted - r, 0)
-            hi = min(end + r, have)
-            mel = self.decode(buf[lo - buf_start:hi - buf_start])
-            yield {"mel": mel[emitted - lo:end - lo]}
-            emitted = end
-            keep = max(emitted - r, 0)  # drop history the next window no longer needs
-            buf, buf_start = buf[keep - buf_start:], keep
+        for a, b, lo, window in windowed(upstream, "upsampled", step, self.context_frames):
+            yield {"mel": self.decode(window)[a - lo:b - lo]}
+
+
+def windowed(upstream: Iterator[Tensors], key: str, step: int, r: int) -> Iterator[tuple[int, int, int, np.ndarray]]:
+    """Re-chunk ``upstream[key]`` frames into ``(a, b, lo, window)``: emit frames ``[a, b)`` (``step``
+    at a time) from ``window`` = frames ``[lo, min(b + r, T))`` with ``lo = max(a - r, 0)``.
+
+    A block whose output frame depends on at most ``r`` input frames on each side computes frames
+    ``[a, b)`` exactly from the window.  Upstream is pulled only until ``b + r`` frames are held, and
+    only ``r`` frames of history are kept.
+    """
+    parts: list[np.ndarray] = []
+    buf: np.ndarray | None = None
+    buf_start = 0  # absolute index of buf[0]
+    have = 0  # frames received so far
+    emitted = 0
+    done = False
+    while True:
+        while not done and have < emitted + step + r:
+            try:
+                x = next(upstream)[key]
+            except StopIteration:
+                done = True
+                break
+            parts.append(x)
+            have += len(x)
+        if parts:
+            buf = np.concatenate(([buf] if buf is not None else []) + parts, axis=0)
+            parts = []
+        end = min(emitted + step, have if done else have - r)
+        if end <= emitted:
+            return
+        assert buf is not None
+        lo = max(emitted - r, 0)
+        hi = min(end + r, have)
+        yield emitted, end, lo, buf[lo - buf_start:hi - buf_start]
+        emitted = end
+        keep = max(emitted - r, 0)  # drop history the next window no longer needs
+        buf, buf_start = buf[keep - buf_start:], keep

@@ -27,7 +27,7 @@ from melstream.errors import ClientError
 from melstream.serving.repo import build_repository
 from melstream.serving.server import TritonServer, free_port
 
-from .conftest import metric, settled_metric, start_server
+from .conftest import settled_metric, start_server
 
 pytestmark = pytest.mark.integration
 
