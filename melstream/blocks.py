@@ -192,12 +192,24 @@ class StreamablePipeline(StreamableBlock):
             env["chunk_frames"] = np.asarray(chunk_frames, dtype=np.int64)
         return env
 
+    @property
+    def produces_audio(self) -> bool:
+        """True if the stack ends in a vocoder: chunks then carry ``audio`` as well as ``mel``."""
+        return any(getattr(b, "makes_audio", False) for b in walk(self))
+
+    def stream_outputs(self, text: str | bytes, *, pace: float | None = None,
+                       chunk_frames: int | None = None) -> Iterator[Tensors]:
+        """Yield the output tensors of each non-empty chunk: ``mel`` ``[T_i, n_mels]`` and, if the
+        stack ends in a vocoder, ``audio`` ``[T_i * hop]`` (lazily)."""
+        keys = ("mel", "audio") if self.produces_audio else ("mel",)
+        for chunk in self.generate(self.inputs_for(text, pace=pace, chunk_frames=chunk_frames)):
+            if len(chunk[self.output]):
+                yield {k: chunk[k] for k in keys}
+
     def stream(self, text: str | bytes, *, pace: float | None = None, chunk_frames: int | None = None) -> Iterator[np.ndarray]:
         """Yield ``[T_i, n_mels]`` float32 chunks for ``text`` as they are produced (lazily)."""
-        for chunk in self.generate(self.inputs_for(text, pace=pace, chunk_frames=chunk_frames)):
-            frames = chunk[self.output]
-            if len(frames):
-                yield frames
+        for chunk in self.stream_outputs(text, pace=pace, chunk_frames=chunk_frames):
+            yield chunk[self.output]
 
     def synthesize(self, text: str | bytes, *, pace: float | None = None, chunk_frames: int | None = None) -> np.ndarray:
         """The whole utterance, ``[T, n_mels]``: the concatenation of :meth:`stream`."""
@@ -213,3 +225,10 @@ def chunk_size(context: Mapping[str, np.ndarray], default: int) -> int:
     if value is not None and int(value) == 0:
         return 1 << 40  # 0 asks for the whole utterance in one chunk (the naive call)
     return default
+
+
+def walk(block: Block) -> Iterator[Block]:
+    """``block`` and every block below it, depth first."""
+    yield block
+    for child in block.children():
+        yield from walk(child)

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from melstream.errors import MelstreamError
 
@@ -63,24 +64,46 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     from melstream.client import Client, HttpClient
 
+    out = Path(args.out)
+    if out.suffix not in (".npy", ".wav"):
+        raise MelstreamError(f"{out}: write .npy (the [frames, n_mels] float32 mel) or .wav (16-bit PCM audio)")
     client: Client | HttpClient = HttpClient(args.url, timeout_s=args.timeout_s) if args.http else Client(args.url, timeout_s=args.timeout_s)
     t0 = time.perf_counter()
     first = None
     chunks = []
-    for mel in client.stream(args.text, voice=args.voice, pace=args.pace, chunk_frames=args.chunk_frames):
+    for chunk in client.stream_outputs(args.text, voice=args.voice, pace=args.pace, chunk_frames=args.chunk_frames):
         if first is None:
             first = time.perf_counter() - t0
-        chunks.append(mel)
+        chunks.append(chunk)
     total = time.perf_counter() - t0
-    mel = np.concatenate(chunks) if chunks else np.zeros((0, 80), np.float32)
-    out = Path(args.out)
+    mel = np.concatenate([c["mel"] for c in chunks]) if chunks else np.zeros((0, 80), np.float32)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix != ".npy":
-        raise MelstreamError(f"{out}: only .npy output is supported (a [frames, n_mels] float32 array)")
-    np.save(out, mel)
+    note = ""
+    if out.suffix == ".npy":
+        np.save(out, mel)
+    else:
+        audio = _audio(client, args, chunks, mel)
+        note = f", {len(audio) / args.sample_rate:.2f} s of audio" + ("" if chunks and "audio" in chunks[0] else " (vocoded here)")
+        from melstream.audio import write_wav
+
+        write_wav(out, audio, args.sample_rate)
     print(f"time to first frame {1e3 * (first or total):.1f} ms, total {1e3 * total:.1f} ms, "
-          f"{len(mel)} frames in {len(chunks)} chunks -> {out}")
+          f"{len(mel)} frames in {len(chunks)} chunks{note} -> {out}")
     return 0
+
+
+def _audio(client: Any, args: argparse.Namespace, chunks: list[dict[str, Any]], mel: Any) -> Any:
+    """The server's audio if the voice streams it, else the mel vocoded here (Griffin-Lim, the voice's
+    own audio parameters read from the server)."""
+    import numpy as np
+
+    from melstream.components.vocoder import default_vocoder
+
+    addon = client.addon(args.voice)
+    args.sample_rate = addon.audio.sample_rate
+    if chunks and "audio" in chunks[0]:
+        return np.concatenate([c["audio"] for c in chunks])
+    return default_vocoder(addon).vocode(mel)
 
 
 def cmd_voices(args: argparse.Namespace) -> int:
@@ -138,12 +161,12 @@ def parser() -> argparse.ArgumentParser:
     y.add_argument("text")
     y.add_argument("--voice", required=True)
     y.add_argument("--url", default=None, help="HOST:PORT (default localhost:8001, or :8000 with --http)")
-    y.add_argument("--out", required=True)
+    y.add_argument("--out", required=True, help="FILE.npy (mel) or FILE.wav (audio; vocoded here if the voice ends at mel)")
     y.add_argument("--http", action="store_true", help="use HTTP generate_stream (SSE) instead of gRPC")
     y.add_argument("--pace", type=float, default=None)
     y.add_argument("--chunk-frames", type=int, default=None)
     y.add_argument("--timeout-s", type=float, default=60.0)
-    y.set_defaults(func=cmd_synth)
+    y.set_defaults(func=cmd_synth, sample_rate=22050)
 
     v = sub.add_parser("voices", help="list the voices a server serves")
     v.add_argument("--url", default="localhost:8001")

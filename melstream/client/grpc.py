@@ -131,6 +131,13 @@ class Client:
         collection) cancels the request on the server.  ``timeout_s`` bounds the wait for each
         chunk (default: the client's).
         """
+        for chunk in self.stream_outputs(text, voice=voice, pace=pace, chunk_frames=chunk_frames, timeout_s=timeout_s):
+            yield chunk["mel"]
+
+    def stream_outputs(self, text: str, *, voice: str, pace: float | None = None, chunk_frames: int | None = None,
+                       timeout_s: float | None = None) -> Iterator[dict[str, np.ndarray]]:
+        """Like :meth:`stream`, yielding ``{"mel": [frames, n_mels], "audio": [frames * hop]}`` per chunk
+        (``audio`` only from voices whose stack ends in a vocoder)."""
         wait_s = self.timeout_s if timeout_s is None else timeout_s
         responses: queue.Queue[tuple[Any, Any]] = queue.Queue()
         client = self._stream_client()
@@ -148,8 +155,10 @@ class Client:
                 if error is not None:
                     raise ClientError(f"voice {voice!r} at {self.url}: {error.message() if hasattr(error, 'message') else error}")
                 response = result.get_response()
-                if result.as_numpy("MEL") is not None and len(response.outputs):
-                    yield result.as_numpy("MEL")
+                mel = result.as_numpy("MEL") if len(response.outputs) else None
+                if mel is not None:
+                    audio = result.as_numpy("AUDIO")
+                    yield {"mel": mel} if audio is None else {"mel": mel, "audio": audio}
                 if response.parameters["triton_final_response"].bool_param:
                     finished.set()
                     return

@@ -5,10 +5,14 @@ from __future__ import annotations
 import http.client
 import json
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from melstream.errors import ClientError
+
+if TYPE_CHECKING:
+    from melstream.addon import Addon
 
 DEFAULT_HTTP_URL = "localhost:8000"
 
@@ -21,9 +25,37 @@ class HttpClient:
         self.timeout_s = timeout_s
         self.n_mels = n_mels
 
+    def addon(self, voice: str) -> Addon:
+        """The voice's addon, rebuilt from the JSON in its model config (``GET /v2/models/<voice>/config``)."""
+        from melstream.addon import addon_from_json
+
+        host, _, port = self.url.partition(":")
+        conn = http.client.HTTPConnection(host, int(port or 80), timeout=self.timeout_s)
+        try:
+            conn.request("GET", f"/v2/models/{voice}/config")
+            resp = conn.getresponse()
+            body = resp.read()
+        except OSError as e:
+            raise ClientError(f"voice {voice!r} at http://{self.url}: {e}") from e
+        finally:
+            conn.close()
+        if resp.status != 200:
+            raise ClientError(f"voice {voice!r} at http://{self.url}: HTTP {resp.status}: {body[:200]!r}")
+        try:
+            text = json.loads(body)["parameters"]["addon_json"]["string_value"]
+        except (KeyError, json.JSONDecodeError):
+            raise ClientError(f"model {voice!r} at http://{self.url} is not a melstream voice (no addon_json parameter)") from None
+        return addon_from_json(text, source=f"voice {voice!r} at http://{self.url}")
+
     def stream(self, text: str, *, voice: str, pace: float | None = None, chunk_frames: int | None = None,
                timeout_s: float | None = None) -> Iterator[np.ndarray]:
         """Yield ``[frames, n_mels]`` float32 chunks as events arrive; closing it closes the connection."""
+        for chunk in self.stream_outputs(text, voice=voice, pace=pace, chunk_frames=chunk_frames, timeout_s=timeout_s):
+            yield chunk["mel"]
+
+    def stream_outputs(self, text: str, *, voice: str, pace: float | None = None, chunk_frames: int | None = None,
+                       timeout_s: float | None = None) -> Iterator[dict[str, np.ndarray]]:
+        """Like :meth:`stream`, yielding ``{"mel": ..., "audio": ...}`` (``audio`` if the voice makes audio)."""
         body: dict[str, object] = {"TEXT": text}
         if pace is not None:
             body["PACE"] = pace
@@ -42,7 +74,10 @@ class HttpClient:
                 if "error" in event:
                     raise ClientError(f"voice {voice!r} at http://{self.url}: {event['error']}")
                 if "MEL" in event:
-                    yield np.asarray(event["MEL"], dtype=np.float32).reshape(-1, self.n_mels)
+                    chunk = {"mel": np.asarray(event["MEL"], dtype=np.float32).reshape(-1, self.n_mels)}
+                    if "AUDIO" in event:
+                        chunk["audio"] = np.asarray(event["AUDIO"], dtype=np.float32).reshape(-1)
+                    yield chunk
             if resp.status != 200:
                 raise ClientError(f"voice {voice!r} at http://{self.url}: HTTP {resp.status} {resp.reason}")
         finally:

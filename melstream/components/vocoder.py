@@ -14,7 +14,7 @@ from melstream.errors import StackError, SynthesisError
 from melstream.registry import register_component
 
 if TYPE_CHECKING:
-    from melstream.addon import AudioSpec
+    from melstream.addon import Addon, AudioSpec
     from melstream.stack import BuildContext
 
 
@@ -45,6 +45,8 @@ class GriffinLim(StreamableBlock):
     (the default) equals the whole-utterance result up to float rounding (tested ≤ 1e-5).  A smaller
     ``context_frames`` trades exactness for speed.  Phase starts at zero, so results are deterministic.
     """
+
+    makes_audio = True  # the voice model then streams AUDIO with MEL
 
     def __init__(self, ctx: BuildContext, *, iterations: int = 32, momentum: float = 0.99, chunk_frames: int = 32,
                  context_frames: int | None = None, gain: float = 1.0, path: str = "") -> None:
@@ -80,3 +82,11 @@ class GriffinLim(StreamableBlock):
         step = chunk_size(context, self.chunk_frames)
         for a, b, lo, window in windowed(upstream, "mel", step, self.context_frames):
             yield {"mel": window[a - lo:b - lo], "audio": self._samples(window, a, b, lo)}
+
+
+def default_vocoder(addon: Addon) -> GriffinLim:
+    """A GriffinLim for ``addon``'s audio parameters, outside any stack (client-side vocoding of mel)."""
+    from melstream.runners.base import UnboundRunner
+    from melstream.stack import BuildContext
+
+    return GriffinLim(BuildContext(addon, UnboundRunner()), path="default-vocoder")

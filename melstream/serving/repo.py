@@ -16,7 +16,7 @@ from typing import Any
 
 from melstream.addon import Addon, discover_addons, load_addon
 from melstream.errors import AddonError, MelstreamError
-from melstream.runners.base import network_model_name
+from melstream.runners.base import UnboundRunner, network_model_name
 
 BACKENDS_DIR = Path(__file__).resolve().parent.parent.parent / "python_backends"
 
@@ -90,6 +90,11 @@ def pipeline_config(addon: Addon, profile: Profile) -> Any:
     out.name = "MEL"
     out.data_type = mc.TYPE_FP32
     out.dims.extend([-1, addon.audio.n_mels])
+    if addon.build(UnboundRunner()).produces_audio:
+        audio = cfg.output.add()
+        audio.name = "AUDIO"
+        audio.data_type = mc.TYPE_FP32
+        audio.dims.append(-1)
     group = cfg.instance_group.add()
     group.count = 1  # one instance: streams run in its worker threads
     group.kind = mc.ModelInstanceGroup.KIND_CPU

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import wave
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -261,6 +262,12 @@ def test_cli_synth(server: TritonServer, tmp_path: Path, capsys: pytest.CaptureF
     assert "time to first frame" in printed and f"{len(mel)} frames" in printed
     assert float(np.abs(mel - references["tacovoice"].synthesize(TEXT)).max()) <= 1e-4
     assert main(["synth", TEXT, "--voice", "fastvoice", "--http", "--url", server.http_url, "--out", str(out)]) == 0
+    wav = tmp_path / "hello.wav"
+    for flags in (["--url", server.grpc_url], ["--http", "--url", server.http_url]):
+        assert main(["synth", "Hello.", "--voice", "fastvoice", *flags, "--out", str(wav)]) == 0
+        assert "s of audio (vocoded here)" in capsys.readouterr().out
+        with wave.open(str(wav)) as f:
+            assert f.getframerate() == 22050 and f.getnframes() == 256 * len(references["fastvoice"].synthesize("Hello."))
     assert main(["synth", "", "--voice", "fastvoice", "--url", server.grpc_url, "--out", str(out)]) == 2
     assert "nothing to speak" in capsys.readouterr().err
 
@@ -319,3 +326,29 @@ def test_http_client_that_hangs_up_stops_the_servers_work(server: TritonServer) 
     conn.close()
     produced = decoder_calls(server) - before
     assert produced < 200, f"{produced} decoder calls after the HTTP client hung up (the text has thousands of frames)"
+
+
+def test_a_voice_whose_stack_ends_in_a_vocoder_streams_audio(root: Path, tmp_path: Path) -> None:
+    addons = tmp_path / "addons"
+    shutil.copytree(root / "addons" / "fastvoice", addons / "fastvoice")
+    cfg = addons / "fastvoice" / "addon.json"
+    data = json.loads(cfg.read_text())
+    data["stack"].append({"type": "GriffinLim", "iterations": 4})
+    cfg.write_text(json.dumps(data))
+    build_repository(addons, tmp_path / "repo")
+    expected = [c for c in melstream.load_addon(addons / "fastvoice").build().stream_outputs(TEXT)]
+    audio = np.concatenate([c["audio"] for c in expected])
+    srv = start_server(tmp_path / "repo", tmp_path / "triton.log")
+    try:
+        with Client(srv.grpc_url) as client:
+            got = list(client.stream_outputs(TEXT, voice="fastvoice"))
+        assert all(set(c) == {"mel", "audio"} for c in got)
+        assert float(np.abs(np.concatenate([c["audio"] for c in got]) - audio).max()) <= 1e-4
+        over_http = list(HttpClient(srv.http_url).stream_outputs(TEXT, voice="fastvoice"))
+        assert float(np.abs(np.concatenate([c["audio"] for c in over_http]) - audio).max()) <= 1e-4
+        wav = tmp_path / "x.wav"
+        assert main(["synth", TEXT, "--voice", "fastvoice", "--url", srv.grpc_url, "--out", str(wav)]) == 0
+        with wave.open(str(wav)) as f:
+            assert f.getnframes() == len(audio)
+    finally:
+        srv.stop()

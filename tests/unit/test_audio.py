@@ -114,3 +114,17 @@ def test_write_wav(tmp_path: Path) -> None:
         assert (f.getframerate(), f.getnchannels(), f.getsampwidth(), f.getnframes()) == (22050, 1, 2, 4)
         pcm = np.frombuffer(f.readframes(4), "<i2")
     np.testing.assert_array_equal(pcm, [0, 16383, -16383, 32767])
+
+
+def test_a_stack_ending_in_a_vocoder_streams_audio(fast_addon: Addon) -> None:
+    from melstream.serving.repo import get_profile, pipeline_config
+
+    pipeline = fast_addon.build(stack=fast_addon.raw["stack"] + [{"type": "GriffinLim", "iterations": 4}])
+    assert pipeline.produces_audio and not fast_addon.build().produces_audio
+    chunks = list(pipeline.stream_outputs("Audio too."))
+    assert chunks and all(set(c) == {"mel", "audio"} and len(c["audio"]) == 256 * len(c["mel"]) for c in chunks)
+    np.testing.assert_allclose(np.concatenate([c["mel"] for c in chunks]), fast_addon.build().synthesize("Audio too."), atol=1e-5)
+    data = dict(fast_addon.raw, stack=fast_addon.raw["stack"] + [{"type": "GriffinLim"}])
+    cfg = pipeline_config(Addon(data, path=fast_addon.path), get_profile("cpu"))
+    assert [(o.name, list(o.dims)) for o in cfg.output] == [("MEL", [-1, 80]), ("AUDIO", [-1])]
+    assert [o.name for o in pipeline_config(fast_addon, get_profile("cpu")).output] == ["MEL"]

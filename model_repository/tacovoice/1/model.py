@@ -1,4 +1,4 @@
-"""Triton Python-backend decoupled model: one voice (addon) streaming MEL chunks as they exist.
+"""Triton Python-backend decoupled model: one voice (addon) streaming MEL (and AUDIO) chunks as they exist.
 
 Generated into model_repository/<addon>/1/model.py by `melstream build-repo`.  The addon JSON
 comes from this model's config (parameter addon_json); networks run as Triton models through BLS.
@@ -43,13 +43,14 @@ class TritonPythonModel:
             text = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1)
             if text.size != 1:
                 raise TextError(f"TEXT must hold exactly one string, got {text.size}")
-            chunks = self.pipeline.stream(text[0], pace=_optional(request, "PACE"),
-                                          chunk_frames=_optional(request, "CHUNK_FRAMES"))
+            chunks = self.pipeline.stream_outputs(text[0], pace=_optional(request, "PACE"),
+                                                  chunk_frames=_optional(request, "CHUNK_FRAMES"))
             while not request.is_cancelled():  # a cancelled or disconnected client stops the work here
-                mel = next(chunks, None)
-                if mel is None:
+                chunk = next(chunks, None)
+                if chunk is None:
                     break
-                sender.send(pb_utils.InferenceResponse([pb_utils.Tensor("MEL", np.ascontiguousarray(mel, np.float32))]))
+                sender.send(pb_utils.InferenceResponse(
+                    [pb_utils.Tensor(name.upper(), np.ascontiguousarray(value, np.float32)) for name, value in chunk.items()]))
         except MelstreamError as e:
             sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{type(e).__name__}: {e}")))
         except Exception as e:  # an unexpected failure still reaches the client, and the model keeps serving
