@@ -30,11 +30,11 @@ def run_demo(out: Path, *, addons: Path, repo: Path) -> int:
         print(f"tritonserver ready in {time.perf_counter() - t0:.1f} s (gRPC {server.grpc_url}, HTTP {server.http_url})")
         grpc = Client(server.grpc_url)
         http = HttpClient(server.http_url)
-        print(f"\n{'voice':<12} {'protocol':<9} {'first frame ms':>14} {'total ms':>9} {'frames':>7} {'chunks':>7}  equals in-process")
         voices = grpc.voices()
         for voice in voices:  # warm-up: the first request opens the channel and runs each model once
             grpc.synthesize("Warm up.", voice=voice)
         print("(after one warm-up request per voice)")
+        print(f"\n{'voice':<12} {'protocol':<9} {'first frame ms':>14} {'total ms':>9} {'frames':>7} {'chunks':>7}  equals in-process")
         for voice in voices:
             reference = load_addon(addons / voice).build().synthesize(SENTENCE)
             for protocol, client in (("grpc", grpc), ("http-sse", http)):
@@ -56,8 +56,38 @@ def run_demo(out: Path, *, addons: Path, repo: Path) -> int:
                       f"{len(chunks):>7}  {same}")
         grpc.close()
     (out / "demo.json").write_text(json.dumps({"text": SENTENCE, "results": results}, indent=2) + "\n")
-    print(f"wrote {out}/*.npy and {out}/demo.json; server stopped")
+    listen(out, addons, [r["voice"] for r in results if r["protocol"] == "grpc"])
+    print(f"wrote {out}/*.npy, *.wav, *.png and {out}/demo.json; server stopped")
     ok = all(r["equals_in_process"] for r in results) and len(results) >= 4
     if not ok:
         print("demo FAILED: a voice is missing or streamed frames differ from in-process synthesis", file=sys.stderr)
     return 0 if ok else 1
+
+
+def listen(out: Path, addons: Path, voices: list[str]) -> None:
+    """A WAV (Griffin-Lim) and a mel-spectrogram PNG of each voice's streamed mel."""
+    from melstream.addon import load_addon
+    from melstream.audio import write_wav
+    from melstream.components.vocoder import default_vocoder
+
+    for voice in voices:
+        addon = load_addon(addons / voice)
+        mel = np.load(out / f"{voice}.grpc.npy")
+        audio = default_vocoder(addon).vocode(mel)
+        peak = float(np.abs(audio).max()) or 1.0
+        write_wav(out / f"{voice}.wav", 0.9 * audio / peak, addon.audio.sample_rate)  # placeholder weights: loudness varies
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            continue
+        fig, ax = plt.subplots(figsize=(10, 3))
+        ax.imshow(mel.T, origin="lower", aspect="auto", cmap="magma")
+        ax.set_title(f"{voice}: {len(mel)} frames ({len(mel) * addon.audio.hop_length / addon.audio.sample_rate:.2f} s)")
+        ax.set_xlabel("frame")
+        ax.set_ylabel("mel bin")
+        fig.tight_layout()
+        fig.savefig(out / f"{voice}.png", dpi=100)
+        plt.close(fig)
