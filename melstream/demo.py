@@ -56,7 +56,7 @@ def run_demo(out: Path, *, addons: Path, repo: Path) -> int:
                       f"{len(chunks):>7}  {same}")
         grpc.close()
     (out / "demo.json").write_text(json.dumps({"text": SENTENCE, "results": results}, indent=2) + "\n")
-    listen(out, addons, [r["voice"] for r in results if r["protocol"] == "grpc"])
+    listen(out, addons, [str(r["voice"]) for r in results if r["protocol"] == "grpc"])
     print(f"wrote {out}/*.npy, *.wav, *.png and {out}/demo.json; server stopped")
     ok = all(r["equals_in_process"] for r in results) and len(results) >= 4
     if not ok:
