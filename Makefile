@@ -4,7 +4,15 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint unit integration bench addons repo clean
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test lint unit integration bench voices espeak repo clean
+
+# espeak-ng: the voices' text front end (phonemes) and the training teacher
+espeak:
+	@ldconfig -p | grep -q libespeak-ng.so.1 || { \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q espeak-ng libespeak-ng1 || { \
+	  $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q espeak-ng libespeak-ng1; }; }
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,10 +21,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) espeak
 	$(BIN)/melstream demo --out out
 
-test: $(STAMP) lint
+test: $(STAMP) espeak lint
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
@@ -29,12 +37,19 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/pytest -q tests/integration
 
-bench: $(STAMP)
+bench: $(STAMP) espeak
 	$(BIN)/python benchmarks/first_frame.py --out out/bench
 
-# regenerate the example addons' seeded weights, then the committed model repository
-addons: $(STAMP)
-	$(BIN)/python scripts/make_addons.py --out addons
+# reproduce the shipped voices: corpus -> espeak-ng teacher -> train both (14 min each, one core each,
+# side by side) -> export to addons/ -> model cards -> model repository
+voices: $(STAMP) espeak
+	$(BIN)/python -m training.corpus --out data/corpus.json
+	$(BIN)/python -m training.teacher --corpus data/corpus.json --out data/teacher
+	$(BIN)/python -m training.train_duration --data data/teacher --out addons/fastvoice --minutes 14 --threads 1 > data/train_fastvoice.log 2>&1 & \
+	$(BIN)/python -m training.train_attention --data data/teacher --out addons/tacovoice --minutes 14 --threads 1 > data/train_tacovoice.log 2>&1; \
+	wait
+	$(BIN)/python benchmarks/voice_quality.py --teacher data/teacher --addons addons --out out/quality
+	$(BIN)/python -m training.model_card --addons addons --quality out/quality
 	$(BIN)/melstream build-repo
 
 repo: $(STAMP)

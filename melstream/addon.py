@@ -8,7 +8,7 @@
       "description": "...",                # optional
       "audio": {"sample_rate": 22050, "hop_length": 256, "win_length": 1024,
                 "n_fft": 1024, "n_mels": 80, "fmin": 0.0, "fmax": 8000.0},
-      "text": {"frontend": "english-chars", "max_chars": 10000},
+      "text": {"frontend": "english-chars", "max_chars": 10000},   # "espeak-phonemes" also takes "symbols"
       "networks": {                        # order matters: Encoders runs role "encoder" in this order
         "text_encoder": {
           "file": "text_encoder.onnx",     # ONNX: symbols + parameters, never pickle
@@ -158,7 +158,11 @@ class Addon:
                                fmax=float(r.get(audio, "fmax", (int, float), "audio", default=ints["sample_rate"] / 2)))
 
         text = r.get(data, "text", dict, "")
-        r.no_extra(text, {"frontend", "max_chars"}, "text")
+        r.no_extra(text, {"frontend", "max_chars", "symbols"}, "text")
+        symbols = r.get(text, "symbols", list, "text", default=None)
+        if symbols is not None and (len(symbols) < 3 or symbols[:2] != ["_", "~"]
+                                    or not all(isinstance(x, str) and x for x in symbols) or len(set(symbols)) != len(symbols)):
+            raise r.fail("text.symbols", 'expected distinct non-empty strings starting with "_" (pad) and "~" (end)')
         self.text: dict[str, Any] = dict(text)
         from melstream.text import FRONTENDS
 

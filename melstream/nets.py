@@ -114,9 +114,10 @@ class AttentionDecoderStep(nn.Module):
     """
 
     def __init__(self, n_mels: int = 80, dim: int = 128, hidden: int = 256, prenet: int = 128,
-                 advance_bias: float = -1.6) -> None:
+                 advance_bias: float = -1.6, prenet_dropout: float = 0.0) -> None:
         super().__init__()
         self.prenet = nn.Linear(n_mels, prenet)
+        self.prenet_dropout = nn.Dropout(prenet_dropout)  # active in training only (export runs eval mode)
         self.rnn = nn.GRUCell(prenet + dim, hidden)
         self.advance = nn.Linear(hidden + dim, 1)
         with torch.no_grad():
@@ -129,15 +130,91 @@ class AttentionDecoderStep(nn.Module):
             self.stop.bias.zero_()
         self.stop_gain = nn.Parameter(torch.tensor(20.0))
 
-    def forward(self, prev_mel: torch.Tensor, state: torch.Tensor, alignment: torch.Tensor,
-                memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, prev_mel: torch.Tensor, state: torch.Tensor, alignment: torch.Tensor, memory: torch.Tensor,
+                end_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        # end_mask [B, N] marks each utterance's last token (training pads batches); by default the last column
+        if end_mask is None:
+            end_mask = torch.cat([torch.zeros_like(alignment[:, :-1]), torch.ones_like(alignment[:, -1:])], dim=1)
         context = torch.bmm(alignment.unsqueeze(1), memory).squeeze(1)
-        state = self.rnn(torch.cat([torch.relu(self.prenet(prev_mel)), context], dim=-1), state)
+        state = self.rnn(torch.cat([self.prenet_dropout(torch.relu(self.prenet(prev_mel))), context], dim=-1), state)
         p = torch.sigmoid(self.advance(torch.cat([state, context], dim=-1)))
-        shifted = torch.cat([torch.zeros_like(alignment[:, :1]), alignment[:, :-1]], dim=1)
-        stay = torch.cat([torch.zeros_like(alignment[:, :-1]), alignment[:, -1:]], dim=1)  # the end token keeps its mass
-        alignment = (1 - p) * alignment + p * shifted + p * stay
+        moving = alignment * (1 - end_mask)  # the end token keeps its mass; nothing moves past it
+        shifted = torch.cat([torch.zeros_like(moving[:, :1]), moving[:, :-1]], dim=1)
+        alignment = (1 - p) * alignment + p * shifted + p * alignment * end_mask
         context = torch.bmm(alignment.unsqueeze(1), memory).squeeze(1)
         h = torch.cat([state, context], dim=-1)
-        stop = self.stop(h) + self.stop_gain * (alignment[:, -1:] - 0.5)
+        stop = self.stop(h) + self.stop_gain * ((alignment * end_mask).sum(-1, keepdim=True) - 0.5)
         return self.mel(h), stop, state, alignment
+
+
+# --- trained voices (training/): layer-normalised residual convolutions, masks for padded batches ---
+
+class NormConvStack(nn.Module):
+    """Residual blocks ``x + dropout(LayerNorm(relu(conv(x))))`` over ``[B, T, C]``; receptive
+    half-width ``layers * (kernel - 1) // 2``.  ``mask`` ``[B, T, 1]`` (training only) zeroes padding
+    after every block so padded batches compute what single utterances compute."""
+
+    def __init__(self, channels: int, layers: int, kernel: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv1d(channels, channels, kernel, padding=kernel // 2) for _ in range(layers))
+        self.norms = nn.ModuleList(nn.LayerNorm(channels) for _ in range(layers))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        for conv, norm in zip(self.convs, self.norms, strict=True):
+            h = torch.relu(conv(x.transpose(1, 2))).transpose(1, 2)
+            x = x + self.dropout(norm(h))
+            if mask is not None:
+                x = x * mask
+        return x
+
+
+@register_net("PhonemeEncoder")
+class PhonemeEncoder(nn.Module):
+    """tokens ``[B, N]`` int64 → encodings ``[B, N, dim]`` (also used as attention memory)."""
+
+    def __init__(self, num_symbols: int, dim: int = 192, layers: int = 4, kernel: int = 5, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(num_symbols, dim, padding_idx=0)
+        self.convs = NormConvStack(dim, layers, kernel, dropout)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.embed(tokens)
+        return self.convs(x if mask is None else x * mask, mask)
+
+
+@register_net("PhonemeDurationPredictor")
+class PhonemeDurationPredictor(nn.Module):
+    """tokens ``[B, N]`` int64 → durations ``[B, N]`` float32 frames (``exp(log_d) - 1``, ≥ 0)."""
+
+    def __init__(self, num_symbols: int, dim: int = 128, layers: int = 3, kernel: int = 3, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(num_symbols, dim, padding_idx=0)
+        self.convs = NormConvStack(dim, layers, kernel, dropout)
+        self.proj = nn.Linear(dim, 1)
+
+    def log_durations(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.embed(tokens)
+        return self.proj(self.convs(x if mask is None else x * mask, mask)).squeeze(-1)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return torch.relu(torch.exp(self.log_durations(tokens)) - 1.0)
+
+
+@register_net("MelDecoder")
+class MelDecoder(nn.Module):
+    """upsampled ``[B, T, in_dim]`` → mel ``[B, T, n_mels]``; receptive half-width
+    ``layers * (kernel - 1) // 2`` frames (the addon's ``context_frames``)."""
+
+    def __init__(self, in_dim: int = 192, hidden: int = 256, n_mels: int = 80, layers: int = 6, kernel: int = 5,
+                 dropout: float = 0.0, mel_mean: float = -5.0) -> None:
+        super().__init__()
+        self.inp = nn.Linear(in_dim, hidden)
+        self.convs = NormConvStack(hidden, layers, kernel, dropout)
+        self.out = nn.Linear(hidden, n_mels)
+        with torch.no_grad():
+            self.out.bias.fill_(mel_mean)
+
+    def forward(self, upsampled: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.inp(upsampled)
+        return self.out(self.convs(h if mask is None else h * mask, mask))

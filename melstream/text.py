@@ -1,13 +1,16 @@
 """Text front ends: turn user text into the integer token ids a text-to-speech network reads.
 
-One front end ships: :class:`CharFrontend` (registered as ``"english-chars"``), a deterministic,
-character-level English normaliser.  Look front ends up by name with :func:`get_frontend`.
+Two front ends ship: :class:`CharFrontend` (registered as ``"english-chars"``), a deterministic,
+character-level English normaliser, and :class:`EspeakFrontend` (``"espeak-phonemes"``), espeak-ng's
+phonemes (needs libespeak-ng).  Look front ends up by name with :func:`get_frontend`.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -21,8 +24,12 @@ __all__ = [
     "PAD",
     "SYMBOLS",
     "CharFrontend",
+    "EspeakFrontend",
+    "Frontend",
     "get_frontend",
 ]
+
+log = logging.getLogger(__name__)
 
 MAX_CHARS_DEFAULT = 10_000
 
@@ -354,10 +361,93 @@ class CharFrontend:
         return np.asarray(ids, dtype=np.int64)
 
 
-FRONTENDS: dict[str, type[CharFrontend]] = {CharFrontend.name: CharFrontend}
+_ESPEAK_SPACE_RE = re.compile(r"\s+")
 
 
-def get_frontend(name: str, **options: Any) -> CharFrontend:
+class EspeakFrontend:
+    """Phoneme front end: user text -> cleaned text -> espeak-ng phoneme tokens -> ids.
+
+    ``symbols`` is the voice's phoneme inventory (``addon.json`` ``text.symbols``): id 0 must be the pad
+    ``"_"`` and id 1 the end of text ``"~"`` (as in :class:`CharFrontend`); the other entries are
+    :meth:`melstream.espeak.Espeak.phonemize` tokens (see :mod:`melstream.espeak` for their conventions).
+
+    :meth:`normalize` applies the :class:`CharFrontend` input checks (``bytes`` must be UTF-8, at most
+    ``max_chars`` characters, something to speak), then NFKD with combining marks, control and format
+    characters dropped, whitespace to single spaces, the typographic quotes and dashes of
+    :class:`CharFrontend` to ASCII, and every other non-ASCII character dropped.  Digits, punctuation and
+    case stay: espeak reads numbers, abbreviations and clause punctuation itself.  :meth:`encode` is the
+    ids of the tokens of the normalised text, then the end id 1; tokens missing from ``symbols`` are
+    dropped (logged at debug level).
+    """
+
+    name = "espeak-phonemes"
+
+    def __init__(self, *, symbols: Sequence[str], max_chars: int = MAX_CHARS_DEFAULT, voice: str = "en-us") -> None:
+        if isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 1:
+            raise TextError(f"max_chars must be a positive integer, not {max_chars!r}")
+        if isinstance(symbols, str) or not all(isinstance(symbol, str) for symbol in symbols):
+            raise TextError("symbols must be a list of strings")
+        symbols = tuple(symbols)
+        if len(symbols) < 3 or symbols[0] != PAD or symbols[1] != EOS:
+            raise TextError(f"symbols must start with the pad {PAD!r} and the end {EOS!r} and name at least one phoneme")
+        if len(set(symbols)) != len(symbols):
+            raise TextError("symbols has duplicates")
+        self.symbols: tuple[str, ...] = symbols
+        self.max_chars = max_chars
+        self.voice = voice
+        self._ids = {symbol: index for index, symbol in enumerate(symbols)}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self.symbols)} symbols, max_chars={self.max_chars}, voice={self.voice!r})"
+
+    @property
+    def num_symbols(self) -> int:
+        """How many symbols there are; every id :meth:`encode` returns is below this."""
+        return len(self.symbols)
+
+    def normalize(self, text: str | bytes) -> str:
+        """Checked and cleaned text for espeak (rules in the class docstring)."""
+        text = _decode(text)
+        if len(text) > self.max_chars:
+            raise TextError(f"text is {len(text)} characters; the limit is {self.max_chars}")
+        if not text:
+            raise TextError("text has nothing to speak: it is empty")
+        original = text
+        text = _clean_characters(text).translate(_TYPOGRAPHY)
+        text = "".join(char for char in text if char.isascii() and (char.isprintable() or char == " "))
+        text = _ESPEAK_SPACE_RE.sub(" ", text).strip()
+        if not any(char.isalnum() for char in text):
+            raise TextError(f"text has nothing to speak: {_preview(original)} has no letters or digits after normalisation")
+        return text
+
+    def tokens(self, text: str | bytes) -> list[str]:
+        """The espeak phoneme tokens of :meth:`normalize` (``text``)."""
+        from melstream.espeak import get_espeak
+
+        return get_espeak(self.voice).phonemize(self.normalize(text))
+
+    def encode(self, text: str | bytes) -> np.ndarray:
+        """Token ids (int64, shape ``[N]``) of :meth:`tokens` (``text``), then the end-of-text id 1."""
+        tokens = self.tokens(text)
+        ids = [self._ids[token] for token in tokens if token in self._ids]
+        if len(ids) < len(tokens):
+            unknown = sorted({token for token in tokens if token not in self._ids})
+            log.debug("dropped %d phoneme tokens missing from the symbol set: %s", len(tokens) - len(ids), unknown)
+        if not ids:
+            raise TextError(f"text has nothing to speak: {_preview(_decode(text))} has no known phonemes")
+        ids.append(self._ids[EOS])
+        return np.asarray(ids, dtype=np.int64)
+
+
+Frontend = CharFrontend | EspeakFrontend
+
+FRONTENDS: dict[str, type[CharFrontend] | type[EspeakFrontend]] = {
+    CharFrontend.name: CharFrontend,
+    EspeakFrontend.name: EspeakFrontend,
+}
+
+
+def get_frontend(name: str, **options: Any) -> Frontend:
     """The front end registered as ``name``, built with ``options``; an unknown name or option is a TextError."""
     try:
         cls = FRONTENDS[name]

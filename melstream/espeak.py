@@ -1,0 +1,297 @@
+"""A small ctypes binding to libespeak-ng: phonemes, audio and phoneme-aligned durations.
+
+Nothing but the C library (``apt-get install espeak-ng``) is needed.  espeak-ng keeps global state and is
+not thread-safe, so one process-wide :class:`Espeak` per voice is created lazily by :func:`get_espeak` and
+every call into the library holds one module lock.  Use it from one process: do not fork a pool after it
+(or torch) has been initialised.
+
+Token conventions (:meth:`Espeak.phonemize`, the same sequence :meth:`Espeak.align` returns):
+
+* one token per espeak phoneme, in espeak's ASCII mnemonics (``h``, ``@``, ``oU``, ``t#``, ``3:``, ...);
+  a stressed vowel carries its stress mark as a prefix: ``'oU`` (primary), ``,i:`` (secondary);
+* ``" "`` between two words of a clause (0 frames in :meth:`Espeak.align`);
+* pauses espeak places inside a clause (brackets, quotes, dashes, between some words) are their own
+  tokens: ``_:``, ``_!``, and espeak's short pause ``_`` renamed ``_s`` (``_`` is the front end's pad);
+* every clause ends with one clause token naming the punctuation that ended it in brackets: ``[,]``
+  ``[.]`` ``[?]`` ``[!]`` ``[;]`` ``[:]`` (brackets keep them apart from espeak's own ``;`` and ``?``
+  phonemes).  The end of the text without punctuation is ``[.]`` (espeak speaks it as a full stop, and
+  the training corpus only has punctuated sentences); ``[_]`` marks a clause espeak ended without
+  punctuation before the end of the text (a clause split by length).  In :meth:`Espeak.align` a clause
+  token covers the pause espeak speaks after the clause (often 0 frames at the very end of the text).
+
+espeak-ng carries a little state from one utterance to the next: the same text synthesised twice in one
+process can differ by a few to a few hundred samples (phoneme tokens never differ).  A fresh process
+given the same sequence of texts reproduces its output exactly.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import re
+import threading
+from typing import Any
+
+import numpy as np
+
+from melstream.errors import TextError
+
+__all__ = ["CLAUSE_TOKENS", "HOP_LENGTH", "SHORT_PAUSE", "STRESS_MARKS", "WORD_BOUNDARY", "Espeak", "get_espeak", "split_stress"]
+
+log = logging.getLogger(__name__)
+
+HOP_LENGTH = 256
+WORD_BOUNDARY = " "
+CLAUSE_END = "[_]"
+SHORT_PAUSE = "_s"
+_EVENT_OF_TOKEN = {SHORT_PAUSE: "_"}
+_TOKEN_OF_EVENT = {"_": SHORT_PAUSE}
+CLAUSE_TOKENS = ("[,]", "[.]", "[?]", "[!]", "[;]", "[:]", CLAUSE_END)
+STRESS_MARKS = "',"
+_LIBRARY_NAMES = ("libespeak-ng.so.1", "libespeak-ng.so", "/usr/lib/x86_64-linux-gnu/libespeak-ng.so.1")
+
+# espeak_AUDIO_OUTPUT / flags / event types (speak_lib.h, espeak-ng 1.51)
+_AUDIO_OUTPUT_SYNCHRONOUS = 2
+_INITIALIZE_PHONEME_EVENTS = 0x0001
+_INITIALIZE_DONT_EXIT = 0x8000
+_POS_CHARACTER = 1
+_CHARS_UTF8 = 1
+_EVENT_LIST_TERMINATED = 0
+_EVENT_PHONEME = 7
+_PHONEME_SEPARATOR = ord("|")
+# a clause ends where espeak's text pointer stopped, less its one character of lookahead
+_TERMINATOR_RE = re.compile(r"([,.?!;:])[\s\"'\)\]\}]*\S?\Z")
+_TERMINATOR_FINAL_RE = re.compile(r"([,.?!;:])[\s\"'\)\]\}]*\Z")
+_LEADING_PAUSE_RE = re.compile(r"^(_[:!]?)(?=[^:!])")
+
+
+class _EventId(ctypes.Union):
+    _fields_ = [("number", ctypes.c_int), ("name", ctypes.c_char_p), ("string", ctypes.c_char * 8)]
+
+
+class _Event(ctypes.Structure):
+    _fields_ = [
+        ("type", ctypes.c_int),
+        ("unique_identifier", ctypes.c_uint),
+        ("text_position", ctypes.c_int),
+        ("length", ctypes.c_int),
+        ("audio_position", ctypes.c_int),
+        ("sample", ctypes.c_int),
+        ("user_data", ctypes.c_void_p),
+        ("id", _EventId),
+    ]
+
+
+_SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
+
+_LOCK = threading.RLock()
+_LIB: Any = None
+_SAMPLE_RATE = 0
+_INSTANCES: dict[str, Espeak] = {}
+
+
+def _load() -> tuple[Any, int]:
+    """Load and initialise libespeak-ng once per process (call with ``_LOCK`` held)."""
+    global _LIB, _SAMPLE_RATE
+    if _LIB is not None:
+        return _LIB, _SAMPLE_RATE
+    names = list(_LIBRARY_NAMES)
+    found = ctypes.util.find_library("espeak-ng")
+    if found:
+        names.insert(0, found)
+    lib = None
+    errors = []
+    for name in names:
+        try:
+            lib = ctypes.CDLL(name)
+            break
+        except OSError as error:
+            errors.append(str(error))
+    if lib is None:
+        raise TextError(f"cannot load libespeak-ng ({'; '.join(errors[:2])}); install espeak-ng: apt-get install espeak-ng")
+    lib.espeak_Initialize.restype = ctypes.c_int
+    lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+    lib.espeak_SetVoiceByName.restype = ctypes.c_int
+    lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+    lib.espeak_SetSynthCallback.restype = None
+    lib.espeak_SetSynthCallback.argtypes = [_SynthCallback]
+    lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
+    lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int]
+    lib.espeak_Synth.restype = ctypes.c_int
+    lib.espeak_Synth.argtypes = [
+        ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint, ctypes.c_uint,
+        ctypes.POINTER(ctypes.c_uint), ctypes.c_void_p,
+    ]  # fmt: skip
+    lib.espeak_Synchronize.restype = ctypes.c_int
+    sample_rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, None, _INITIALIZE_PHONEME_EVENTS | _INITIALIZE_DONT_EXIT)
+    if sample_rate <= 0:
+        raise TextError(f"espeak_Initialize failed ({sample_rate}); install espeak-ng: apt-get install espeak-ng")
+    _LIB, _SAMPLE_RATE = lib, sample_rate
+    return lib, sample_rate
+
+
+def split_stress(token: str) -> tuple[str, str]:
+    """``"'oU"`` -> ``("'", "oU")``; a token without a stress mark -> ``("", token)``."""
+    if len(token) > 1 and token[0] in STRESS_MARKS:
+        return token[0], token[1:]
+    return "", token
+
+
+def _is_pause(name: str) -> bool:
+    return name.startswith("_")
+
+
+class Espeak:
+    """One espeak-ng voice; use :func:`get_espeak`.  Every method holds the process-wide espeak lock."""
+
+    def __init__(self, voice: str = "en-us") -> None:
+        with _LOCK:
+            self._lib, self.sample_rate = _load()
+        self.voice = voice
+        self._chunks: list[np.ndarray] = []
+        self._events: list[tuple[str, int]] = []
+        self._callback = _SynthCallback(self._on_synth)  # keep a reference: espeak calls it from C
+
+    def __repr__(self) -> str:
+        return f"Espeak(voice={self.voice!r}, sample_rate={self.sample_rate})"
+
+    def _select(self) -> None:
+        if self._lib.espeak_SetVoiceByName(self.voice.encode()) != 0:
+            raise TextError(f"espeak-ng has no voice {self.voice!r}")
+        self._lib.espeak_SetSynthCallback(self._callback)
+
+    def _on_synth(self, wav: Any, n_samples: int, events: Any) -> int:
+        if wav and n_samples > 0:
+            self._chunks.append(np.ctypeslib.as_array(wav, (n_samples,)).copy())
+        i = 0
+        while events[i].type != _EVENT_LIST_TERMINATED:
+            event = events[i]
+            if event.type == _EVENT_PHONEME:
+                self._events.append((event.id.string.decode("utf-8", "replace"), int(event.sample)))
+            i += 1
+        return 0
+
+    # ------------------------------------------------------------------------------------------ text
+
+    def clauses(self, text: str) -> list[tuple[list[list[str]], str]]:
+        """``text`` as espeak's clauses: ``(words, terminator)``, each word a list of phoneme tokens."""
+        raw = text.encode("utf-8")
+        buffer = ctypes.create_string_buffer(raw)
+        base = ctypes.addressof(buffer)
+        pointer = ctypes.c_void_p(base)
+        out: list[tuple[list[list[str]], str]] = []
+        previous = 0
+        with _LOCK:
+            self._select()
+            while pointer.value:
+                result = self._lib.espeak_TextToPhonemes(ctypes.byref(pointer), _CHARS_UTF8, _PHONEME_SEPARATOR << 8)
+                end = pointer.value - base if pointer.value else len(raw)
+                consumed = raw[previous:end].decode("utf-8", "ignore")
+                previous = end
+                pattern = _TERMINATOR_RE if pointer.value else _TERMINATOR_FINAL_RE
+                match = pattern.search(consumed)
+                terminator = f"[{match.group(1)}]" if match else (CLAUSE_END if pointer.value else "[.]")
+                words = [self._split_word(word) for word in (result or b"").decode("utf-8", "replace").split()]
+                words = [word for word in words if word]
+                if words:
+                    out.append((words, terminator))
+        return out
+
+    @staticmethod
+    def _split_word(word: str) -> list[str]:
+        tokens: list[str] = []
+        for piece in word.split("|"):
+            while True:  # espeak glues a leading pause to the next phoneme: "_:D"
+                match = _LEADING_PAUSE_RE.match(piece)
+                if not match:
+                    break
+                tokens.append(_TOKEN_OF_EVENT.get(match.group(1), match.group(1)))
+                piece = piece[match.end() :]
+            if piece:
+                tokens.append(_TOKEN_OF_EVENT.get(piece, piece))
+        return tokens
+
+    def phonemize(self, text: str) -> list[str]:
+        """The token sequence of ``text`` (conventions in the module docstring)."""
+        tokens: list[str] = []
+        for words, terminator in self.clauses(text):
+            for i, word in enumerate(words):
+                if i:
+                    tokens.append(WORD_BOUNDARY)
+                tokens.extend(word)
+            tokens.append(terminator)
+        return tokens
+
+    # ----------------------------------------------------------------------------------------- audio
+
+    def synthesize(self, text: str) -> tuple[np.ndarray, list[tuple[str, int]]]:
+        """float32 audio in [-1, 1] at :attr:`sample_rate` and the phoneme events ``(mnemonic, start_sample)``."""
+        raw = text.encode("utf-8") + b"\0"
+        with _LOCK:
+            self._select()
+            self._chunks, self._events = [], []
+            try:
+                status = self._lib.espeak_Synth(raw, len(raw), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
+                self._lib.espeak_Synchronize()
+                if status != 0:
+                    raise TextError(f"espeak_Synth failed with status {status}")
+                chunks, events = self._chunks, self._events
+            finally:
+                self._chunks, self._events = [], []
+        audio = np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
+        return (audio.astype(np.float32) / 32768.0), events
+
+    def align(self, text: str) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """``(audio, tokens, durations)``: tokens == :meth:`phonemize` (``text``), durations int64 frames per
+        token on the hop-256 grid of :func:`melstream.audio.log_mel` (``T = len(audio) // 256``), summing to T.
+
+        Raises ValueError when the synthesis events cannot be matched to the tokens."""
+        with _LOCK:
+            tokens = self.phonemize(text)
+            audio, events = self.synthesize(text)
+        n_frames = len(audio) // HOP_LENGTH
+        starts: list[int | None] = [None] * len(tokens)
+        e = 0
+        for t, token in enumerate(tokens):
+            if token == WORD_BOUNDARY:
+                continue
+            if token in CLAUSE_TOKENS:
+                # the clause's pause: events named "_..." up to and including the first plain "_"
+                if e < len(events) and _is_pause(events[e][0]):
+                    starts[t] = events[e][1]
+                    while e < len(events) and _is_pause(events[e][0]):
+                        e += 1
+                        if events[e - 1][0] == "_":
+                            break
+                continue
+            name = _EVENT_OF_TOKEN.get(token, split_stress(token)[1])
+            if e >= len(events) or events[e][0] != name:
+                got = events[e][0] if e < len(events) else "end of events"
+                raise ValueError(f"espeak events do not match phonemes at token {t} {token!r}: got {got!r} for {text!r}")
+            starts[t] = events[e][1]
+            e += 1
+        if e != len(events):
+            raise ValueError(f"{len(events) - e} espeak events left over after the last token for {text!r}")
+        # tokens without an event (word boundaries, a clause without a pause) start where the next one starts
+        filled = np.empty(len(tokens), np.int64)
+        following = len(audio)
+        for t in range(len(tokens) - 1, -1, -1):
+            start = starts[t]
+            following = following if start is None else min(start, following)
+            filled[t] = following
+        bounds = np.clip(np.rint(filled / HOP_LENGTH).astype(np.int64), 0, n_frames)
+        if len(bounds):
+            bounds[0] = 0
+        bounds = np.maximum.accumulate(bounds)
+        durations = np.diff(np.append(bounds, n_frames)).astype(np.int64)
+        return audio, tokens, durations
+
+
+def get_espeak(voice: str = "en-us") -> Espeak:
+    """The process-wide :class:`Espeak` for ``voice`` (created, and libespeak-ng loaded, on first use)."""
+    with _LOCK:
+        instance = _INSTANCES.get(voice)
+        if instance is None:
+            instance = _INSTANCES[voice] = Espeak(voice)
+        return instance

@@ -1,0 +1,189 @@
+"""Train the legacy attention voice (tacovoice) on the espeak-ng teacher and export it as an addon.
+
+    python -m training.train_attention --data data/teacher --out addons/tacovoice [--minutes 14] [--steps N]
+
+Encoder -> autoregressive decoder with forward (monotonic) attention and a stop token, one frame per
+step, teacher-forced.  Besides mel L1 and stop BCE, an alignment loss pulls the attention towards the
+teacher's phoneme of each frame (espeak-ng's own timing): the voice still attends freely at synthesis
+time, but learns to align in minutes instead of hours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from melstream.nets import AttentionDecoderStep, PhonemeEncoder
+from training.dataset import Batch, Utterance, batches, collate, load_split, load_symbols
+from training.export import AUDIO, export_onnx, tensor, write_addon
+
+ENC = {"dim": 192, "layers": 4, "kernel": 5}
+STEP = {"n_mels": 80, "dim": 192, "hidden": 256, "prenet": 128}
+
+
+def guide_targets(b: Batch) -> torch.Tensor:
+    """Per frame, the token the attention should be on.  Forward attention advances at most one token
+    per frame, so tokens the teacher gives no frame (word boundaries) are visited for one frame taken
+    from the token before them."""
+    targets = b.frame_token.clone()
+    for i in range(len(targets)):
+        d = b.durations[i, :int(b.n_tokens[i])].clone()
+        for j in range(1, len(d) - 1):  # the end symbol (last) keeps 0 frames: the stop token ends there
+            if d[j] == 0 and d[j - 1] > 1:
+                d[j - 1] -= 1
+                d[j] = 1
+        idx = torch.repeat_interleave(torch.arange(len(d)), d)
+        targets[i, :len(idx)] = idx
+    return targets
+
+
+class Voice(torch.nn.Module):
+    def __init__(self, num_symbols: int, dropout: float) -> None:
+        super().__init__()
+        self.encoder = PhonemeEncoder(num_symbols, **ENC, dropout=dropout)
+        self.step = AttentionDecoderStep(**STEP, prenet_dropout=0.5)
+
+    def run(self, b: Batch, *, free: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mel ``[B, T, 80]``, stop logits ``[B, T]``, alignments ``[B, T, N]`` over the batch's frames
+        (teacher-forced unless ``free``)."""
+        memory = self.encoder(b.tokens, b.token_mask)
+        bsz, n = b.tokens.shape
+        end_mask = F.one_hot(b.n_tokens - 1, n).float()
+        state = memory.new_zeros(bsz, STEP["hidden"])
+        alignment = F.one_hot(torch.zeros(bsz, dtype=torch.long), n).float()
+        prev = memory.new_zeros(bsz, 80)
+        mels, stops, aligns = [], [], []
+        for t in range(b.mel.shape[1]):
+            mel, stop, state, alignment = self.step(prev, state, alignment, memory, end_mask)
+            mels.append(mel)
+            stops.append(stop[:, 0])
+            aligns.append(alignment)
+            prev = mel if free else b.mel[:, t]
+        return torch.stack(mels, 1), torch.stack(stops, 1), torch.stack(aligns, 1)
+
+    def losses(self, b: Batch, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        mel, stop, align = self.run(b)
+        fmask = b.frame_mask.squeeze(-1)
+        mel_l1 = ((mel - b.mel).abs() * b.frame_mask).sum() / (fmask.sum() * 80)
+        stop_target = (torch.arange(b.mel.shape[1])[None, :] >= (b.n_frames[:, None] - 1)).float()
+        stop_bce = F.binary_cross_entropy_with_logits(stop, stop_target, pos_weight=torch.tensor(10.0), reduction="none")
+        stop_bce = (stop_bce * fmask).sum() / fmask.sum()
+        picked = torch.gather(align, 2, targets.unsqueeze(-1)).squeeze(-1)
+        guide = -(torch.log(picked + 1e-5) * fmask).sum() / fmask.sum()
+        return {"mel_l1": mel_l1, "stop_bce": stop_bce, "guide": guide, "align_acc":
+                (((align.argmax(-1) == targets).float() * fmask).sum() / fmask.sum()).detach()}
+
+
+def evaluate(model: Voice, utts: list[Utterance]) -> dict[str, float]:
+    model.eval()
+    sums: dict[str, float] = {}
+    with torch.no_grad():
+        for i in range(0, len(utts), 16):
+            b = collate(utts[i:i + 16])
+            for k, v in model.losses(b, guide_targets(b)).items():
+                sums[k] = sums.get(k, 0.0) + float(v) * len(utts[i:i + 16])
+    model.train()
+    return {k: round(v / len(utts), 4) for k, v in sums.items()}
+
+
+def export(model: Voice, symbols: list[str], out: Path, meta: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    n_sym = len(symbols)
+    model.eval()
+    export_onnx(model.encoder, {"tokens": torch.randint(1, n_sym, (1, 11))}, ["memory"],
+                {"tokens": {0: "b", 1: "n"}, "memory": {0: "b", 1: "n"}}, out / "encoder.onnx")
+    align = torch.zeros(1, 11)
+    align[0, 0] = 1
+    examples = {"prev_mel": torch.zeros(1, 80), "state": torch.zeros(1, STEP["hidden"]), "alignment": align,
+                "memory": torch.randn(1, 11, ENC["dim"])}
+    dyn = {"prev_mel": {0: "b"}, "state": {0: "b"}, "alignment": {0: "b", 1: "n"}, "memory": {0: "b", 1: "n"},
+           "mel": {0: "b"}, "stop_logit": {0: "b"}, "state_out": {0: "b"}, "alignment_out": {0: "b", 1: "n"}}
+    export_onnx(model.step, examples, ["mel", "stop_logit", "state_out", "alignment_out"], dyn, out / "decoder_step.onnx")
+    nets = {
+        "encoder": {"file": "encoder.onnx", "role": "encoder", "max_batch_size": 8,
+                    "context_tokens": ENC["layers"] * (ENC["kernel"] - 1) // 2,
+                    "arch": {"type": "PhonemeEncoder", "config": {"num_symbols": n_sym, **ENC}},
+                    "inputs": {"tokens": tensor("int64", [-1])}, "outputs": {"memory": tensor("float32", [-1, ENC["dim"]])}},
+        "decoder_step": {
+            "file": "decoder_step.onnx", "role": "decoder", "max_batch_size": 8,
+            "arch": {"type": "AttentionDecoderStep", "config": dict(STEP)},
+            "inputs": {"prev_mel": tensor("float32", [80]), "state": tensor("float32", [STEP["hidden"]]),
+                       "alignment": tensor("float32", [-1]), "memory": tensor("float32", [-1, ENC["dim"]])},
+            "outputs": {"mel": tensor("float32", [80]), "stop_logit": tensor("float32", [1]),
+                        "state_out": tensor("float32", [STEP["hidden"]]), "alignment_out": tensor("float32", [-1])}},
+    }
+    write_addon(out, {
+        "name": "tacovoice", "version": "1.0.0",
+        "description": "Legacy attention acoustic model trained on an espeak-ng teacher: encoder -> autoregressive "
+                       "forward-attention decoder with a stop token, one frame per step. See MODEL_CARD.md.",
+        "license": "GPL-3.0-or-later (weights derived from espeak-ng output; see MODEL_CARD.md)",
+        "audio": AUDIO, "text": {"frontend": "espeak-phonemes", "max_chars": 10000, "symbols": symbols}, "networks": nets,
+        "stack": [{"type": "AttentionDecoder", "encoder": {"type": "Encoders"}, "chunk_frames": 8}],
+    })
+    (out / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=Path("data/teacher"))
+    ap.add_argument("--out", type=Path, default=Path("addons/tacovoice"))
+    ap.add_argument("--minutes", type=float, default=14.0)
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch-frames", type=int, default=4000)
+    ap.add_argument("--limit", type=int, default=None)
+    args = ap.parse_args(argv)
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    rng = random.Random(args.seed)
+    symbols = load_symbols(args.data)
+    train = load_split(args.data, "train", symbols, limit=args.limit)
+    val = load_split(args.data, "val", symbols, limit=32)
+    model = Voice(len(symbols), dropout=0.1)
+    params = sum(p.numel() for p in model.parameters())
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-6)
+    budget_s = args.minutes * 60
+    start = time.monotonic()
+    log: list[dict[str, float]] = []
+    step = 0
+    print(f"tacovoice: {len(train)} train / {len(val)} val utterances, {len(symbols)} symbols, {params / 1e6:.2f} M parameters")
+    for batch in batches(train, max_frames=args.batch_frames, rng=rng):
+        elapsed = time.monotonic() - start
+        if elapsed >= budget_s or (args.steps is not None and step >= args.steps):
+            break
+        frac = min(elapsed / budget_s, 1.0)
+        lr = 1e-3 * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        parts = model.losses(batch, guide_targets(batch))
+        loss = parts["mel_l1"] + parts["stop_bce"] + parts["guide"]
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        if step % 25 == 0 or step == 1:
+            print(f"step {step:5d} {elapsed:6.0f}s lr {lr:.2e} " + " ".join(f"{k} {v.item():.3f}" for k, v in parts.items()), flush=True)
+        if step % 200 == 0:
+            log.append({"step": step, "seconds": round(elapsed), **evaluate(model, val)})
+            print("  val", log[-1], flush=True)
+    final = evaluate(model, val)
+    seconds = time.monotonic() - start
+    print(f"done: {step} steps in {seconds:.0f} s; validation {final}")
+    export(model, symbols, args.out, {"voice": "tacovoice", "steps": step, "seconds": round(seconds), "threads": args.threads,
+                                      "seed": args.seed, "parameters": params, "train_utterances": len(train),
+                                      "train_hours": round(sum(len(u.mel) for u in train) * 256 / 22050 / 3600, 2),
+                                      "validation": final, "log": log})
+
+
+if __name__ == "__main__":
+    main()

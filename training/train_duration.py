@@ -1,0 +1,161 @@
+"""Train the duration-based voice (fastvoice) on the espeak-ng teacher and export it as an addon.
+
+    python -m training.train_duration --data data/teacher --out addons/fastvoice [--minutes 14] [--steps N]
+
+Text encoder and duration predictor read phoneme ids; the decoder reads the encodings repeated by the
+teacher's durations (the predicted ones at synthesis time).  Seeded; stops at the time budget (or
+``--steps``); exports ONNX and addon.json, and writes ``training.json`` (for the model card).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from melstream.nets import MelDecoder, PhonemeDurationPredictor, PhonemeEncoder
+from training.dataset import Batch, Utterance, batches, collate, load_split, load_symbols
+from training.export import AUDIO, export_onnx, tensor, write_addon
+
+ENC = {"dim": 192, "layers": 4, "kernel": 5}
+DUR = {"dim": 128, "layers": 3, "kernel": 3}
+DEC = {"in_dim": 192, "hidden": 256, "n_mels": 80, "layers": 6, "kernel": 5}
+
+
+class Voice(torch.nn.Module):
+    def __init__(self, num_symbols: int, mel_mean: float, dropout: float) -> None:
+        super().__init__()
+        self.encoder = PhonemeEncoder(num_symbols, **ENC, dropout=dropout)
+        self.duration = PhonemeDurationPredictor(num_symbols, **DUR, dropout=dropout)
+        self.decoder = MelDecoder(**DEC, dropout=dropout, mel_mean=mel_mean)
+
+    def losses(self, b: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        enc = self.encoder(b.tokens, b.token_mask)
+        up = torch.gather(enc, 1, b.frame_token.unsqueeze(-1).expand(-1, -1, enc.shape[-1])) * b.frame_mask
+        mel = self.decoder(up, b.frame_mask)
+        mel_l1 = ((mel - b.mel).abs() * b.frame_mask).sum() / (b.frame_mask.sum() * mel.shape[-1])
+        log_d = self.duration.log_durations(b.tokens, b.token_mask)
+        mask = b.token_mask.squeeze(-1)
+        dur = (((log_d - torch.log1p(b.durations.float())) ** 2) * mask).sum() / mask.sum()
+        return mel_l1, dur
+
+
+def evaluate(model: Voice, utts: list[Utterance]) -> dict[str, float]:
+    model.eval()
+    with torch.no_grad():
+        mel_l1, dur, frames_err = [], [], []
+        for i in range(0, len(utts), 16):
+            part = utts[i:i + 16]
+            m, d = model.losses(collate(part))
+            mel_l1.append(float(m) * len(part))
+            dur.append(float(d) * len(part))
+            for u in part:
+                pred = model.duration(torch.from_numpy(u.tokens)[None])[0].numpy()
+                frames_err.append(abs(np.floor(pred + 0.5).sum() - len(u.mel)) / len(u.mel))
+    model.train()
+    n = len(utts)
+    return {"mel_l1": sum(mel_l1) / n, "log_duration_mse": sum(dur) / n, "length_error": float(np.mean(frames_err))}
+
+
+def export(model: Voice, symbols: list[str], out: Path, meta: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    n_sym = len(symbols)
+    model.eval()
+    tokens = torch.randint(1, n_sym, (1, 11))
+    export_onnx(model.encoder, {"tokens": tokens}, ["encodings"], {"tokens": {0: "b", 1: "n"}, "encodings": {0: "b", 1: "n"}},
+                out / "text_encoder.onnx")
+    export_onnx(model.duration, {"tokens": tokens}, ["durations"], {"tokens": {0: "b", 1: "n"}, "durations": {0: "b", 1: "n"}},
+                out / "duration_predictor.onnx")
+    export_onnx(model.decoder, {"upsampled": torch.randn(1, 40, ENC["dim"])}, ["mel"],
+                {"upsampled": {0: "b", 1: "t"}, "mel": {0: "b", 1: "t"}}, out / "decoder.onnx")
+    nets = {
+        "text_encoder": {"file": "text_encoder.onnx", "role": "encoder", "max_batch_size": 8,
+                         "context_tokens": ENC["layers"] * (ENC["kernel"] - 1) // 2,
+                         "arch": {"type": "PhonemeEncoder", "config": {"num_symbols": n_sym, **ENC}},
+                         "inputs": {"tokens": tensor("int64", [-1])}, "outputs": {"encodings": tensor("float32", [-1, ENC["dim"]])}},
+        "duration_predictor": {"file": "duration_predictor.onnx", "role": "encoder", "max_batch_size": 8,
+                               "context_tokens": DUR["layers"] * (DUR["kernel"] - 1) // 2,
+                               "arch": {"type": "PhonemeDurationPredictor", "config": {"num_symbols": n_sym, **DUR}},
+                               "inputs": {"tokens": tensor("int64", [-1])}, "outputs": {"durations": tensor("float32", [-1])}},
+        "decoder": {"file": "decoder.onnx", "role": "decoder", "max_batch_size": 8,
+                    "context_frames": DEC["layers"] * (DEC["kernel"] - 1) // 2,
+                    "arch": {"type": "MelDecoder", "config": {**DEC, "mel_mean": meta["mel_mean"]}},
+                    "inputs": {"upsampled": tensor("float32", [-1, ENC["dim"]])}, "outputs": {"mel": tensor("float32", [-1, 80])}},
+    }
+    write_addon(out, {
+        "name": "fastvoice", "version": "1.0.0",
+        "description": "Duration-based acoustic model trained on an espeak-ng teacher: phoneme encoder + duration "
+                       "predictor -> Upsampler -> convolutional Decoder. See MODEL_CARD.md.",
+        "license": "GPL-3.0-or-later (weights derived from espeak-ng output; see MODEL_CARD.md)",
+        "audio": AUDIO, "text": {"frontend": "espeak-phonemes", "max_chars": 10000, "symbols": symbols}, "networks": nets,
+        # the seed's stack with the encoders run segment by segment (identical frames, flat time to first frame)
+        "stack": [{"type": "SegmentedPipeline", "sequence_block": {"type": "Encoders"}, "streamable_block": {"type": "Upsampler"}},
+                  {"type": "Decoder"}],
+    })
+    (out / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=Path("data/teacher"))
+    ap.add_argument("--out", type=Path, default=Path("addons/fastvoice"))
+    ap.add_argument("--minutes", type=float, default=14.0, help="wall-clock training budget")
+    ap.add_argument("--steps", type=int, default=None, help="stop after this many steps (CI smoke runs)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch-frames", type=int, default=6000)
+    ap.add_argument("--limit", type=int, default=None, help="use only this many training utterances")
+    args = ap.parse_args(argv)
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    rng = random.Random(args.seed)
+    symbols = load_symbols(args.data)
+    train = load_split(args.data, "train", symbols, limit=args.limit)
+    val = load_split(args.data, "val", symbols, limit=64)
+    mel_mean = float(np.mean([u.mel.mean() for u in train]))
+    model = Voice(len(symbols), mel_mean, dropout=0.1)
+    params = sum(p.numel() for p in model.parameters())
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-6)
+    budget_s = args.minutes * 60
+    start = time.monotonic()
+    log: list[dict[str, float]] = []
+    step = 0
+    print(f"fastvoice: {len(train)} train / {len(val)} val utterances, {len(symbols)} symbols, {params / 1e6:.2f} M parameters")
+    for batch in batches(train, max_frames=args.batch_frames, rng=rng):
+        elapsed = time.monotonic() - start
+        if elapsed >= budget_s or (args.steps is not None and step >= args.steps):
+            break
+        frac = min(elapsed / budget_s, 1.0)
+        lr = 1e-3 * min(1.0, (step + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        mel_l1, dur = model.losses(batch)
+        loss = mel_l1 + dur
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        if step % 100 == 0 or step == 1:
+            print(f"step {step:5d} {elapsed:6.0f}s lr {lr:.2e} mel L1 {mel_l1.item():.3f} log-dur MSE {dur.item():.3f}", flush=True)
+        if step % 500 == 0:
+            log.append({"step": step, "seconds": round(elapsed), **evaluate(model, val)})
+            print("  val", log[-1], flush=True)
+    final = evaluate(model, val)
+    seconds = time.monotonic() - start
+    print(f"done: {step} steps in {seconds:.0f} s; validation {final}")
+    export(model, symbols, args.out, {"voice": "fastvoice", "steps": step, "seconds": round(seconds), "threads": args.threads,
+                                      "seed": args.seed, "parameters": params, "train_utterances": len(train),
+                                      "train_hours": round(sum(len(u.mel) for u in train) * 256 / 22050 / 3600, 2),
+                                      "mel_mean": mel_mean, "validation": final, "log": log})
+
+
+if __name__ == "__main__":
+    main()
