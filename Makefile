@@ -40,13 +40,13 @@ integration: $(STAMP)
 bench: $(STAMP) espeak
 	$(BIN)/python benchmarks/first_frame.py --out out/bench
 
-# reproduce the shipped voices: corpus -> espeak-ng teacher -> train both (14 min each, one core each,
+# reproduce the shipped voices: corpus -> espeak-ng teacher -> train both (18 and 20 min, one core each,
 # side by side) -> export to addons/ -> model cards -> model repository
 voices: $(STAMP) espeak
 	$(BIN)/python -m training.corpus --out data/corpus.json
 	$(BIN)/python -m training.teacher --corpus data/corpus.json --out data/teacher
-	$(BIN)/python -m training.train_duration --data data/teacher --out addons/fastvoice --minutes 14 --threads 1 > data/train_fastvoice.log 2>&1 & \
-	$(BIN)/python -m training.train_attention --data data/teacher --out addons/tacovoice --minutes 14 --threads 1 > data/train_tacovoice.log 2>&1; \
+	$(BIN)/python -m training.train_duration --data data/teacher --out addons/fastvoice --minutes 18 --threads 1 > data/train_fastvoice.log 2>&1 & \
+	$(BIN)/python -m training.train_attention --data data/teacher --out addons/tacovoice --minutes 20 --threads 1 > data/train_tacovoice.log 2>&1; \
 	wait
 	$(BIN)/python benchmarks/voice_quality.py --teacher data/teacher --addons addons --out out/quality
 	$(BIN)/python -m training.model_card --addons addons --quality out/quality

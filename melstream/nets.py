@@ -109,17 +109,20 @@ class AttentionDecoderStep(nn.Module):
 
     Inputs: prev_mel ``[B, n_mels]``, state ``[B, hidden]``, alignment ``[B, N]``, memory ``[B, N, dim]``.
     Outputs: mel ``[B, n_mels]``, stop_logit ``[B, 1]``, state_out ``[B, hidden]``, alignment_out ``[B, N]``.
-    Attention moves forward by a learned transition probability (Zhang et al. 2018), so it cannot
-    skip back; the stop logit sees how much attention sits on the last token (the end symbol).
+    Attention moves forward by a learned transition probability (Zhang et al. 2018) that sees the
+    decoder state, the attended memory and the memory one token ahead, so it cannot skip back or
+    jump; the stop logit sees how much attention sits on the last token (the end symbol).  With
+    ``hard`` the decoder reads only the most likely token of the alignment (which stays soft).
     """
 
     def __init__(self, n_mels: int = 80, dim: int = 128, hidden: int = 256, prenet: int = 128,
-                 advance_bias: float = -1.6, prenet_dropout: float = 0.0) -> None:
+                 advance_bias: float = -1.6, prenet_dropout: float = 0.0, hard: bool = False) -> None:
         super().__init__()
+        self.hard = hard
         self.prenet = nn.Linear(n_mels, prenet)
         self.prenet_dropout = nn.Dropout(prenet_dropout)  # active in training only (export runs eval mode)
         self.rnn = nn.GRUCell(prenet + dim, hidden)
-        self.advance = nn.Linear(hidden + dim, 1)
+        self.advance = nn.Linear(hidden + 2 * dim, 1)
         with torch.no_grad():
             self.advance.weight.mul_(0.1)
             self.advance.bias.fill_(advance_bias)
@@ -135,16 +138,36 @@ class AttentionDecoderStep(nn.Module):
         # end_mask [B, N] marks each utterance's last token (training pads batches); by default the last column
         if end_mask is None:
             end_mask = torch.cat([torch.zeros_like(alignment[:, :-1]), torch.ones_like(alignment[:, -1:])], dim=1)
-        context = torch.bmm(alignment.unsqueeze(1), memory).squeeze(1)
+        mel, stop, state, alignment, _ = self.step(prev_mel, state, alignment, memory, end_mask)
+        return mel, stop, state, alignment
+
+    def step(self, prev_mel: torch.Tensor, state: torch.Tensor, alignment: torch.Tensor, memory: torch.Tensor,
+             end_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`forward`'s outputs plus the advance logit ``[B, 1]`` (training supervises it)."""
+        attend = alignment
+        if self.hard:
+            # read one token, the most likely one, as in training (where each step starts from the
+            # teacher's token); the alignment itself stays a distribution that the advance probability
+            # moves forward, so the chance of having moved on accumulates over frames
+            positions = torch.cumsum(torch.ones_like(alignment), dim=1) - 1
+            attend = (positions == alignment.argmax(dim=1, keepdim=True).float()).float()
+        context = torch.bmm(attend.unsqueeze(1), memory).squeeze(1)
         state = self.rnn(torch.cat([self.prenet_dropout(torch.relu(self.prenet(prev_mel))), context], dim=-1), state)
-        p = torch.sigmoid(self.advance(torch.cat([state, context], dim=-1)))
+        # what comes next: the memory one token ahead of the attention (forward attention reaches it this step)
+        ahead = torch.cat([torch.zeros_like(attend[:, :1]), attend[:, :-1]], dim=1)
+        upcoming = torch.bmm(ahead.unsqueeze(1), memory).squeeze(1)
+        advance = self.advance(torch.cat([state, context, upcoming], dim=-1))
+        p = torch.sigmoid(advance)
         moving = alignment * (1 - end_mask)  # the end token keeps its mass; nothing moves past it
         shifted = torch.cat([torch.zeros_like(moving[:, :1]), moving[:, :-1]], dim=1)
         alignment = (1 - p) * alignment + p * shifted + p * alignment * end_mask
-        context = torch.bmm(alignment.unsqueeze(1), memory).squeeze(1)
+        attend = alignment
+        if self.hard:
+            attend = (positions == alignment.argmax(dim=1, keepdim=True).float()).float()
+        context = torch.bmm(attend.unsqueeze(1), memory).squeeze(1)
         h = torch.cat([state, context], dim=-1)
         stop = self.stop(h) + self.stop_gain * ((alignment * end_mask).sum(-1, keepdim=True) - 0.5)
-        return self.mel(h), stop, state, alignment
+        return self.mel(h), stop, state, alignment, advance
 
 
 # --- trained voices (training/): layer-normalised residual convolutions, masks for padded batches ---

@@ -3,9 +3,11 @@
     python -m training.train_attention --data data/teacher --out addons/tacovoice [--minutes 14] [--steps N]
 
 Encoder -> autoregressive decoder with forward (monotonic) attention and a stop token, one frame per
-step, teacher-forced.  Besides mel L1 and stop BCE, an alignment loss pulls the attention towards the
-teacher's phoneme of each frame (espeak-ng's own timing): the voice still attends freely at synthesis
-time, but learns to align in minutes instead of hours.
+step, teacher-forced (half of the batches after the first 200 steps get the model's own previous frames
+instead).  The attention is teacher-forced: each step starts from the token espeak-ng
+spoke at the previous frame, and the decision to move on is supervised (advance BCE) next to mel L1
+and stop BCE.  At synthesis time the voice attends freely (its own alignment, its own frames); the
+validation figures are measured that way (alignment accuracy, mel L1 with free attention).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from training.dataset import Batch, Utterance, batches, collate, load_split, loa
 from training.export import AUDIO, export_onnx, tensor, write_addon
 
 ENC = {"dim": 192, "layers": 4, "kernel": 5}
-STEP = {"n_mels": 80, "dim": 192, "hidden": 256, "prenet": 128}
+STEP = {"n_mels": 80, "dim": 192, "hidden": 256, "prenet": 128, "hard": True}
 
 
 def guide_targets(b: Batch) -> torch.Tensor:
@@ -36,7 +38,7 @@ def guide_targets(b: Batch) -> torch.Tensor:
     targets = b.frame_token.clone()
     for i in range(len(targets)):
         d = b.durations[i, :int(b.n_tokens[i])].clone()
-        for j in range(1, len(d) - 1):  # the end symbol (last) keeps 0 frames: the stop token ends there
+        for j in range(1, len(d)):  # the end symbol too: its one frame is where the stop token fires
             if d[j] == 0 and d[j - 1] > 1:
                 d[j - 1] -= 1
                 d[j] = 1
@@ -51,34 +53,43 @@ class Voice(torch.nn.Module):
         self.encoder = PhonemeEncoder(num_symbols, **ENC, dropout=dropout)
         self.step = AttentionDecoderStep(**STEP, prenet_dropout=0.5)
 
-    def run(self, b: Batch, *, free: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Mel ``[B, T, 80]``, stop logits ``[B, T]``, alignments ``[B, T, N]`` over the batch's frames
-        (teacher-forced unless ``free``)."""
+    def run(self, b: Batch, targets: torch.Tensor | None = None, *, free: bool = False
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mel ``[B, T, 80]``, stop and advance logits ``[B, T]``, alignments ``[B, T, N]`` over the batch's
+        frames.  Mel frames are teacher-forced unless ``free``; with ``targets`` the attention is too:
+        each step starts from the teacher's token (one-hot), so the advance decision is learnt locally
+        instead of through hundreds of steps of attention recursion."""
         memory = self.encoder(b.tokens, b.token_mask)
         bsz, n = b.tokens.shape
         end_mask = F.one_hot(b.n_tokens - 1, n).float()
         state = memory.new_zeros(bsz, STEP["hidden"])
         alignment = F.one_hot(torch.zeros(bsz, dtype=torch.long), n).float()
         prev = memory.new_zeros(bsz, 80)
-        mels, stops, aligns = [], [], []
+        mels, stops, advances, aligns = [], [], [], []
         for t in range(b.mel.shape[1]):
-            mel, stop, state, alignment = self.step(prev, state, alignment, memory, end_mask)
+            if targets is not None:
+                alignment = F.one_hot(targets[:, t - 1] if t else torch.zeros(bsz, dtype=torch.long), n).float()
+            mel, stop, state, alignment, advance = self.step.step(prev, state, alignment, memory, end_mask)
             mels.append(mel)
             stops.append(stop[:, 0])
+            advances.append(advance[:, 0])
             aligns.append(alignment)
-            prev = mel if free else b.mel[:, t]
-        return torch.stack(mels, 1), torch.stack(stops, 1), torch.stack(aligns, 1)
+            prev = mel.detach() if free else b.mel[:, t]  # free: its own frames, as at synthesis time
+        return torch.stack(mels, 1), torch.stack(stops, 1), torch.stack(advances, 1), torch.stack(aligns, 1)
 
-    def losses(self, b: Batch, targets: torch.Tensor) -> dict[str, torch.Tensor]:
-        mel, stop, align = self.run(b)
+    def losses(self, b: Batch, targets: torch.Tensor, *, forced: bool = True, free_mel: bool = False) -> dict[str, torch.Tensor]:
+        mel, stop, advance, align = self.run(b, targets if forced else None, free=free_mel)
         fmask = b.frame_mask.squeeze(-1)
+        previous = torch.cat([torch.zeros_like(targets[:, :1]), targets[:, :-1]], dim=1)
+        moved = (targets > previous).float()
+        advance_bce = (F.binary_cross_entropy_with_logits(advance, moved, reduction="none") * fmask).sum() / fmask.sum()
         mel_l1 = ((mel - b.mel).abs() * b.frame_mask).sum() / (fmask.sum() * 80)
         stop_target = (torch.arange(b.mel.shape[1])[None, :] >= (b.n_frames[:, None] - 1)).float()
         stop_bce = F.binary_cross_entropy_with_logits(stop, stop_target, pos_weight=torch.tensor(10.0), reduction="none")
         stop_bce = (stop_bce * fmask).sum() / fmask.sum()
         picked = torch.gather(align, 2, targets.unsqueeze(-1)).squeeze(-1)
         guide = -(torch.log(picked + 1e-5) * fmask).sum() / fmask.sum()
-        return {"mel_l1": mel_l1, "stop_bce": stop_bce, "guide": guide, "align_acc":
+        return {"mel_l1": mel_l1, "stop_bce": stop_bce, "advance_bce": advance_bce, "guide": guide, "align_acc":
                 (((align.argmax(-1) == targets).float() * fmask).sum() / fmask.sum()).detach()}
 
 
@@ -88,7 +99,7 @@ def evaluate(model: Voice, utts: list[Utterance]) -> dict[str, float]:
     with torch.no_grad():
         for i in range(0, len(utts), 16):
             b = collate(utts[i:i + 16])
-            for k, v in model.losses(b, guide_targets(b)).items():
+            for k, v in model.losses(b, guide_targets(b), forced=False).items():  # free-running attention
                 sums[k] = sums.get(k, 0.0) + float(v) * len(utts[i:i + 16])
     model.train()
     return {k: round(v / len(utts), 4) for k, v in sums.items()}
@@ -141,6 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-frames", type=int, default=4000)
     ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--free-mel-fraction", type=float, default=0.5, help="share of batches fed the model's own frames")
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
@@ -164,8 +176,10 @@ def main(argv: list[str] | None = None) -> None:
         lr = 1e-3 * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = lr
-        parts = model.losses(batch, guide_targets(batch))
-        loss = parts["mel_l1"] + parts["stop_bce"] + parts["guide"]
+        # half of the batches feed the decoder its own frames (attention still teacher-forced), so it learns
+        # to move on from what it makes itself, e.g. out of a pause it generated
+        parts = model.losses(batch, guide_targets(batch), free_mel=step >= 200 and rng.random() < args.free_mel_fraction)
+        loss = parts["mel_l1"] + parts["stop_bce"] + parts["advance_bce"]
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -66,7 +66,7 @@ def test_pipeline_config_carries_the_addon(fast_addon: Addon) -> None:
 def test_network_config_batches(fast_addon: Addon) -> None:
     cfg = network_config(fast_addon, "decoder", get_profile("cpu"), network_file="x")
     assert cfg.max_batch_size == 8 and cfg.HasField("dynamic_batching")
-    assert [list(i.dims) for i in cfg.input] == [[-1, 128]]
+    assert [list(i.dims) for i in cfg.input] == [[-1, fast_addon.networks["decoder"].inputs[0].shape[-1]]]
 
 
 def test_unknown_profile() -> None:
@@ -95,12 +95,14 @@ def test_duplicate_addon_names_are_refused(workdir: Path) -> None:
     assert all("used by more than one addon" in m for m in report.refused.values()) and len(report.refused) == 2
 
 
-def test_describe_prints_the_block_tree(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_describe_prints_the_block_tree(root: Path, capsys: pytest.CaptureFixture[str], fast_addon: Addon) -> None:
     assert main(["describe", str(root / "addons" / "fastvoice")]) == 0
     out = capsys.readouterr().out
-    assert "network decoder (decoder, decoder.onnx): upsampled float32[-1, 128] -> mel float32[-1, 80]" in out
+    dim = fast_addon.networks["decoder"].inputs[0].shape[-1]
+    ctx = max(fast_addon.networks[n].options["context_tokens"] for n in ("text_encoder", "duration_predictor"))
+    assert f"network decoder (decoder, decoder.onnx): upsampled float32[-1, {dim}] -> mel float32[-1, 80]" in out
     assert "StreamablePipeline (StreamableBlock)\n  SequenceBlockContainer (SequenceBlock)\n  StreamableStack" in out
-    assert "    SegmentedPipeline (StreamableBlock, first_segment_tokens=16, segment_tokens=96, context_tokens=6)\n" \
+    assert f"    SegmentedPipeline (StreamableBlock, first_segment_tokens=16, segment_tokens=96, context_tokens={ctx})\n" \
            "      Encoders (SequenceBlock)\n" in out
 
 

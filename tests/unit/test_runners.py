@@ -30,7 +30,8 @@ def test_network_handle_checks_inputs(fast_addon: Addon) -> None:
         net({})
     with pytest.raises(SynthesisError, match="text_encoder' on onnxruntime failed"):
         net({"tokens": np.full((1, 4), 999, np.int64)})  # out-of-range symbol id: the runtime's error, wrapped
-    assert net({"tokens": np.zeros((1, 4), np.int64)})["encodings"].shape == (1, 4, 128)
+    dim = fast_addon.networks["text_encoder"].outputs[0].shape[-1]
+    assert net({"tokens": np.zeros((1, 4), np.int64)})["encodings"].shape == (1, 4, dim)
 
 
 def test_unbound_runner_refuses_to_run(fast_addon: Addon) -> None:
