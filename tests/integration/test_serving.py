@@ -112,15 +112,16 @@ def test_plain_grpc_stream_equals_in_process(raw: RawStream, voice: str, referen
 @pytest.mark.parametrize("voice", VOICES)
 def test_http_generate_stream_sse(server: TritonServer, voice: str, references: dict[str, Any]) -> None:
     conn = http.client.HTTPConnection("localhost", server.http_port, timeout=60)
-    conn.request("POST", f"/v2/models/{voice}/generate_stream", body=json.dumps({"TEXT": "hello"}))
+    text = "hello, and welcome to melstream"
+    conn.request("POST", f"/v2/models/{voice}/generate_stream", body=json.dumps({"TEXT": text}))
     resp = conn.getresponse()
     assert resp.status == 200 and resp.getheader("Content-Type", "").startswith("text/event-stream")
     events = [json.loads(line[len(b"data: "):]) for line in resp.read().splitlines() if line.startswith(b"data: ")]
     conn.close()
     mel = np.concatenate([np.asarray(e["MEL"], np.float32).reshape(-1, 80) for e in events])
     assert len(events) > 1
-    assert float(np.abs(mel - references[voice].synthesize("hello")).max()) <= 1e-4
-    client_mel = HttpClient(server.http_url).synthesize("hello", voice=voice)
+    assert float(np.abs(mel - references[voice].synthesize(text)).max()) <= 1e-4
+    client_mel = HttpClient(server.http_url).synthesize(text, voice=voice)
     np.testing.assert_array_equal(client_mel, mel)
 
 
@@ -153,7 +154,7 @@ def test_voices_lists_both(server: TritonServer, capsys: pytest.CaptureFixture[s
         assert client.voices() == VOICES
     assert main(["voices", "--url", server.grpc_url]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("fastvoice\t0.1.0\t") and "\ntacovoice\t0.1.0\t" in out
+    assert out.startswith("fastvoice\t1.0.0\t") and "\ntacovoice\t1.0.0\t" in out
 
 
 def test_both_voices_stream_concurrently(server: TritonServer, references: dict[str, Any]) -> None:
