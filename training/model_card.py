@@ -15,7 +15,9 @@ ARCH = {
                  "receptive field +-12 frames); run as SegmentedPipeline(Encoders, Upsampler) -> Decoder",
     "tacovoice": "legacy attention: phoneme encoder (4 residual conv layers, 192 channels) -> autoregressive "
                  "decoder (prenet 128, GRU 256) with forward (monotonic) attention and a stop token, one frame "
-                 "per step; trained teacher-forced with an alignment loss towards espeak-ng's phoneme timing",
+                 "per step. Trained teacher-forced (frames and attention: each step starts from the phoneme "
+                 "espeak-ng spoke, the decision to move on is supervised); at synthesis it attends freely, "
+                 "reading the most likely phoneme of its own alignment",
 }
 
 LICENCES = """\
@@ -41,7 +43,7 @@ def card(addon_dir: Path, quality: Path | None) -> str:
     size_mb = sum(p.stat().st_size for p in addon_dir.glob("*.onnx")) / 1e6
     lines = [
         f"# {name} {addon['version']} — model card", "",
-        f"{addon['description']}", "",
+        addon["description"].replace(" See MODEL_CARD.md.", ""), "",
         "## Architecture", "", ARCH.get(name, "see addon.json"), "",
         f"- parameters: {meta['parameters'] / 1e6:.2f} M; ONNX files: {size_mb:.1f} MB",
         f"- audio: {addon['audio']['sample_rate']} Hz, hop {addon['audio']['hop_length']}, "
@@ -59,6 +61,8 @@ def card(addon_dir: Path, quality: Path | None) -> str:
         f"(`make voices` reproduces it)",
         f"- final validation: {', '.join(f'{k} {v:.4g}' for k, v in meta['validation'].items())}", "",
     ]
+    if meta.get("notes"):
+        lines += [f"Note: {meta['notes']}", ""]
     if meta.get("log"):
         keys = [k for k in meta["log"][0] if k not in ("step", "seconds")]
         lines += ["| step | minutes | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
