@@ -75,7 +75,7 @@ def listen(out: Path, addons: Path, voices: list[str]) -> None:
         mel = np.load(out / f"{voice}.grpc.npy")
         audio = default_vocoder(addon).vocode(mel)
         peak = float(np.abs(audio).max()) or 1.0
-        write_wav(out / f"{voice}.wav", 0.9 * audio / peak, addon.audio.sample_rate)  # placeholder weights: loudness varies
+        write_wav(out / f"{voice}.wav", 0.9 * audio / peak, addon.audio.sample_rate)  # Griffin-Lim output level varies: normalise the peak
         try:
             import matplotlib
 
