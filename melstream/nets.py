@@ -162,7 +162,7 @@ class AttentionDecoderStep(nn.Module):
         shifted = torch.cat([torch.zeros_like(moving[:, :1]), moving[:, :-1]], dim=1)
         alignment = (1 - p) * alignment + p * shifted + p * alignment * end_mask
         attend = alignment
-        if self.hard:
+        if self.hard and not self.training:  # training reads the soft alignment here (as the voices were trained)
             attend = (positions == alignment.argmax(dim=1, keepdim=True).float()).float()
         context = torch.bmm(attend.unsqueeze(1), memory).squeeze(1)
         h = torch.cat([state, context], dim=-1)
