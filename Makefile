@@ -28,7 +28,7 @@ test: $(STAMP) espeak lint
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check melstream tests scripts python_backends benchmarks
+	$(BIN)/ruff check melstream tests training python_backends benchmarks
 	$(BIN)/mypy melstream
 
 unit: $(STAMP)
