@@ -246,7 +246,19 @@ class Espeak:
         """``(audio, tokens, durations)``: tokens == :meth:`phonemize` (``text``), durations int64 frames per
         token on the hop-256 grid of :func:`melstream.audio.log_mel` (``T = len(audio) // 256``), summing to T.
 
-        Raises ValueError when the synthesis events cannot be matched to the tokens."""
+        Raises ValueError when the synthesis events cannot be matched to the tokens, three times in a row:
+        espeak-ng carries state from one utterance to the next and has been seen, rarely, to start an
+        utterance's events out of step; speaking it again gives matching events."""
+        for attempt in range(3):
+            try:
+                return self._align_once(text)
+            except ValueError:
+                if attempt == 2:
+                    raise
+                log.debug("espeak events out of step for %r; speaking it again", text)
+        raise AssertionError("unreachable")
+
+    def _align_once(self, text: str) -> tuple[np.ndarray, list[str], np.ndarray]:
         with _LOCK:
             tokens = self.phonemize(text)
             audio, events = self.synthesize(text)
