@@ -47,7 +47,7 @@ class AttentionDecoder(StreamableBlock):
     optional_slots: ClassVar[frozenset[str]] = frozenset({"encoder"})
 
     def __init__(self, ctx: BuildContext, *, network: str = "decoder_step", chunk_frames: int = 8,
-                 max_frames: int = 5000, max_frames_per_token: int = 40, encoder: SequenceBlock | None = None,
+                 max_frames: int = 30000, max_frames_per_token: int = 40, encoder: SequenceBlock | None = None,
                  first_segment_tokens: int = 16, segment_tokens: int = 96, path: str = "") -> None:
         super().__init__(ctx, path=path)
         self.encoder = encoder
