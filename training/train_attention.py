@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from melstream.nets import AttentionDecoderStep, PhonemeEncoder
-from training.dataset import Batch, Utterance, batches, collate, load_split, load_symbols
+from training.dataset import Batch, Utterance, collate, load_split, load_symbols
 from training.export import AUDIO, export_onnx, tensor, write_addon
+from training.loop import add_common_args, train
 
 ENC = {"dim": 192, "layers": 4, "kernel": 5}
 STEP = {"n_mels": 80, "dim": 192, "hidden": 256, "prenet": 128, "hard": True}
@@ -144,14 +143,7 @@ def export(model: Voice, symbols: list[str], out: Path, meta: dict[str, Any]) ->
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=Path("data/teacher"))
-    ap.add_argument("--out", type=Path, default=Path("addons/tacovoice"))
-    ap.add_argument("--minutes", type=float, default=14.0)
-    ap.add_argument("--steps", type=int, default=None)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--batch-frames", type=int, default=4000)
-    ap.add_argument("--limit", type=int, default=None)
+    add_common_args(ap, out="addons/tacovoice", minutes=14.0, batch_frames=4000)
     # 0.5 was tried (same budget): it stalled on 7 of 40 held-out sentences where the shipped voice stalls on none
     ap.add_argument("--free-mel-fraction", type=float, default=0.0, help="share of batches fed the model's own frames")
     args = ap.parse_args(argv)
@@ -159,43 +151,26 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     rng = random.Random(args.seed)
     symbols = load_symbols(args.data)
-    train = load_split(args.data, "train", symbols, limit=args.limit)
+    train_set = load_split(args.data, "train", symbols, limit=args.limit)
     val = load_split(args.data, "val", symbols, limit=32)
     model = Voice(len(symbols), dropout=0.1)
     params = sum(p.numel() for p in model.parameters())
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-6)
-    budget_s = args.minutes * 60
-    start = time.monotonic()
-    log: list[dict[str, float]] = []
-    step = 0
-    print(f"tacovoice: {len(train)} train / {len(val)} val utterances, {len(symbols)} symbols, {params / 1e6:.2f} M parameters")
-    for batch in batches(train, max_frames=args.batch_frames, rng=rng):
-        elapsed = time.monotonic() - start
-        if elapsed >= budget_s or (args.steps is not None and step >= args.steps):
-            break
-        frac = min(elapsed / budget_s, 1.0)
-        lr = 1e-3 * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-        for g in opt.param_groups:
-            g["lr"] = lr
-        # optionally feed the decoder its own frames (attention still teacher-forced) after 200 steps
-        parts = model.losses(batch, guide_targets(batch), free_mel=step >= 200 and rng.random() < args.free_mel_fraction)
-        loss = parts["mel_l1"] + parts["stop_bce"] + parts["advance_bce"]
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        step += 1
-        if step % 25 == 0 or step == 1:
-            print(f"step {step:5d} {elapsed:6.0f}s lr {lr:.2e} " + " ".join(f"{k} {v.item():.3f}" for k, v in parts.items()), flush=True)
-        if step % 200 == 0:
-            log.append({"step": step, "seconds": round(elapsed), **evaluate(model, val)})
-            print("  val", log[-1], flush=True)
+    print(f"tacovoice: {len(train_set)} train / {len(val)} val utterances, {len(symbols)} symbols, {params / 1e6:.2f} M parameters")
+
+    def losses(batch: Batch, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        # optionally feed the decoder its own frames (attention still teacher-forced) after 200 steps; the
+        # draw happens only when enabled, so the default run keeps the batch order of the shipped voice
+        free = args.free_mel_fraction > 0 and step >= 200 and rng.random() < args.free_mel_fraction
+        parts = model.losses(batch, guide_targets(batch), free_mel=free)
+        return parts["mel_l1"] + parts["stop_bce"] + parts["advance_bce"], parts
+
+    step, seconds, log = train(model, train_set, args, rng, losses=losses, evaluate=lambda: evaluate(model, val),
+                               warmup_steps=100, print_every=25, eval_every=200)
     final = evaluate(model, val)
-    seconds = time.monotonic() - start
     print(f"done: {step} steps in {seconds:.0f} s; validation {final}")
     export(model, symbols, args.out, {"voice": "tacovoice", "steps": step, "seconds": round(seconds), "threads": args.threads,
-                                      "seed": args.seed, "parameters": params, "train_utterances": len(train),
-                                      "train_hours": round(sum(len(u.mel) for u in train) * 256 / 22050 / 3600, 2),
+                                      "seed": args.seed, "parameters": params, "train_utterances": len(train_set),
+                                      "train_hours": round(sum(len(u.mel) for u in train_set) * 256 / 22050 / 3600, 2),
                                       "validation": final, "log": log})
 
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +19,9 @@ import numpy as np
 import torch
 
 from melstream.nets import MelDecoder, PhonemeDurationPredictor, PhonemeEncoder
-from training.dataset import Batch, Utterance, batches, collate, load_split, load_symbols
+from training.dataset import Batch, Utterance, collate, load_split, load_symbols
 from training.export import AUDIO, export_onnx, tensor, write_addon
+from training.loop import add_common_args, train
 
 ENC = {"dim": 192, "layers": 4, "kernel": 5}
 DUR = {"dim": 128, "layers": 3, "kernel": 3}
@@ -104,56 +103,30 @@ def export(model: Voice, symbols: list[str], out: Path, meta: dict[str, Any]) ->
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=Path("data/teacher"))
-    ap.add_argument("--out", type=Path, default=Path("addons/fastvoice"))
-    ap.add_argument("--minutes", type=float, default=14.0, help="wall-clock training budget")
-    ap.add_argument("--steps", type=int, default=None, help="stop after this many steps (CI smoke runs)")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--batch-frames", type=int, default=6000)
-    ap.add_argument("--limit", type=int, default=None, help="use only this many training utterances")
+    add_common_args(ap, out="addons/fastvoice", minutes=14.0, batch_frames=6000)
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     rng = random.Random(args.seed)
     symbols = load_symbols(args.data)
-    train = load_split(args.data, "train", symbols, limit=args.limit)
+    train_set = load_split(args.data, "train", symbols, limit=args.limit)
     val = load_split(args.data, "val", symbols, limit=64)
-    mel_mean = float(np.mean([u.mel.mean() for u in train]))
+    mel_mean = float(np.mean([u.mel.mean() for u in train_set]))
     model = Voice(len(symbols), mel_mean, dropout=0.1)
     params = sum(p.numel() for p in model.parameters())
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-6)
-    budget_s = args.minutes * 60
-    start = time.monotonic()
-    log: list[dict[str, float]] = []
-    step = 0
-    print(f"fastvoice: {len(train)} train / {len(val)} val utterances, {len(symbols)} symbols, {params / 1e6:.2f} M parameters")
-    for batch in batches(train, max_frames=args.batch_frames, rng=rng):
-        elapsed = time.monotonic() - start
-        if elapsed >= budget_s or (args.steps is not None and step >= args.steps):
-            break
-        frac = min(elapsed / budget_s, 1.0)
-        lr = 1e-3 * min(1.0, (step + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-        for g in opt.param_groups:
-            g["lr"] = lr
+    print(f"fastvoice: {len(train_set)} train / {len(val)} val utterances, {len(symbols)} symbols, {params / 1e6:.2f} M parameters")
+
+    def losses(batch: Batch, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         mel_l1, dur = model.losses(batch)
-        loss = mel_l1 + dur
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        step += 1
-        if step % 100 == 0 or step == 1:
-            print(f"step {step:5d} {elapsed:6.0f}s lr {lr:.2e} mel L1 {mel_l1.item():.3f} log-dur MSE {dur.item():.3f}", flush=True)
-        if step % 500 == 0:
-            log.append({"step": step, "seconds": round(elapsed), **evaluate(model, val)})
-            print("  val", log[-1], flush=True)
+        return mel_l1 + dur, {"mel_l1": mel_l1, "log_dur_mse": dur}
+
+    step, seconds, log = train(model, train_set, args, rng, losses=losses, evaluate=lambda: evaluate(model, val),
+                               warmup_steps=200, print_every=100, eval_every=500)
     final = evaluate(model, val)
-    seconds = time.monotonic() - start
     print(f"done: {step} steps in {seconds:.0f} s; validation {final}")
     export(model, symbols, args.out, {"voice": "fastvoice", "steps": step, "seconds": round(seconds), "threads": args.threads,
-                                      "seed": args.seed, "parameters": params, "train_utterances": len(train),
-                                      "train_hours": round(sum(len(u.mel) for u in train) * 256 / 22050 / 3600, 2),
+                                      "seed": args.seed, "parameters": params, "train_utterances": len(train_set),
+                                      "train_hours": round(sum(len(u.mel) for u in train_set) * 256 / 22050 / 3600, 2),
                                       "mel_mean": mel_mean, "validation": final, "log": log})
 
 
