@@ -266,6 +266,16 @@ def _preview(text: str, limit: int = 40) -> str:
 # ------------------------------------------------------------------------------------------ frontend
 
 
+
+def _checked(text: str | bytes, max_chars: int) -> str:
+    """``text`` decoded, refused if longer than ``max_chars`` characters or empty (both front ends)."""
+    text = _decode(text)
+    if len(text) > max_chars:
+        raise TextError(f"text is {len(text)} characters; the limit is {max_chars}")
+    if not text:
+        raise TextError("text has nothing to speak: it is empty")
+    return text
+
 class CharFrontend:
     """Character-level English front end: user text -> normalised lowercase text -> token ids.
 
@@ -335,11 +345,7 @@ class CharFrontend:
 
     def normalize(self, text: str) -> str:
         """Normalise ``text`` by the rules in the class docstring; the result holds only ``SYMBOLS[2:]``."""
-        text = _decode(text)
-        if len(text) > self.max_chars:
-            raise TextError(f"text is {len(text)} characters; the limit is {self.max_chars}")
-        if not text:
-            raise TextError("text has nothing to speak: it is empty")
+        text = _checked(text, self.max_chars)
         original = text
         text = _clean_characters(text)
         text = text.translate(_TYPOGRAPHY)
@@ -407,11 +413,7 @@ class EspeakFrontend:
 
     def normalize(self, text: str | bytes) -> str:
         """Checked and cleaned text for espeak (rules in the class docstring)."""
-        text = _decode(text)
-        if len(text) > self.max_chars:
-            raise TextError(f"text is {len(text)} characters; the limit is {self.max_chars}")
-        if not text:
-            raise TextError("text has nothing to speak: it is empty")
+        text = _checked(text, self.max_chars)
         original = text
         text = _clean_characters(text).translate(_TYPOGRAPHY)
         text = "".join(char for char in text if char.isascii() and (char.isprintable() or char == " "))
