@@ -1,0 +1,81 @@
+"""The voice models' own Prometheus metrics on Triton's metrics port (python_backends/pipeline/model.py)."""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.request
+
+import pytest
+
+from melstream.client import Client
+from melstream.errors import ClientError
+from melstream.serving.server import TritonServer
+
+pytestmark = pytest.mark.integration
+
+LONG = " ".join(["A long paragraph keeps the server busy for a good while, frame after frame."] * 20)
+
+
+def scrape(server: TritonServer) -> dict[str, float]:
+    """Every ``melstream_*`` sample, keyed by its name and labels exactly as exported."""
+    with urllib.request.urlopen(f"http://localhost:{server.metrics_port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return {m.group(1): float(m.group(2)) for m in re.finditer(r"^(melstream_\S+) (\S+)$", text, re.M)}
+
+
+def wait_for(server: TritonServer, key: str, value: float, *, timeout_s: float = 30.0) -> dict[str, float]:
+    """Poll until the sample ``key`` reaches ``value`` (a stream's metrics are recorded after its final response)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        samples = scrape(server)
+        if samples.get(key, 0.0) >= value:
+            return samples
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{key} is {samples.get(key)} after {timeout_s} s, expected {value}")
+        time.sleep(0.05)  # polling interval
+
+
+def delta(after: dict[str, float], before: dict[str, float], key: str) -> float:
+    return after.get(key, 0.0) - before.get(key, 0.0)
+
+
+@pytest.mark.parametrize("voice", ["fastvoice", "tacovoice"])
+def test_first_chunk_latency_and_chunks_per_stream(server: TritonServer, voice: str) -> None:
+    v = f'{{voice="{voice}"}}'
+    before = scrape(server)
+    with Client(server.grpc_url) as client:
+        t0 = time.perf_counter()
+        chunks = list(client.stream("Metrics count what Triton cannot see.", voice=voice, chunk_frames=16))
+        client_first_s = time.perf_counter() - t0  # an upper bound of the server's own figure
+    key = f'melstream_streams_total{{outcome="completed",voice="{voice}"}}'
+    after = wait_for(server, key, before.get(key, 0.0) + 1)
+    assert delta(after, before, f"melstream_first_chunk_seconds_count{v}") == 1
+    first_s = delta(after, before, f"melstream_first_chunk_seconds_sum{v}")
+    assert 0 < first_s <= client_first_s
+    assert delta(after, before, f"melstream_chunks_per_stream_count{v}") == 1
+    assert delta(after, before, f"melstream_chunks_per_stream_sum{v}") == len(chunks) > 1
+    assert delta(after, before, f"melstream_frames_total{v}") == sum(len(c) for c in chunks)
+    # a histogram's buckets are cumulative and end in +Inf = count
+    assert after[f'melstream_chunks_per_stream_bucket{{voice="{voice}",le="+Inf"}}'] == after[f"melstream_chunks_per_stream_count{v}"]
+    assert after[f"melstream_active_streams{v}"] == 0
+
+
+def test_errors_and_cancellations_are_counted(server: TritonServer) -> None:
+    before = scrape(server)
+    with Client(server.grpc_url) as client:
+        with pytest.raises(ClientError, match="TextError"):
+            list(client.stream("   ", voice="fastvoice"))
+        it = client.stream(LONG, voice="fastvoice", chunk_frames=1)
+        next(it)
+        during = scrape(server)
+        it.close()  # cancels the request on the server
+    assert during['melstream_active_streams{voice="fastvoice"}'] == 1
+    after = wait_for(server, 'melstream_streams_total{outcome="cancelled",voice="fastvoice"}',
+                     before.get('melstream_streams_total{outcome="cancelled",voice="fastvoice"}', 0.0) + 1)
+    assert delta(after, before, 'melstream_streams_total{outcome="error",voice="fastvoice"}') == 1
+    assert delta(after, before, 'melstream_streams_total{outcome="completed",voice="fastvoice"}') == 0
+    # a cancelled stream sent its first chunk but is not a finished stream's chunk count
+    assert delta(after, before, 'melstream_first_chunk_seconds_count{voice="fastvoice"}') == 1
+    assert delta(after, before, 'melstream_chunks_per_stream_count{voice="fastvoice"}') == 0
+    assert after['melstream_active_streams{voice="fastvoice"}'] == 0
