@@ -79,3 +79,22 @@ def test_errors_and_cancellations_are_counted(server: TritonServer) -> None:
     assert delta(after, before, 'melstream_first_chunk_seconds_count{voice="fastvoice"}') == 1
     assert delta(after, before, 'melstream_chunks_per_stream_count{voice="fastvoice"}') == 0
     assert after['melstream_active_streams{voice="fastvoice"}'] == 0
+
+
+def test_metrics_from_many_concurrent_streams_add_up(server: TritonServer) -> None:
+    # Triton 2.51's stub crashed the server when streams updated metrics from several threads at
+    # once; the voice model serialises its metric calls.  16 streams at once, both voices.
+    from concurrent.futures import ThreadPoolExecutor
+
+    before = scrape(server)
+    voices = ["fastvoice", "tacovoice"] * 8
+    with Client(server.grpc_url) as client, ThreadPoolExecutor(max_workers=len(voices)) as pool:
+        frames = list(pool.map(lambda v: sum(len(m) for m in client.stream("Sixteen streams at once.", voice=v, chunk_frames=4)), voices))
+    for voice in ("fastvoice", "tacovoice"):
+        key = f'melstream_streams_total{{outcome="completed",voice="{voice}"}}'
+        after = wait_for(server, key, before.get(key, 0.0) + 8)
+        assert delta(after, before, key) == 8
+        sent = sum(f for f, v in zip(frames, voices, strict=True) if v == voice)
+        assert delta(after, before, f'melstream_frames_total{{voice="{voice}"}}') == sent
+    with urllib.request.urlopen(f"http://{server.http_url}/v2/health/live", timeout=5) as resp:
+        assert resp.status == 200

@@ -6,6 +6,7 @@ Each request (stream) runs in its own worker thread, so execute() returns at onc
 """
 
 import json
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -45,6 +46,25 @@ class StreamMetrics:
         self.outcomes = {o: streams.Metric(labels={**labels, "outcome": o}) for o in ("completed", "cancelled", "error")}
         self.active = active.Metric(labels=labels)
         self._families = (first, chunks, frames, streams, active)  # the families must outlive their metrics
+        # The stub's metric calls are not thread-safe (Triton 2.51 segfaults with streams updating
+        # metrics from several threads at once), so one lock serialises them; each is one short IPC.
+        self._lock = threading.Lock()
+
+    def started(self):
+        with self._lock:
+            self.active.increment(1)
+
+    def first_chunk(self, seconds):
+        with self._lock:
+            self.first_chunk_s.observe(seconds)
+
+    def ended(self, outcome, *, chunks, frames):
+        with self._lock:
+            self.active.increment(-1)
+            self.outcomes[outcome].increment(1)
+            self.frames.increment(frames)
+            if outcome == "completed":  # a cancelled or failed stream's count says nothing about the voice
+                self.chunks.observe(chunks)
 
 
 def _optional(request, name):
@@ -69,9 +89,9 @@ class TritonPythonModel:
     def _stream(self, request, received):
         sender = request.get_response_sender()
         chunks = None
-        sent = 0
+        sent = frames = 0
         outcome = "error"
-        self.metrics.active.increment(1)
+        self.metrics.started()
         try:
             text = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy().reshape(-1)
             if text.size != 1:
@@ -87,9 +107,9 @@ class TritonPythonModel:
                 sender.send(pb_utils.InferenceResponse(
                     [pb_utils.Tensor(name.upper(), np.ascontiguousarray(value, np.float32)) for name, value in chunk.items()]))
                 if sent == 0:
-                    self.metrics.first_chunk_s.observe(time.perf_counter() - received)
+                    self.metrics.first_chunk(time.perf_counter() - received)
                 sent += 1
-                self.metrics.frames.increment(len(chunk["mel"]))
+                frames += len(chunk["mel"])
         except MelstreamError as e:
             outcome = "error"
             sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{type(e).__name__}: {e}")))
@@ -101,10 +121,7 @@ class TritonPythonModel:
             if chunks is not None:
                 chunks.close()
             sender.send(flags=FINAL)
-            self.metrics.active.increment(-1)
-            self.metrics.outcomes[outcome].increment(1)
-            if outcome == "completed":
-                self.metrics.chunks.observe(sent)
+            self.metrics.ended(outcome, chunks=sent, frames=frames)
 
     def finalize(self):
         self.pool.shutdown(wait=True, cancel_futures=True)
