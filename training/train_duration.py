@@ -89,14 +89,16 @@ def export(model: Voice, symbols: list[str], out: Path, meta: dict[str, Any]) ->
                     "inputs": {"upsampled": tensor("float32", [-1, ENC["dim"]])}, "outputs": {"mel": tensor("float32", [-1, 80])}},
     }
     write_addon(out, {
-        "name": "fastvoice", "version": "1.0.0",
+        "name": "fastvoice", "version": "1.1.0",
         "description": "Duration-based acoustic model trained on an espeak-ng teacher: phoneme encoder + duration "
                        "predictor -> Upsampler -> convolutional Decoder. See MODEL_CARD.md.",
         "license": "GPL-3.0-or-later (weights derived from espeak-ng output; see MODEL_CARD.md)",
         "audio": AUDIO, "text": {"frontend": "espeak-phonemes", "max_chars": 10000, "symbols": symbols}, "networks": nets,
         # the seed's stack with the encoders run segment by segment (identical frames, flat time to first frame)
         "stack": [{"type": "SegmentedPipeline", "sequence_block": {"type": "Encoders"}, "streamable_block": {"type": "Upsampler"}},
-                  {"type": "Decoder"}],
+                  # chunks of 32, 64, 128, then 256 frames: first audio as soon as ever, half the decoder work
+                  # of fixed 32-frame chunks (benchmarks/streams.py, BENCHMARKS.md)
+                  {"type": "Decoder", "max_chunk_frames": 256}],
     })
     (out / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
 

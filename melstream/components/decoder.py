@@ -24,10 +24,15 @@ class Decoder(StreamableBlock):
     on ``[a - r, b + r)`` (clipped to the utterance) and keeps the middle, so every emitted frame
     sees exactly the inputs it sees in a whole-utterance decode: streaming never changes the answer.
     It pulls upstream only until it holds ``b + r`` frames, and keeps only ``r`` frames of history.
+
+    ``max_chunk_frames`` (optional) makes chunks grow: ``chunk_frames`` first, then doubling up to
+    ``max_chunk_frames``.  The first audio comes as soon as before, and later chunks pay the ``2r``
+    frames of context and the per-call cost less often, while the audio already sent covers the
+    longer compute of each bigger chunk.  A request's ``chunk_frames`` override keeps chunks fixed.
     """
 
     def __init__(self, ctx: BuildContext, *, network: str = "decoder", chunk_frames: int = 32,
-                 context_frames: int | None = None, path: str = "") -> None:
+                 max_chunk_frames: int | None = None, context_frames: int | None = None, path: str = "") -> None:
         super().__init__(ctx, path=path)
         self.network = ctx.network(network, path)
         declared = self.network.spec.options.get("context_frames")
@@ -37,12 +42,16 @@ class Decoder(StreamableBlock):
                              'set it in addon.json or on the block')
         if chunk_frames < 1:
             raise StackError(f"{path}.chunk_frames: must be >= 1, got {chunk_frames}")
+        if max_chunk_frames is not None and max_chunk_frames < chunk_frames:
+            raise StackError(f"{path}.max_chunk_frames: must be >= chunk_frames ({chunk_frames}), got {max_chunk_frames}")
         self.chunk_frames = chunk_frames
+        self.max_chunk_frames = max_chunk_frames
         self.in_name = self.network.spec.inputs[0].name
         self.out_name = self.network.spec.outputs[0].name
 
     def params(self) -> dict[str, Any]:
-        return {"network": self.network.spec.name, "chunk_frames": self.chunk_frames, "context_frames": self.context_frames}
+        return {"network": self.network.spec.name, "chunk_frames": self.chunk_frames, "max_chunk_frames": self.max_chunk_frames,
+                "context_frames": self.context_frames}
 
     def decode(self, frames: np.ndarray) -> np.ndarray:
         """Whole-utterance decode: ``[T, D]`` → ``[T, n_mels]`` in one network call."""
@@ -52,13 +61,17 @@ class Decoder(StreamableBlock):
         if upstream is None:
             raise SynthesisError(f"{self.path}: Decoder needs an upstream block (e.g. an Upsampler before it)")
         step = chunk_size(context, self.chunk_frames)
-        for a, b, lo, window in windowed(upstream, "upsampled", step, self.context_frames):
+        # a request's own chunk size (or 0 = whole) is kept as asked; only the default schedule grows
+        max_step = self.max_chunk_frames if context.get("chunk_frames") is None else None
+        for a, b, lo, window in windowed(upstream, "upsampled", step, self.context_frames, max_step=max_step):
             yield {"mel": self.decode(window)[a - lo:b - lo]}
 
 
-def windowed(upstream: Iterator[Tensors], key: str, step: int, r: int) -> Iterator[tuple[int, int, int, np.ndarray]]:
+def windowed(upstream: Iterator[Tensors], key: str, step: int, r: int, *,
+             max_step: int | None = None) -> Iterator[tuple[int, int, int, np.ndarray]]:
     """Re-chunk ``upstream[key]`` frames into ``(a, b, lo, window)``: emit frames ``[a, b)`` (``step``
-    at a time) from ``window`` = frames ``[lo, min(b + r, T))`` with ``lo = max(a - r, 0)``.
+    at a time, doubling after each chunk up to ``max_step`` if given) from ``window`` = frames
+    ``[lo, min(b + r, T))`` with ``lo = max(a - r, 0)``.
 
     A block whose output frame depends on at most ``r`` input frames on each side computes frames
     ``[a, b)`` exactly from the window.  Upstream is pulled only until ``b + r`` frames are held, and
@@ -90,5 +103,7 @@ def windowed(upstream: Iterator[Tensors], key: str, step: int, r: int) -> Iterat
         hi = min(end + r, have)
         yield emitted, end, lo, buf[lo - buf_start:hi - buf_start]
         emitted = end
+        if max_step is not None:
+            step = max(step, min(2 * step, max_step))
         keep = max(emitted - r, 0)  # drop history the next window no longer needs
         buf, buf_start = buf[keep - buf_start:], keep

@@ -99,6 +99,41 @@ def test_uneven_upstream_chunks_still_exact(seed_pipeline: StreamablePipeline) -
     assert float(np.abs(streamed - dec.decode(full)).max()) <= TOL
 
 
+def growing_schedule(total: int, first: int, cap: int) -> list[int]:
+    """Chunk sizes the Decoder's max_chunk_frames promises: first, doubling, capped; the rest last."""
+    sizes, step = [], first
+    while sum(sizes) < total:
+        sizes.append(min(step, total - sum(sizes)))
+        step = min(2 * step, cap)
+    return sizes
+
+
+@pytest.mark.parametrize("total", [0, 1, 31, 32, 33, 95, 96, 97, 3001])
+def test_growing_chunks_follow_the_schedule_and_stay_exact(fast_addon: Addon, total: int) -> None:
+    stack = [{"type": "StreamablePipeline", "sequence_block": {"type": "Encoders"}, "streamable_block": {"type": "StreamableStack",
+              "stack": [{"type": "Upsampler"}, {"type": "Decoder", "chunk_frames": 32, "max_chunk_frames": 256}]}}]
+    up, dec = upsample_and_decode(fast_addon.build(stack=stack))
+    dim = dec.network.spec.inputs[0].shape[-1]
+    ctx = context_with_frames(total, dim=dim, tokens=max(1, min(total, 60)))
+    full = np.concatenate([c["upsampled"] for c in up.generate(ctx)] or [np.zeros((0, dim), np.float32)])
+    chunks = [c["mel"] for c in dec.generate(ctx, iter([{"upsampled": full}]))]
+    assert [len(c) for c in chunks] == growing_schedule(total, 32, 256)
+    if total:
+        assert float(np.abs(np.concatenate(chunks) - dec.decode(full)).max()) <= TOL
+    # a request's own chunk size is kept fixed, and 0 still means the whole utterance at once
+    fixed = [len(c["mel"]) for c in dec.generate({**ctx, "chunk_frames": np.asarray(16)}, iter([{"upsampled": full}]))]
+    assert fixed == growing_schedule(total, 16, 16)
+    whole = [len(c["mel"]) for c in dec.generate({**ctx, "chunk_frames": np.asarray(0)}, iter([{"upsampled": full}]))]
+    assert whole == ([total] if total else [])
+
+
+def test_growing_chunks_need_a_cap_above_the_first_chunk(fast_addon: Addon) -> None:
+    stack = [{"type": "SegmentedPipeline", "sequence_block": {"type": "Encoders"}, "streamable_block": {"type": "Upsampler"}},
+             {"type": "Decoder", "chunk_frames": 32, "max_chunk_frames": 16}]
+    with pytest.raises(StackError, match=r"stack\[1\].max_chunk_frames: must be >= chunk_frames \(32\), got 16"):
+        fast_addon.build(stack=stack)
+
+
 @pytest.mark.parametrize("chunk", CHUNKS)
 @pytest.mark.parametrize("text", ["a", "Hi.", "The quick brown fox jumps over the lazy dog, 42 times!"])
 def test_text_streams_equal_whole_utterance(fast_pipeline: StreamablePipeline, seed_pipeline: StreamablePipeline,
