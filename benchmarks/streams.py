@@ -210,6 +210,12 @@ def main(argv: list[str] | None = None) -> int:
         client = stack.enter_context(Client(url))
         voices = args.voices.split(",") if args.voices else client.voices()
         rows = [row(level) for level in levels(client, voices, streams, seconds=args.seconds_per_level)]
+        if args.url is None:  # the server's own view (python_backends/pipeline/model.py metrics), kept for comparison
+            import urllib.request
+
+            with urllib.request.urlopen(f"http://localhost:{server.metrics_port}/metrics", timeout=10) as resp:
+                text = resp.read().decode()
+            (args.out / "server_metrics.txt").write_text("".join(ln + "\n" for ln in text.splitlines() if "melstream_" in ln))
 
     table = markdown(rows)
     print(f"\nper level: every stream loops over held-out sentences for {args.seconds_per_level:g} s; latencies in ms; "
