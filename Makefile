@@ -6,13 +6,17 @@ STAMP  := $(VENV)/.installed
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint unit integration bench voices espeak repo clean
+.PHONY: demo test lint unit integration bench voices sysdeps repo clean
 
-# espeak-ng: the voices' text front end (phonemes) and the training teacher
-espeak:
+# System packages, from apt when missing: espeak-ng (the voices' text front end and the training teacher)
+# and docker-compose (tests validate docker-compose.yml with it; no Docker engine is needed for that)
+sysdeps:
 	@ldconfig -p | grep -q libespeak-ng.so.1 || { \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q espeak-ng libespeak-ng1 || { \
 	  $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q espeak-ng libespeak-ng1; }; }
+	@command -v docker-compose >/dev/null || { \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker-compose || { \
+	  $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker-compose; }; }
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,10 +25,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP) espeak
+demo: $(STAMP) sysdeps
 	$(BIN)/melstream demo --out out
 
-test: $(STAMP) espeak lint
+test: $(STAMP) sysdeps lint
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
@@ -37,12 +41,21 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/pytest -q tests/integration
 
-bench: $(STAMP) espeak
+bench: $(STAMP) sysdeps
 	$(BIN)/python benchmarks/first_frame.py --out out/bench
+
+# locust, headless and bounded, against a server started on free ports: CSV + HTML reports in out/loadtest/
+# (make loadtest LOAD_USERS=16 LOAD_TIME=2m LOAD_ARGS='-- --voices fastvoice'); web UI: see loadtests/README.md
+LOAD_USERS ?= 8
+LOAD_TIME  ?= 60s
+LOAD_ARGS  ?=
+.PHONY: loadtest
+loadtest: $(STAMP) sysdeps
+	$(BIN)/python -m loadtests.run --users $(LOAD_USERS) --run-time $(LOAD_TIME) --out out/loadtest $(LOAD_ARGS)
 
 # reproduce the shipped voices: corpus -> espeak-ng teacher -> train both (18 and 20 min, one core each,
 # side by side) -> export to addons/ -> model cards -> model repository
-voices: $(STAMP) espeak
+voices: $(STAMP) sysdeps
 	$(BIN)/python -m training.corpus --out data/corpus.json
 	$(BIN)/python -m training.teacher --corpus data/corpus.json --out data/teacher
 	$(BIN)/python -m training.train_duration --data data/teacher --out addons/fastvoice --minutes 18 --threads 1 > data/train_fastvoice.log 2>&1 & \

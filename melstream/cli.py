@@ -37,7 +37,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from melstream.serving.server import TritonServer
 
     server = TritonServer(repo=Path(args.repo), http_port=args.http_port, grpc_port=args.grpc_port,
-                          metrics_port=args.metrics_port, log_verbose=args.log_verbose)
+                          metrics_port=args.metrics_port, log_verbose=args.log_verbose,
+                          triton_home=Path(args.triton_home) if args.triton_home else None)
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -57,6 +58,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 0
     finally:
         server.stop()
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    """Exit 0 when the server says it is ready (``/v2/health/ready`` answers 200), else 1 with the reason.
+
+    Used as the container health check: it needs nothing but this Python (the image has no curl).
+    """
+    import urllib.error
+    import urllib.request
+
+    url = f"http://{args.url}/v2/health/ready"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout_s) as resp:
+            status = resp.status
+    except urllib.error.HTTPError as e:  # Triton answers 400 while models load or after one failed
+        status = e.code
+    except (urllib.error.URLError, OSError) as e:
+        reason = e.reason if isinstance(e, urllib.error.URLError) else e
+        print(f"melstream health: no answer from {url}: {reason} (is tritonserver running on {args.url}?)", file=sys.stderr)
+        return 1
+    if status != 200:
+        print(f"melstream health: {url} answered HTTP {status}: not ready (models still loading, or one failed: "
+              "see the server log)", file=sys.stderr)
+        return 1
+    print("ready")
+    return 0
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -138,7 +165,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.out), addons=Path(args.addons), repo=Path(args.repo))
 
 
-def parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="melstream", description="Serve TTS acoustic models on Triton, streaming mel frames.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -155,7 +182,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--metrics-port", type=int, default=8002)
     s.add_argument("--log-verbose", type=int, default=0)
     s.add_argument("--timeout-s", type=float, default=300.0, help="how long to wait for readiness")
+    s.add_argument("--triton-home", default=None, metavar="DIR",
+                   help="run an installed Triton (DIR/bin/tritonserver, DIR/backends) instead of the wheel's, "
+                        "e.g. /opt/tritonserver in NVIDIA's container")
     s.set_defaults(func=cmd_serve)
+
+    h = sub.add_parser("health", help="exit 0 if a server is ready (GET /v2/health/ready), else 1 with the reason")
+    h.add_argument("--url", default="localhost:8000", help="HTTP HOST:PORT")
+    h.add_argument("--timeout-s", type=float, default=2.0)
+    h.set_defaults(func=cmd_health)
 
     y = sub.add_parser("synth", help="stream one utterance from a server into a .npy file")
     y.add_argument("text")
@@ -185,7 +220,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     if getattr(args, "url", "") is None:
         args.url = "localhost:8000" if args.http else "localhost:8001"
     try:

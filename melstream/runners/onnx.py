@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -12,15 +14,27 @@ if TYPE_CHECKING:
     from melstream.addon import Addon, NetworkSpec
 
 
-def onnx_session(path: str, *, threads: int = 1):  # type: ignore[no-untyped-def]
-    """An ONNX Runtime CPU session; ``threads`` intra-op threads (keep it small: streams run in parallel)."""
+def onnx_session(path: str, *, threads: int = 1, providers: Sequence[str] = ("CPUExecutionProvider",),
+                 device_id: int = 0):  # type: ignore[no-untyped-def]
+    """An ONNX Runtime session; ``threads`` intra-op threads (keep it small: streams run in parallel).
+
+    ``providers`` in order of preference; those this onnxruntime build lacks are dropped with a warning
+    (e.g. CUDA with the CPU-only ``onnxruntime`` package), and CPU is the last resort. ``device_id`` is
+    the GPU of the CUDA provider (Triton's instance device).
+    """
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
-    return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+    available = set(ort.get_available_providers())
+    missing = [p for p in providers if p not in available]
+    if missing:
+        warnings.warn(f"{path}: onnxruntime {ort.__version__} lacks {', '.join(missing)} (available: {', '.join(sorted(available))}); "
+                      "for CUDA install onnxruntime-gpu in place of onnxruntime", RuntimeWarning, stacklevel=2)
+    chosen: list[Any] = [(p, {"device_id": device_id}) if p == "CUDAExecutionProvider" else p for p in providers if p in available]
+    return ort.InferenceSession(path, sess_options=opts, providers=chosen or ["CPUExecutionProvider"])
 
 
 class OnnxRuntimeRunner(Runner):

@@ -33,10 +33,16 @@ class Profile:
     intra_op_threads: int = 1
     max_queue_delay_us: int = 100
     max_streams: int = 64
+    network_kind: str = "KIND_CPU"  # Triton instance kind of the network models; voices always run on CPU
+    # ONNX Runtime execution providers in order of preference; None writes no parameter (CPU only)
+    ort_providers: tuple[str, ...] | None = None
 
 
 PROFILES = {
     "cpu": Profile("cpu", "Python backend with ONNX Runtime on CPU, one instance and one thread per network"),
+    "gpu": Profile("gpu", "Python backend with ONNX Runtime's CUDA provider, one network instance per GPU "
+                          "(CPU if CUDA is missing); the voice pipelines stay on CPU",
+                   network_kind="KIND_GPU", ort_providers=("CUDAExecutionProvider", "CPUExecutionProvider")),
 }
 
 
@@ -68,10 +74,12 @@ def network_config(addon: Addon, network: str, profile: Profile, *, network_file
     if spec.max_batch_size:
         cfg.dynamic_batching.max_queue_delay_microseconds = profile.max_queue_delay_us
     group = cfg.instance_group.add()
-    group.count = profile.network_instances
-    group.kind = mc.ModelInstanceGroup.KIND_CPU
+    group.count = profile.network_instances  # per GPU for KIND_GPU
+    group.kind = getattr(mc.ModelInstanceGroup, profile.network_kind)
     cfg.parameters["network_file"].string_value = network_file
     cfg.parameters["intra_op_threads"].string_value = str(profile.intra_op_threads)
+    if profile.ort_providers is not None:
+        cfg.parameters["ort_providers"].string_value = ",".join(profile.ort_providers)
     return cfg
 
 

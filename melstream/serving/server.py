@@ -1,8 +1,11 @@
-"""Start and stop the ``tritonserver`` binary shipped in the ``nvidia-pytriton`` wheel.
+"""Start and stop ``tritonserver``: the one shipped in the ``nvidia-pytriton`` wheel, or an installed one.
 
 The wheel carries a real Triton server, its Python backend and one backend stub per Python
 version.  The stub finds its interpreter on ``PATH`` and must load the same ``libpython`` as the
 interpreter running melstream, so both ``PATH`` and ``LD_LIBRARY_PATH`` are set here.
+
+An installed Triton (``triton_home``, e.g. ``/opt/tritonserver`` in NVIDIA's container) works the same
+way once its ``backends/python/triton_python_backend_stub`` is the wheel's stub for this Python.
 """
 
 from __future__ import annotations
@@ -59,6 +62,26 @@ def triton_home(cache_dir: Path | None = None) -> Path:
     return home
 
 
+def _stub_path(home: Path) -> Path:
+    return home / "backends" / "python" / "triton_python_backend_stub"
+
+
+def check_triton_home(home: Path) -> Path:
+    """``home`` if it is a Triton install whose Python backend stub runs this Python; else a ServerError saying how to fix it."""
+    binary, stub = home / "bin" / "tritonserver", _stub_path(home)
+    wheel_stub = _wheel_dir() / "python_backend_stubs" / _PY_VERSION / "triton_python_backend_stub"
+    if not binary.is_file():
+        raise ServerError(f"{binary} does not exist: the Triton home must be an installed Triton (bin/tritonserver, "
+                          "backends/), e.g. /opt/tritonserver in NVIDIA's tritonserver container")
+    if not stub.is_file():
+        raise ServerError(f"{stub} does not exist: copy the Python {_PY_VERSION} stub there: cp {wheel_stub} {stub}")
+    # The container's own stub embeds its system Python (3.10 in 24.10); it would never import melstream.
+    if f"libpython{_PY_VERSION}.so".encode() not in stub.read_bytes():
+        raise ServerError(f"{stub} is not built for Python {_PY_VERSION} (the Python running melstream): "
+                          f"replace it: cp {wheel_stub} {stub}")
+    return home
+
+
 def server_env(base: dict[str, str] | None = None) -> dict[str, str]:
     """Environment in which the server's Python stubs run this interpreter's environment."""
     env = dict(os.environ if base is None else base)
@@ -84,6 +107,8 @@ class TritonServer:
     log_verbose: int = 0
     log_file: Path | None = None
     extra_args: list[str] = field(default_factory=list)
+    # an installed Triton to run instead of the wheel's (its bin/tritonserver and backends/)
+    triton_home: Path | None = None
     _proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -95,7 +120,7 @@ class TritonServer:
         return f"localhost:{self.grpc_port}"
 
     def command(self) -> list[str]:
-        home = triton_home()
+        home = triton_home() if self.triton_home is None else check_triton_home(Path(self.triton_home))
         return [
             str(home / "bin" / "tritonserver"),
             f"--model-repository={Path(self.repo).resolve()}",

@@ -47,9 +47,10 @@ def test_model_py_files_are_the_python_backends(root: Path) -> None:
         assert filecmp.cmp(model_py, root / "python_backends" / kind / "model.py", shallow=False)
 
 
+@pytest.mark.parametrize("profile_name", ["cpu", "gpu"])
 @pytest.mark.parametrize("which", ["pipeline", "network"])
-def test_config_round_trip(fast_addon: Addon, which: str) -> None:
-    profile = get_profile("cpu")
+def test_config_round_trip(fast_addon: Addon, which: str, profile_name: str) -> None:
+    profile = get_profile(profile_name)
     cfg = pipeline_config(fast_addon, profile) if which == "pipeline" else \
         network_config(fast_addon, "decoder", profile, network_file="../x.onnx")
     assert parse_config(config_text(cfg)) == cfg
@@ -70,8 +71,32 @@ def test_network_config_batches(fast_addon: Addon) -> None:
 
 
 def test_unknown_profile() -> None:
-    with pytest.raises(MelstreamError, match="unknown profile 'tpu'; known: cpu"):
+    with pytest.raises(MelstreamError, match="unknown profile 'tpu'; known: cpu, gpu$"):
         get_profile("tpu")
+
+
+def test_gpu_profile_puts_networks_on_the_gpu_and_voices_on_the_cpu(workdir: Path) -> None:
+    report = build_repository(workdir / "addons", workdir / "gpu_repository", profile="gpu")
+    assert report.voices == ["fastvoice", "tacovoice"] and not report.refused
+    configs = {name: parse_config((workdir / "gpu_repository" / name / "config.pbtxt").read_text()) for name in report.models}
+    kind = {name: [g.kind for g in cfg.instance_group] for name, cfg in configs.items()}
+    mc = type(configs["fastvoice"].instance_group[0])
+    assert kind == {name: [mc.KIND_CPU] if name in report.voices else [mc.KIND_GPU] for name in report.models}
+    for name, cfg in configs.items():
+        providers = cfg.parameters["ort_providers"].string_value if "ort_providers" in cfg.parameters else None
+        assert providers == (None if name in report.voices else "CUDAExecutionProvider,CPUExecutionProvider"), name
+    # everything else (tensors, batching, ONNX paths, the addon JSON) is the cpu repository's
+    build_repository(workdir / "addons", workdir / "model_repository", profile="cpu")
+    for name, cfg in configs.items():
+        cfg.instance_group[0].kind = mc.KIND_CPU
+        if "ort_providers" in cfg.parameters:
+            del cfg.parameters["ort_providers"]
+        assert cfg == parse_config((workdir / "model_repository" / name / "config.pbtxt").read_text()), name
+
+
+def test_cpu_profile_writes_no_provider_parameter(fast_addon: Addon) -> None:
+    cfg = network_config(fast_addon, "decoder", get_profile("cpu"), network_file="x")
+    assert "ort_providers" not in cfg.parameters and cfg.instance_group[0].kind == cfg.instance_group[0].KIND_CPU
 
 
 def test_build_repo_refuses_a_broken_addon_and_writes_the_others(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,7 +6,7 @@ import pytest
 from melstream.addon import Addon
 from melstream.errors import SynthesisError
 from melstream.runners.base import UnboundRunner
-from melstream.runners.onnx import OnnxRuntimeRunner
+from melstream.runners.onnx import OnnxRuntimeRunner, onnx_session
 from melstream.runners.torch import TorchRunner
 
 
@@ -37,3 +37,17 @@ def test_network_handle_checks_inputs(fast_addon: Addon) -> None:
 def test_unbound_runner_refuses_to_run(fast_addon: Addon) -> None:
     with pytest.raises(SynthesisError, match="not bound to a runner"):
         fast_addon.build(UnboundRunner()).synthesize("x")
+
+
+def test_onnx_session_falls_back_to_cpu_when_cuda_is_missing(fast_addon: Addon) -> None:
+    """The gpu profile asks for CUDA first; an onnxruntime without it (this CPU package) warns and runs on CPU."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    path = str(fast_addon.network_path("decoder"))
+    with pytest.warns(RuntimeWarning, match="lacks CUDAExecutionProvider.*onnxruntime-gpu"):
+        session = onnx_session(path, providers=["CUDAExecutionProvider", "CPUExecutionProvider"], device_id=1)
+    assert session.get_providers() == ["CPUExecutionProvider"]
+    with pytest.warns(RuntimeWarning):
+        assert onnx_session(path, providers=["CUDAExecutionProvider"]).get_providers() == ["CPUExecutionProvider"]

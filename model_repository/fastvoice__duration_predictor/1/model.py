@@ -1,4 +1,7 @@
-"""Triton Python-backend model serving one exported network of an addon with ONNX Runtime (CPU).
+"""Triton Python-backend model serving one exported network of an addon with ONNX Runtime.
+
+The profile's `ort_providers` parameter picks the execution providers (CPU when absent); on a GPU
+instance the CUDA provider runs on the GPU Triton gave the instance.
 
 Generated into model_repository/<addon>__<network>/1/model.py by `melstream build-repo`.
 """
@@ -18,7 +21,9 @@ class TritonPythonModel:
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         # the ONNX file stays in the addon; its path is relative to this model's directory
         path = os.path.normpath(os.path.join(args["model_repository"], params["network_file"]))
-        self.session = onnx_session(path, threads=int(params.get("intra_op_threads", "1")))
+        providers = params.get("ort_providers", "CPUExecutionProvider").split(",")
+        device_id = int(args.get("model_instance_device_id", "0")) if args.get("model_instance_kind") == "GPU" else 0
+        self.session = onnx_session(path, threads=int(params.get("intra_op_threads", "1")), providers=providers, device_id=device_id)
         self.inputs = [t["name"] for t in config["input"]]
         self.outputs = [t["name"] for t in config["output"]]
 
