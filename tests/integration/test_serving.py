@@ -236,7 +236,10 @@ def test_client_library_cancels_an_abandoned_stream(server: TritonServer) -> Non
         for _ in range(3):
             next(it)
         it.close()  # the caller walks away
-    assert decoder_calls(server) - before <= 3 + 3
+    produced = decoder_calls(server) - before
+    # as above: chunks already sent but not yet read are in flight, not extra work (a busy machine sees
+    # more of them); uncancelled, the text would take about 12 000 decoder calls
+    assert 3 <= produced <= 3 + 20, f"{produced} decoder calls after reading 3 chunks"
 
 
 def test_disconnected_client_stops_the_servers_work(server: TritonServer) -> None:
