@@ -10,6 +10,7 @@ way once its ``backends/python/triton_python_backend_stub`` is the wheel's stub 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -116,6 +117,11 @@ class TritonServer:
         return f"localhost:{self.http_port}"
 
     @property
+    def pid(self) -> int | None:
+        """The tritonserver process id (also its process group: the stubs run in it), None when stopped."""
+        return None if self._proc is None else self._proc.pid
+
+    @property
     def grpc_url(self) -> str:
         return f"localhost:{self.grpc_port}"
 
@@ -184,6 +190,11 @@ class TritonServer:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+        if proc is not None:
+            # A server that crashed (or was killed) leaves its Python backend stubs running, each holding
+            # a model and its shared memory; they are in the server's own session, so end what is left.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
         if getattr(self, "_log", None) is not None:
             self._log.close()  # type: ignore[union-attr]
             self._log = None
