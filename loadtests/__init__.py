@@ -1,0 +1,1 @@
+"""Locust load tests of a melstream server (see locustfile.py)."""
