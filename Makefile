@@ -32,7 +32,7 @@ test: $(STAMP) sysdeps lint
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check melstream tests training python_backends benchmarks
+	$(BIN)/ruff check melstream tests training python_backends benchmarks loadtests
 	$(BIN)/mypy melstream
 
 unit: $(STAMP)

@@ -103,7 +103,9 @@ def test_locust_reaches_either_triton_as_triton(resolved: dict[str, Any]) -> Non
     cpu = {s["name"]: s for s in resolved["profiles"]["cpu"]}
     assert cpu["triton-cpu"]["aliases"] == ["triton"]  # the gpu service is called triton already
     for name in ("locust-master", "locust-worker"):
-        assert service(resolved, name)["environment"] == {"MELSTREAM_GRPC_URL": "triton:8001", "MELSTREAM_HTTP_URL": "triton:8000"}
+        # an empty reference-addons path: checks compare with the server's own whole utterance (GPU floats)
+        assert service(resolved, name)["environment"] == {"MELSTREAM_GRPC_URL": "triton:8001", "MELSTREAM_HTTP_URL": "triton:8000",
+                                                          "MELSTREAM_REFERENCE_ADDONS": ""}
 
 
 def test_a_locust_dependency_on_triton_would_break_the_other_profile(tmp_path: Path) -> None:
