@@ -17,7 +17,7 @@ from melstream.errors import MelstreamError
 def cmd_build_repo(args: argparse.Namespace) -> int:
     from melstream.serving.repo import build_repository
 
-    report = build_repository(args.addons, args.out, profile=args.profile)
+    report = build_repository(args.addons, args.out, profile=args.profile, network_instances=args.network_instances)
     for where, message in report.refused.items():
         print(f"refused addon {where}: {message}", file=sys.stderr)
     print(f"wrote {args.out} (profile {args.profile}): voices {', '.join(report.voices) or 'none'}; "
@@ -172,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build-repo", help="generate the Triton model repository from addons")
     b.add_argument("--addons", default="addons")
     b.add_argument("--profile", default="cpu")
+    b.add_argument("--network-instances", type=int, default=None, metavar="N",
+                   help="instances per network model (default: the profile's; about one per core on CPU hosts)")
     b.add_argument("--out", default="model_repository")
     b.set_defaults(func=cmd_build_repo)
 

@@ -88,7 +88,10 @@ def test_gpu_profile_puts_networks_on_the_gpu_and_voices_on_the_cpu(workdir: Pat
     # everything else (tensors, batching, ONNX paths, the addon JSON) is the cpu repository's
     build_repository(workdir / "addons", workdir / "model_repository", profile="cpu")
     for name, cfg in configs.items():
+        assert cfg.instance_group[0].count == 1, name  # per GPU
         cfg.instance_group[0].kind = mc.KIND_CPU
+        if name not in report.voices:
+            cfg.instance_group[0].count = get_profile("cpu").network_instances
         if "ort_providers" in cfg.parameters:
             del cfg.parameters["ort_providers"]
         assert cfg == parse_config((workdir / "model_repository" / name / "config.pbtxt").read_text()), name
@@ -134,3 +137,16 @@ def test_describe_prints_the_block_tree(root: Path, capsys: pytest.CaptureFixtur
 def test_describe_a_broken_addon_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["describe", str(tmp_path)]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_network_instances_come_from_the_profile_or_the_command_line(workdir: Path) -> None:
+    def counts(repo: Path) -> dict[str, int]:
+        return {p.parent.name: parse_config(p.read_text()).instance_group[0].count for p in sorted(repo.glob("*/config.pbtxt"))}
+
+    build_repository(workdir / "addons", workdir / "default")
+    assert set(counts(workdir / "default").values()) == {1, 2}  # voices: 1 (threads inside), networks: the cpu profile's 2
+    assert main(["build-repo", "--addons", str(workdir / "addons"), "--out", str(workdir / "four"), "--network-instances", "4"]) == 0
+    assert {n: c for n, c in counts(workdir / "four").items() if "__" in n} == {n: 4 for n in counts(workdir / "default") if "__" in n}
+    assert {n: c for n, c in counts(workdir / "four").items() if "__" not in n} == {"fastvoice": 1, "tacovoice": 1}
+    with pytest.raises(MelstreamError, match="network_instances must be >= 1, got 0"):
+        build_repository(workdir / "addons", workdir / "none", network_instances=0)
