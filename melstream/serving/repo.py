@@ -21,6 +21,8 @@ from melstream.runners.base import UnboundRunner, network_model_name
 
 BACKENDS_DIR = Path(__file__).resolve().parent.parent.parent / "python_backends"
 
+WARMUP_LENGTH = 8  # frames or tokens of the zero-filled warm-up request each network instance runs at load
+
 _TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int64": "TYPE_INT64", "int32": "TYPE_INT32", "bool": "TYPE_BOOL"}
 
 
@@ -81,6 +83,17 @@ def network_config(addon: Addon, network: str, profile: Profile, *, network_file
     group = cfg.instance_group.add()
     group.count = profile.network_instances  # per GPU for KIND_GPU
     group.kind = getattr(mc.ModelInstanceGroup, profile.network_kind)
+    # Triton runs this request on every instance before the model is ready, so no listener's first
+    # chunk pays an instance's cold start (ONNX Runtime plans and allocates on its first run).
+    warm = cfg.model_warmup.add()
+    warm.name = "zeros"
+    warm.batch_size = 1
+    for t in spec.inputs:
+        inp = warm.inputs[t.name]
+        inp.data_type = getattr(mc, _TYPES[t.dtype])
+        # variable dimensions get one small length, the same for every input (they often must agree)
+        inp.dims.extend([WARMUP_LENGTH if d == -1 else d for d in (t.shape if spec.max_batch_size else (1, *t.shape))])
+        inp.zero_data = True
     cfg.parameters["network_file"].string_value = network_file
     cfg.parameters["intra_op_threads"].string_value = str(profile.intra_op_threads)
     if profile.ort_providers is not None:

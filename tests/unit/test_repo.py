@@ -150,3 +150,16 @@ def test_network_instances_come_from_the_profile_or_the_command_line(workdir: Pa
     assert {n: c for n, c in counts(workdir / "four").items() if "__" not in n} == {"fastvoice": 1, "tacovoice": 1}
     with pytest.raises(MelstreamError, match="network_instances must be >= 1, got 0"):
         build_repository(workdir / "addons", workdir / "none", network_instances=0)
+
+
+def test_every_network_instance_warms_up_on_zeros_of_a_fixed_shape(fast_addon: Addon, taco_addon: Addon) -> None:
+    # a warm-up that does not fit the network would fail the model's load, which the integration tests would see
+    for addon in (fast_addon, taco_addon):
+        for network, spec in addon.networks.items():
+            cfg = network_config(addon, network, get_profile("cpu"), network_file="x")
+            [warm] = cfg.model_warmup
+            assert warm.batch_size == 1 and sorted(warm.inputs) == sorted(t.name for t in spec.inputs), network
+            for t in spec.inputs:
+                inp = warm.inputs[t.name]
+                assert inp.zero_data and inp.data_type == next(i.data_type for i in cfg.input if i.name == t.name)
+                assert len(inp.dims) == len(cfg.input[[i.name for i in cfg.input].index(t.name)].dims) and min(inp.dims) > 0
