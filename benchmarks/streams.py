@@ -172,7 +172,8 @@ def levels(client: Any, voices: list[str], streams: list[int], *, seconds: float
     for voice in voices:
         audio = client.addon(voice).audio
         frame_s = audio.hop_length / audio.sample_rate
-        one_utterance(client, pool[0], voice, chunk_frames=None, frame_s=frame_s)  # warm-up: channel, first model runs
+        # warm-up: gRPC channels, every network instance, the front end; a second of two streams, not measured
+        run_level(client, voice, "stream", 2, seconds=min(seconds, 1.0), frame_s=frame_s, pool=pool)
         for mode in MODES:
             for n in streams:
                 level = run_level(client, voice, mode, n, seconds=seconds, frame_s=frame_s, pool=pool)
