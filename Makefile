@@ -43,6 +43,7 @@ integration: $(STAMP)
 
 bench: $(STAMP) sysdeps
 	$(BIN)/python benchmarks/first_frame.py --out out/bench
+	$(BIN)/python benchmarks/streams.py --out out/bench
 
 # locust, headless and bounded, against a server started on free ports: CSV + HTML reports in out/loadtest/
 # (make loadtest LOAD_USERS=16 LOAD_TIME=2m LOAD_ARGS='-- --voices fastvoice'); web UI: see loadtests/README.md
