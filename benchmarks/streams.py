@@ -199,14 +199,13 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--streams must be positive integers, got {args.streams!r}")
 
     from melstream.client import Client
-    from melstream.serving.server import TritonServer, free_port
+    from melstream.serving.server import TritonServer
 
     args.out.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         url = args.url
         if url is None:
-            server = stack.enter_context(TritonServer(repo=Path(args.repo), http_port=free_port(), grpc_port=free_port(),
-                                                      metrics_port=free_port(), log_file=args.out / "tritonserver.log"))
+            server = stack.enter_context(TritonServer.on_free_ports(Path(args.repo), log_file=args.out / "tritonserver.log"))
             url = server.grpc_url
         client = stack.enter_context(Client(url))
         voices = args.voices.split(",") if args.voices else client.voices()

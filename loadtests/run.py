@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from melstream.serving.server import TritonServer, free_port
+from melstream.serving.server import TritonServer
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 
@@ -47,8 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     args.out.mkdir(parents=True, exist_ok=True)
-    server = TritonServer(repo=args.repo, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
-                          log_file=args.out / "tritonserver.log")
+    server = TritonServer.on_free_ports(args.repo, log_file=args.out / "tritonserver.log")
     print(f"starting tritonserver (log: {args.out / 'tritonserver.log'})", flush=True)
     with server.start(timeout_s=180):
         cmd = locust_command(grpc_url=server.grpc_url, http_url=server.http_url, users=args.users, spawn_rate=args.spawn_rate,

@@ -17,13 +17,12 @@ def run_demo(out: Path, *, addons: Path, repo: Path) -> int:
     from melstream.addon import load_addon
     from melstream.client import Client, HttpClient
     from melstream.serving.repo import build_repository
-    from melstream.serving.server import TritonServer, free_port
+    from melstream.serving.server import TritonServer
 
     out.mkdir(parents=True, exist_ok=True)
     report = build_repository(addons, repo)
     print(f"built {repo}: voices {', '.join(report.voices)}")
-    server = TritonServer(repo=repo, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
-                          log_file=out / "tritonserver.log")
+    server = TritonServer.on_free_ports(repo, log_file=out / "tritonserver.log")
     t0 = time.perf_counter()
     results = []
     with server:

@@ -116,6 +116,12 @@ class TritonServer:
     def http_url(self) -> str:
         return f"localhost:{self.http_port}"
 
+    @classmethod
+    def on_free_ports(cls, repo: Path, *, log_file: Path | None = None, triton_home: Path | None = None) -> TritonServer:
+        """A server (not yet started) on HTTP, gRPC and metrics ports that are free right now."""
+        return cls(repo=Path(repo), http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
+                   log_file=log_file, triton_home=triton_home)
+
     @property
     def pid(self) -> int | None:
         """The tritonserver process id (also its process group: the stubs run in it), None when stopped."""

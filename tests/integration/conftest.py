@@ -10,14 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from melstream.serving.server import TritonServer, free_port
+from melstream.serving.server import TritonServer
 
 pytestmark = pytest.mark.integration
 
 
 def start_server(repo: Path, log_file: Path) -> TritonServer:
-    return TritonServer(repo=repo, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
-                        log_file=log_file).start(timeout_s=180)
+    return TritonServer.on_free_ports(repo, log_file=log_file).start(timeout_s=180)
 
 
 @pytest.fixture(scope="session")

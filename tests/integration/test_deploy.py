@@ -39,8 +39,7 @@ def test_the_wheel_runs_the_server_of_the_triton_home_image(server: TritonServer
 
 def test_triton_home_serves(root: Path, tmp_path: Path) -> None:
     home = triton_home()  # a full install: bin/tritonserver, backends/, the 3.11 stub in place
-    srv = TritonServer(repo=root / "model_repository", http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
-                       log_file=tmp_path / "tritonserver.log", triton_home=home)
+    srv = TritonServer.on_free_ports(root / "model_repository", log_file=tmp_path / "tritonserver.log", triton_home=home)
     assert srv.command()[0] == str(home / "bin" / "tritonserver")
     assert f"--backend-directory={home / 'backends'}" in srv.command()
     with srv.start(timeout_s=180), Client(srv.grpc_url, timeout_s=60) as client:
