@@ -78,6 +78,8 @@ class TritonPythonModel:
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         addon = addon_from_json(params["addon_json"], source=f"model {config['name']!r} parameter addon_json")
         self.pipeline = addon.build(TritonBLSRunner(pb_utils))
+        # The text front end's first call loads espeak-ng's voice data; pay it at load, not on a listener's first chunk.
+        self.pipeline.inputs_for("Warm up.")
         self.pool = ThreadPoolExecutor(max_workers=int(params.get("max_streams", "64")), thread_name_prefix=addon.name)
         self.metrics = StreamMetrics(config["name"])
 
