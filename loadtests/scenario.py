@@ -10,7 +10,6 @@ All ASCII, words espeak-ng speaks without surprises.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -182,12 +181,3 @@ def parse_range(spec: str, *, what: str = "range") -> tuple[float, float]:
     if not 0 <= lo <= hi:  # also refuses NaN
         raise ValueError(f"{what} needs 0 <= MIN <= MAX, got {spec!r}")
     return lo, hi
-
-
-def serving_voices(models: Sequence[tuple[str, str]], addon_networks: Mapping[str, Sequence[str]]) -> list[str]:
-    """The voices that can serve, from the repository index (``(name, state)`` pairs) and, per model that
-    carries an addon, its network names: ready voice models whose ``<voice>__<network>`` models are ready too.
-    Mirrors :meth:`melstream.client.Client.voices` for either protocol."""
-    ready = {name for name, state in models if state == "READY"}
-    return sorted(v for v, networks in addon_networks.items()
-                  if v in ready and all(f"{v}__{n}" in ready for n in networks))

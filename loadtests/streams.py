@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from loadtests.scenario import serving_voices
+from melstream.runners.base import servable_voices
 
 
 class StreamError(Exception):
@@ -139,7 +139,7 @@ class GrpcVoices:
                     networks[m.name] = list(addon_from_json(self.addon_json(m.name, timeout_s=timeout_s)).networks)
                 except StreamError:
                     continue  # a model that is not a melstream voice
-        return serving_voices([(m.name, m.state) for m in index], networks)
+        return servable_voices({m.name for m in index if m.state == "READY"}, networks)
 
     def utterance(self, voice: str, text: str, *, chunk_frames: int | None = None, timeout_s: float = 60.0,
                   clock: Callable[[], float] = time.perf_counter) -> Utterance:
@@ -231,7 +231,7 @@ class HttpVoices:
                     networks[m["name"]] = list(addon_from_json(self.addon_json(m["name"])).networks)
                 except StreamError:
                     continue
-        return serving_voices([(m["name"], m.get("state", "")) for m in index], networks)
+        return servable_voices({m["name"] for m in index if m.get("state") == "READY"}, networks)
 
     def utterance(self, voice: str, text: str, *, n_mels: int, chunk_frames: int | None = None, timeout_s: float = 60.0,
                   clock: Callable[[], float] = time.perf_counter) -> Utterance:

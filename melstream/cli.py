@@ -65,22 +65,11 @@ def cmd_health(args: argparse.Namespace) -> int:
 
     Used as the container health check: it needs nothing but this Python (the image has no curl).
     """
-    import urllib.error
-    import urllib.request
+    from melstream.serving.server import not_ready
 
-    url = f"http://{args.url}/v2/health/ready"
-    try:
-        with urllib.request.urlopen(url, timeout=args.timeout_s) as resp:
-            status = resp.status
-    except urllib.error.HTTPError as e:  # Triton answers 400 while models load or after one failed
-        status = e.code
-    except (urllib.error.URLError, OSError) as e:
-        reason = e.reason if isinstance(e, urllib.error.URLError) else e
-        print(f"melstream health: no answer from {url}: {reason} (is tritonserver running on {args.url}?)", file=sys.stderr)
-        return 1
-    if status != 200:
-        print(f"melstream health: {url} answered HTTP {status}: not ready (models still loading, or one failed: "
-              "see the server log)", file=sys.stderr)
+    reason = not_ready(args.url, timeout_s=args.timeout_s)
+    if reason is not None:
+        print(f"melstream health: {reason}", file=sys.stderr)
         return 1
     print("ready")
     return 0

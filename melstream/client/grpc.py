@@ -83,20 +83,17 @@ class Client:
         """Names of the voices that can serve: a ready voice model (a model carrying an addon)
         whose network models are all ready too."""
         from melstream.addon import addon_from_json
-        from melstream.runners.base import network_model_name
+        from melstream.runners.base import servable_voices
 
         try:
             index = self._client.get_model_repository_index(as_json=True).get("models", [])
             ready = {m["name"] for m in index if m.get("state") == "READY"}
-            voices = []
-            for name in sorted(ready):
+            networks = {}
+            for name in ready:
                 params = self._client.get_model_config(name, as_json=True)["config"].get("parameters", {})
-                if "addon_json" not in params:
-                    continue
-                addon = addon_from_json(params["addon_json"]["string_value"], source=f"voice {name!r}")
-                if all(network_model_name(addon.name, n) in ready for n in addon.networks):
-                    voices.append(name)
-            return voices
+                if "addon_json" in params:
+                    networks[name] = list(addon_from_json(params["addon_json"]["string_value"], source=f"voice {name!r}").networks)
+            return servable_voices(ready, networks)
         except Exception as e:
             raise ClientError(f"cannot list voices at {self.url}: {e}") from e
 

@@ -83,6 +83,22 @@ def check_triton_home(home: Path) -> Path:
     return home
 
 
+def not_ready(http_url: str, *, timeout_s: float) -> str | None:
+    """None if the server at ``http_url`` (HOST:PORT) is ready (``/v2/health/ready`` answers 200), else why not."""
+    url = f"http://{http_url}/v2/health/ready"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            status = resp.status
+    except urllib.error.HTTPError as e:  # Triton answers 400 while models load or after one failed
+        status = e.code
+    except (urllib.error.URLError, OSError) as e:
+        reason = e.reason if isinstance(e, urllib.error.URLError) else e
+        return f"no answer from {url}: {reason} (is tritonserver running on {http_url}?)"
+    if status != 200:
+        return f"{url} answered HTTP {status}: not ready (models still loading, or one failed: see the server log)"
+    return None
+
+
 def server_env(base: dict[str, str] | None = None) -> dict[str, str]:
     """Environment in which the server's Python stubs run this interpreter's environment."""
     env = dict(os.environ if base is None else base)
@@ -167,18 +183,13 @@ class TritonServer:
     def wait_ready(self, *, timeout_s: float) -> None:
         """Poll ``/v2/health/ready`` until it answers 200, the process dies, or time runs out."""
         deadline = time.monotonic() + timeout_s
-        url = f"http://{self.http_url}/v2/health/ready"
         while True:
             assert self._proc is not None
             if self._proc.poll() is not None:
                 raise ServerError(f"tritonserver exited with code {self._proc.returncode} before it was ready"
                                   + (f"; see {self.log_file}" if self.log_file else ""))
-            try:
-                with urllib.request.urlopen(url, timeout=1.0) as resp:
-                    if resp.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
+            if not_ready(self.http_url, timeout_s=1.0) is None:
+                return
             if time.monotonic() > deadline:
                 raise ServerError(f"tritonserver not ready after {timeout_s:.0f} s" + (f"; see {self.log_file}" if self.log_file else ""))
             time.sleep(0.1)  # polling interval of the health probe, not a readiness guess

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from loadtests.scenario import CATEGORIES, PARAGRAPHS, SHORT, parse_range, parse_text_mix, parse_weights, serving_voices
+from loadtests.scenario import CATEGORIES, PARAGRAPHS, SHORT, parse_range, parse_text_mix, parse_weights
 from loadtests.streams import check_equal, check_shape, grpc_request, sse_events
 
 
@@ -66,11 +66,6 @@ def test_think_range() -> None:
     for bad in ("2,1", "-1,1", "a,b", "1,2,3", ""):
         with pytest.raises(ValueError):
             parse_range(bad)
-
-
-def test_serving_voices_needs_every_network_ready() -> None:
-    models = [("fast", "READY"), ("fast__dec", "READY"), ("taco", "READY"), ("taco__enc", "UNAVAILABLE"), ("other", "READY")]
-    assert serving_voices(models, {"fast": ["dec"], "taco": ["enc"]}) == ["fast"]
 
 
 def test_sse_events_are_timed_at_their_data_line() -> None:

@@ -51,3 +51,11 @@ def test_onnx_session_falls_back_to_cpu_when_cuda_is_missing(fast_addon: Addon) 
     assert session.get_providers() == ["CPUExecutionProvider"]
     with pytest.warns(RuntimeWarning):
         assert onnx_session(path, providers=["CUDAExecutionProvider"]).get_providers() == ["CPUExecutionProvider"]
+
+
+def test_servable_voices_needs_every_network_ready() -> None:
+    from melstream.runners.base import servable_voices
+
+    models = [("fast", "READY"), ("fast__dec", "READY"), ("taco", "READY"), ("taco__enc", "UNAVAILABLE"), ("other", "READY")]
+    ready = {name for name, state in models if state == "READY"}
+    assert servable_voices(ready, {"fast": ["dec"], "taco": ["enc"]}) == ["fast"]
