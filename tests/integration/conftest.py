@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -28,12 +29,29 @@ def server(root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tri
         srv.stop()
 
 
-def metric(server: TritonServer, name: str, model: str) -> float:
-    """One Prometheus counter of ``model`` from the server's metrics endpoint (0 if absent)."""
+def scrape(server: TritonServer) -> dict[str, float]:
+    """Every sample on the server's metrics endpoint, keyed by its name and labels exactly as exported."""
     with urllib.request.urlopen(f"http://localhost:{server.metrics_port}/metrics", timeout=5) as resp:
         text = resp.read().decode()
-    m = re.search(rf'^{name}{{model="{re.escape(model)}",version="1"}} (\S+)$', text, re.M)
-    return float(m.group(1)) if m else 0.0
+    return {m.group(1): float(m.group(2)) for m in re.finditer(r"^([a-z_]+\{[^}]*\}|[a-z_]+) (\S+)$", text, re.M)}
+
+
+def metric(server: TritonServer, name: str, model: str) -> float:
+    """One Prometheus counter of ``model`` from the server's metrics endpoint (0 if absent)."""
+    return scrape(server).get(f'{name}{{model="{model}",version="1"}}', 0.0)
+
+
+T = TypeVar("T")
+
+
+def poll(fetch: Callable[[], T], done: Callable[[T], bool], *, timeout_s: float, interval_s: float = 0.05) -> T:
+    """``fetch()`` again every ``interval_s`` until ``done`` says yes or ``timeout_s`` passes; the last value."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = fetch()
+        if done(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(interval_s)  # polling interval
 
 
 def settled_metric(server: TritonServer, name: str, model: str, *, quiet_s: float = 1.0, timeout_s: float = 30.0) -> float:

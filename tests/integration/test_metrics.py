@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 import urllib.request
 
@@ -12,28 +11,19 @@ from melstream.client import Client
 from melstream.errors import ClientError
 from melstream.serving.server import TritonServer
 
+from .conftest import poll, scrape
+
 pytestmark = pytest.mark.integration
 
 LONG = " ".join(["A long paragraph keeps the server busy for a good while, frame after frame."] * 20)
 
 
-def scrape(server: TritonServer) -> dict[str, float]:
-    """Every ``melstream_*`` sample, keyed by its name and labels exactly as exported."""
-    with urllib.request.urlopen(f"http://localhost:{server.metrics_port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    return {m.group(1): float(m.group(2)) for m in re.finditer(r"^(melstream_\S+) (\S+)$", text, re.M)}
-
-
 def wait_for(server: TritonServer, key: str, value: float, *, timeout_s: float = 30.0) -> dict[str, float]:
     """Poll until the sample ``key`` reaches ``value`` (a stream's metrics are recorded after its final response)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        samples = scrape(server)
-        if samples.get(key, 0.0) >= value:
-            return samples
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{key} is {samples.get(key)} after {timeout_s} s, expected {value}")
-        time.sleep(0.05)  # polling interval
+    samples = poll(lambda: scrape(server), lambda s: s.get(key, 0.0) >= value, timeout_s=timeout_s)
+    if samples.get(key, 0.0) < value:
+        raise AssertionError(f"{key} is {samples.get(key)} after {timeout_s} s, expected {value}")
+    return samples
 
 
 def delta(after: dict[str, float], before: dict[str, float], key: str) -> float:

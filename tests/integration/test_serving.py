@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +28,7 @@ from melstream.errors import ClientError
 from melstream.serving.repo import build_repository
 from melstream.serving.server import TritonServer, free_port
 
-from .conftest import settled_metric, start_server
+from .conftest import poll, settled_metric, start_server
 
 pytestmark = pytest.mark.integration
 
@@ -318,10 +317,8 @@ def test_stopping_a_crashed_server_ends_its_backend_stubs(root: Path, tmp_path: 
             os.kill(pid, signal.SIGSTOP)
         os.kill(pgid, signal.SIGKILL)  # the crash
         srv.stop()
-        deadline = time.monotonic() + 10
-        while processes_in_group(pgid) and time.monotonic() < deadline:
-            time.sleep(0.05)  # SIGKILL is delivered asynchronously; poll until the kernel has reaped them
-        assert processes_in_group(pgid) == []
+        # SIGKILL is delivered asynchronously: poll until the kernel has reaped them
+        assert poll(lambda: processes_in_group(pgid), lambda pids: not pids, timeout_s=10) == []
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)  # never leak stubs from this test, pass or fail
