@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from training.dataset import Batch, Utterance, batches
+from training.dataset import Batch, Utterance, batches, load_split, load_symbols
 
 
 def add_common_args(ap: argparse.ArgumentParser, *, out: str, minutes: float, batch_frames: int) -> None:
@@ -24,6 +24,27 @@ def add_common_args(ap: argparse.ArgumentParser, *, out: str, minutes: float, ba
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-frames", type=int, default=batch_frames)
     ap.add_argument("--limit", type=int, default=None, help="use only this many training utterances")
+
+
+def prepare(args: argparse.Namespace, *, val_limit: int) -> tuple[random.Random, list[str], list[Utterance], list[Utterance]]:
+    """Seed torch and the batch order, set torch's threads, load the symbol inventory and the splits:
+    ``(rng, symbols, train_set, val)``."""
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    rng = random.Random(args.seed)
+    symbols = load_symbols(args.data)
+    return rng, symbols, load_split(args.data, "train", symbols, limit=args.limit), load_split(args.data, "val", symbols, limit=val_limit)
+
+
+def run_record(voice: str, args: argparse.Namespace, *, step: int, seconds: float, model: torch.nn.Module,
+               train_set: list[Utterance], **extra: Any) -> dict[str, Any]:
+    """What training.json records of a run: the budget spent, the set-up, and ``extra`` (validation, log…)."""
+    from training.export import AUDIO
+
+    frames = sum(len(u.mel) for u in train_set)
+    return {"voice": voice, "steps": step, "seconds": round(seconds), "threads": args.threads, "seed": args.seed,
+            "parameters": sum(p.numel() for p in model.parameters()), "train_utterances": len(train_set),
+            "train_hours": round(frames * AUDIO["hop_length"] / AUDIO["sample_rate"] / 3600, 2), **extra}
 
 
 def train(model: torch.nn.Module, train_set: list[Utterance], args: argparse.Namespace, rng: random.Random, *,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from melstream.nets import AttentionDecoderStep, PhonemeEncoder
-from training.dataset import Batch, Utterance, collate, load_split, load_symbols
+from training.dataset import Batch, Utterance, collate
 from training.export import AUDIO, export_onnx, tensor, write_addon
-from training.loop import add_common_args, train
+from training.loop import add_common_args, prepare, run_record, train
 
 ENC = {"dim": 192, "layers": 4, "kernel": 5}
 STEP = {"n_mels": 80, "dim": 192, "hidden": 256, "prenet": 128, "hard": True}
@@ -147,12 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     # 0.5 was tried (same budget): it stalled on 7 of 40 held-out sentences where the shipped voice stalls on none
     ap.add_argument("--free-mel-fraction", type=float, default=0.0, help="share of batches fed the model's own frames")
     args = ap.parse_args(argv)
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(args.threads)
-    rng = random.Random(args.seed)
-    symbols = load_symbols(args.data)
-    train_set = load_split(args.data, "train", symbols, limit=args.limit)
-    val = load_split(args.data, "val", symbols, limit=32)
+    rng, symbols, train_set, val = prepare(args, val_limit=32)
     model = Voice(len(symbols), dropout=0.1)
     params = sum(p.numel() for p in model.parameters())
     print(f"tacovoice: {len(train_set)} train / {len(val)} val utterances, {len(symbols)} symbols, {params / 1e6:.2f} M parameters")
@@ -168,10 +162,8 @@ def main(argv: list[str] | None = None) -> None:
                                warmup_steps=100, print_every=25, eval_every=200)
     final = evaluate(model, val)
     print(f"done: {step} steps in {seconds:.0f} s; validation {final}")
-    export(model, symbols, args.out, {"voice": "tacovoice", "steps": step, "seconds": round(seconds), "threads": args.threads,
-                                      "seed": args.seed, "parameters": params, "train_utterances": len(train_set),
-                                      "train_hours": round(sum(len(u.mel) for u in train_set) * 256 / 22050 / 3600, 2),
-                                      "validation": final, "log": log})
+    export(model, symbols, args.out, run_record("tacovoice", args, step=step, seconds=seconds, model=model, train_set=train_set,
+                                                validation=final, log=log))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +18,9 @@ import numpy as np
 import torch
 
 from melstream.nets import MelDecoder, PhonemeDurationPredictor, PhonemeEncoder
-from training.dataset import Batch, Utterance, collate, load_split, load_symbols
+from training.dataset import Batch, Utterance, collate
 from training.export import AUDIO, export_onnx, tensor, write_addon
-from training.loop import add_common_args, train
+from training.loop import add_common_args, prepare, run_record, train
 
 ENC = {"dim": 192, "layers": 4, "kernel": 5}
 DUR = {"dim": 128, "layers": 3, "kernel": 3}
@@ -107,12 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(ap, out="addons/fastvoice", minutes=14.0, batch_frames=6000)
     args = ap.parse_args(argv)
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(args.threads)
-    rng = random.Random(args.seed)
-    symbols = load_symbols(args.data)
-    train_set = load_split(args.data, "train", symbols, limit=args.limit)
-    val = load_split(args.data, "val", symbols, limit=64)
+    rng, symbols, train_set, val = prepare(args, val_limit=64)
     mel_mean = float(np.mean([u.mel.mean() for u in train_set]))
     model = Voice(len(symbols), mel_mean, dropout=0.1)
     params = sum(p.numel() for p in model.parameters())
@@ -126,10 +120,8 @@ def main(argv: list[str] | None = None) -> None:
                                warmup_steps=200, print_every=100, eval_every=500)
     final = evaluate(model, val)
     print(f"done: {step} steps in {seconds:.0f} s; validation {final}")
-    export(model, symbols, args.out, {"voice": "fastvoice", "steps": step, "seconds": round(seconds), "threads": args.threads,
-                                      "seed": args.seed, "parameters": params, "train_utterances": len(train_set),
-                                      "train_hours": round(sum(len(u.mel) for u in train_set) * 256 / 22050 / 3600, 2),
-                                      "mel_mean": mel_mean, "validation": final, "log": log})
+    export(model, symbols, args.out, run_record("fastvoice", args, step=step, seconds=seconds, model=model, train_set=train_set,
+                                                mel_mean=mel_mean, validation=final, log=log))
 
 
 if __name__ == "__main__":
