@@ -33,7 +33,7 @@ test: $(STAMP) sysdeps lint
 
 lint: $(STAMP)
 	$(BIN)/ruff check melstream tests training python_backends benchmarks loadtests
-	$(BIN)/mypy melstream
+	$(BIN)/mypy melstream training loadtests
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit

@@ -26,7 +26,7 @@ from training.export import AUDIO, export_onnx, tensor, write_addon
 from training.loop import add_common_args, prepare, run_record, train
 
 ENC = {"dim": 192, "layers": 4, "kernel": 5}
-STEP = {"n_mels": 80, "dim": 192, "hidden": 256, "prenet": 128, "hard": True}
+STEP: dict[str, Any] = {"n_mels": 80, "dim": 192, "hidden": 256, "prenet": 128, "hard": True}
 
 
 def guide_targets(b: Batch) -> torch.Tensor:
