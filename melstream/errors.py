@@ -1,4 +1,7 @@
-"""melstream's errors: one root, a few kinds, each message says what was wrong and where."""
+"""melstream's errors: one root, a few kinds, each message says what was wrong and where.
+
+Standard library only: clients import it.
+"""
 
 
 class MelstreamError(Exception):
@@ -10,14 +13,18 @@ class AddonError(MelstreamError):
 
 
 class StackError(AddonError):
-    """A stack cannot be built: unknown component type, bad parameter, wrong nesting."""
+    """A stack cannot be built: unknown component type, bad parameter, wrong nesting, mis-wired tensors."""
 
 
 class RegistryError(MelstreamError):
     """A component registration is refused (duplicate name, not a block class)."""
 
 
-class TextError(MelstreamError):
+class InputError(MelstreamError):
+    """A request's input is wrong (the message names the input): the server answers Triton's INVALID_ARG."""
+
+
+class TextError(InputError):
     """The input text cannot be spoken (empty, too long, not UTF-8)."""
 
 
@@ -31,3 +38,19 @@ class ServerError(MelstreamError):
 
 class ClientError(MelstreamError):
     """A request to a melstream server failed (wraps tritonclient's errors)."""
+
+
+class UnknownVoiceError(ClientError):
+    """The server serves no voice of that name (or it is not ready)."""
+
+
+class InvalidInputError(ClientError):
+    """The server refused the request's input (Triton's INVALID_ARG); the message names the input."""
+
+
+class ServerUnavailableError(ClientError):
+    """The server cannot be reached, or is too busy to take the request now; trying again later may work."""
+
+
+class ClientTimeoutError(ClientError):
+    """No response came within the client's ``timeout_s``."""
