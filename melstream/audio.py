@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from melstream.addon import AudioSpec
+from melstream.spec import AudioSpec
 
 LOG_FLOOR = 1e-5
 

@@ -28,6 +28,7 @@ name              shape / dtype    meaning
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -35,19 +36,119 @@ import numpy as np
 from melstream.errors import StackError
 
 if TYPE_CHECKING:
-    from melstream.stack import BuildContext
+    from melstream.runners.base import Network, Runner
+    from melstream.spec import AddonSpec, NetworkSpec
 
 Tensors = dict[str, np.ndarray]
 
+#: A tensor's axes without the batch: an int is a fixed size; a name (``"N"`` tokens, ``"T"`` frames,
+#: ``"D"`` channels, ``"n_mels"`` the addon's mel bins) is a size that must agree wherever the same name
+#: appears in one block's contract; ``"?"`` is any size.
+Shape = tuple[str | int, ...]
+Shapes = dict[str, Shape]
+
+#: what the root pipeline puts in the context before any block runs (see ``inputs_for``)
+ROOT_CONTEXT: Shapes = {"tokens": ("N",), "pace": (), "chunk_frames": ()}
+
+
+@dataclass(frozen=True)
+class Contract:
+    """The tensors a block consumes and emits, checked when the stack is built.
+
+    ``reads``: context tensors it needs (a SequenceBlock's inputs).  ``takes``: tensors it needs in
+    its upstream chunks (StreamableBlocks only).  ``emits``: a SequenceBlock's outputs (added to
+    the context) or a StreamableBlock's chunk tensors.  ``keeps_upstream``: its chunks also carry
+    every upstream chunk tensor it does not replace (per-frame effects).
+    """
+
+    reads: Mapping[str, Shape] = field(default_factory=dict)
+    takes: Mapping[str, Shape] = field(default_factory=dict)
+    emits: Mapping[str, Shape] = field(default_factory=dict)
+    keeps_upstream: bool = False
+
+
+def network_shape(shape: tuple[int, ...]) -> Shape:
+    """An addon's declared network tensor shape as a contract shape (``-1`` is any size)."""
+    return tuple("?" if d == -1 else d for d in shape)
+
+
+def show(shape: Shape) -> str:
+    return "[" + ", ".join(map(str, shape)) + "]"
+
+
+class Checker:
+    """Matches one block's declared shapes against what the stack gives it, binding named axes.
+
+    ``sizes`` holds the addon-wide names (``n_mels``); every other name is bound by its first use
+    within the block and must agree after that.
+    """
+
+    def __init__(self, block: Block, sizes: Mapping[str, int]) -> None:
+        self.block = block
+        self.bound: dict[str, str | int] = dict(sizes)
+
+    def fail(self, msg: str) -> StackError:
+        return StackError(f"{self.block.path}: {self.block.type_name or type(self.block).__name__} {msg}")
+
+    def match(self, name: str, declared: Shape, actual: Shape, where: str) -> None:
+        if len(declared) != len(actual):
+            raise self.fail(f'needs {where} "{name}" {show(declared)}, which is {show(actual)} (rank {len(actual)}, not {len(declared)})')
+        for axis, (d, a) in enumerate(zip(declared, actual, strict=True)):
+            want = self.bound.get(d, d) if isinstance(d, str) else d
+            if isinstance(want, int) and isinstance(a, int) and want != a:
+                named = f" ({d} = {want})" if isinstance(d, str) else ""
+                raise self.fail(f'needs {where} "{name}" {show(declared)}{named}, which is {show(actual)}: axis {axis} is {a}, not {want}')
+            if isinstance(d, str) and d != "?" and (d not in self.bound or isinstance(a, int)):
+                self.bound[d] = a
+
+    def need(self, wanted: Mapping[str, Shape], have: Mapping[str, Shape], where: str, source: str) -> None:
+        for name, declared in wanted.items():
+            if name not in have:
+                raise self.fail(f'needs {where} "{name}" {show(declared)}, but {source} only: {", ".join(sorted(have)) or "nothing"}')
+            self.match(name, declared, have[name], where)
+
+    def resolve(self, shapes: Mapping[str, Shape]) -> Shapes:
+        return {n: tuple(self.bound.get(d, d) if isinstance(d, str) else d for d in s) for n, s in shapes.items()}
+
+
+@dataclass
+class BuildContext:
+    """What components may use while they are built: the addon's spec, its networks on a runner, the front end."""
+
+    addon: AddonSpec
+    runner: Runner
+    frontend: Any = None
+    _bound: dict[str, Network] = field(default_factory=dict)
+
+    def network_spec(self, name: str, path: str) -> NetworkSpec:
+        try:
+            return self.addon.networks[name]
+        except KeyError:
+            raise StackError(f'{path}: needs network "{name}", but the addon declares only: '
+                             f'{", ".join(self.addon.networks)}') from None
+
+    def network(self, name: str, path: str) -> Network:
+        """The handle of network ``name`` on this context's runner (bound once, shared by blocks)."""
+        spec = self.network_spec(name, path)
+        if name not in self._bound:
+            self._bound[name] = self.runner.bind(self.addon, spec)
+        return self._bound[name]
+
+    def networks_with_role(self, role: str) -> list[str]:
+        return [n for n, s in self.addon.networks.items() if s.role == role]
+
 
 class Block:
-    """Common base: a registered type name, the JSON path it was built from, and a tree view."""
+    """Common base: a registered type name, the JSON path it was built from, its contract, and a tree view."""
 
     type_name: ClassVar[str] = ""
     #: child slots filled by the stack builder: name -> ("sequence" | "streamable", is_list)
     child_slots: ClassVar[dict[str, tuple[str, bool]]] = {}
     #: child slots that a stack may leave out (the block then gets ``None``)
     optional_slots: ClassVar[frozenset[str]] = frozenset()
+    #: the tensors this block consumes and emits: every block that does not override ``check`` declares
+    #: it (on the class, or in ``__init__`` when its tensors depend on its networks or parameters)
+    contract: Contract | None = None
 
     def __init__(self, ctx: BuildContext | None = None, *, path: str = "") -> None:
         self.path = path
@@ -67,20 +168,40 @@ class Block:
         line = "  " * indent + f"{name} ({kind}{', ' + params if params else ''})"
         return "\n".join([line] + [c.describe(indent + 1) for c in self.children()])
 
+    def declared(self) -> Contract:
+        """This block's contract; a block that declares none cannot be wired into a checked stack."""
+        if self.contract is None:
+            name = self.type_name or type(self).__name__
+            raise StackError(f'{self.path}: {name} declares no contract (the tensors it consumes and emits): '
+                             f"set `contract = Contract(...)` on {type(self).__qualname__}")
+        return self.contract
+
 
 class SequenceBlock(Block):
     """Takes the utterance's tensors and returns new tensors, all at once (e.g. an encoder).
 
     Contract: ``block(inputs) -> outputs``; ``inputs`` is read-only, ``outputs`` holds only the
-    tensors this block produces.  ``requires``/``provides`` name them so containers can order,
-    parallelise and validate blocks.
+    tensors this block produces: ``contract.reads`` and ``contract.emits`` name them (with their
+    shapes), so containers can order, parallelise and validate blocks.
     """
 
-    requires: tuple[str, ...] = ()
-    provides: tuple[str, ...] = ()
+    @property
+    def requires(self) -> tuple[str, ...]:
+        return tuple(self.declared().reads)
+
+    @property
+    def provides(self) -> tuple[str, ...]:
+        return tuple(self.declared().emits)
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> Tensors:
         raise NotImplementedError
+
+    def check(self, context: Shapes, sizes: Mapping[str, int]) -> Shapes:
+        """The shapes of this block's outputs, given the shapes in the ``context``; a StackError naming
+        this block's path and the missing or mis-shaped tensor if the context cannot feed it."""
+        contract, c = self.declared(), Checker(self, sizes)
+        c.need(contract.reads, context, "context tensor", "the context holds")
+        return c.resolve(contract.emits)
 
 
 class StreamableBlock(Block):
@@ -95,6 +216,19 @@ class StreamableBlock(Block):
     def generate(self, context: Mapping[str, np.ndarray], upstream: Iterator[Tensors] | None = None) -> Iterator[Tensors]:
         raise NotImplementedError
 
+    def check(self, context: Shapes, upstream: Shapes | None, sizes: Mapping[str, int]) -> Shapes:
+        """The shapes of this block's chunk tensors, given the ``context``'s and the ``upstream`` chunks'
+        (``None``: no block before it); a StackError naming this block's path and the tensor if not."""
+        contract, c = self.declared(), Checker(self, sizes)
+        c.need(contract.reads, context, "context tensor", "the context holds")
+        if contract.takes:
+            if upstream is None:
+                first = next(iter(contract.takes))
+                raise c.fail(f'needs upstream chunks with "{first}", but no block comes before it')
+            c.need(contract.takes, upstream, "upstream chunk tensor", "the chunks before it carry")
+        emits = c.resolve(contract.emits)
+        return {**upstream, **emits} if contract.keeps_upstream and upstream is not None else emits
+
 
 class SequenceBlockContainer(SequenceBlock):
     """A SequenceBlock made of nested SequenceBlocks, run in order.
@@ -108,16 +242,23 @@ class SequenceBlockContainer(SequenceBlock):
     def __init__(self, ctx: BuildContext | None = None, *, stack: list[SequenceBlock], path: str = "") -> None:
         super().__init__(ctx, path=path)
         self.stack = list(stack)
-        self.provides = tuple(name for b in self.stack for name in b.provides)
-        requires: list[str] = []
-        produced: set[str] = set()
+        reads: Shapes = {}
+        emits: Shapes = {}
         for b in self.stack:  # what the container needs from outside: inputs no earlier child produces
-            requires += [r for r in b.requires if r not in produced and r not in requires]
-            produced.update(b.provides)
-        self.requires = tuple(requires)
+            reads.update({n: s for n, s in b.declared().reads.items() if n not in emits and n not in reads})
+            emits.update(b.declared().emits)
+        self.contract = Contract(reads=reads, emits=emits)
 
     def children(self) -> list[Block]:
         return list(self.stack)
+
+    def check(self, context: Shapes, sizes: Mapping[str, int]) -> Shapes:
+        env, out = dict(context), {}
+        for block in self.stack:
+            produced = block.check(env, sizes)
+            env.update(produced)
+            out.update(produced)
+        return out
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> Tensors:
         env = dict(inputs)
@@ -146,6 +287,13 @@ class StreamableStack(StreamableBlock):
     def children(self) -> list[Block]:
         return list(self.stack)
 
+    def check(self, context: Shapes, upstream: Shapes | None, sizes: Mapping[str, int]) -> Shapes:
+        chunks = upstream
+        for block in self.stack:
+            chunks = block.check(context, chunks, sizes)
+        assert chunks is not None  # a StreamableStack holds at least one block
+        return chunks
+
     def generate(self, context: Mapping[str, np.ndarray], upstream: Iterator[Tensors] | None = None) -> Iterator[Tensors]:
         it = upstream
         for block in self.stack:
@@ -172,9 +320,26 @@ class StreamablePipeline(StreamableBlock):
         self.frontend: Any = ctx.frontend if ctx is not None else None
         self.n_mels = ctx.addon.audio.n_mels if ctx is not None else 80
         self.output = "mel"
+        #: the root pipeline's chunk tensors and their shapes, as checked at build (see :meth:`check_root`)
+        self.chunk_shapes: Shapes = {}
 
     def children(self) -> list[Block]:
         return [self.sequence_block, self.streamable_block]
+
+    def check(self, context: Shapes, upstream: Shapes | None, sizes: Mapping[str, int]) -> Shapes:
+        env = {**context, **self.sequence_block.check(context, sizes)}
+        return self.streamable_block.check(env, upstream, sizes)
+
+    def check_root(self) -> Shapes:
+        """Check the whole tree as an addon's root: from the text's ``tokens`` to chunks that carry
+        ``mel`` ``[T, n_mels]``.  Returns (and keeps) the chunks' shapes; a StackError names the
+        block and the tensor that does not fit."""
+        sizes = {"n_mels": self.n_mels}
+        chunks = self.check(dict(ROOT_CONTEXT), None, sizes)
+        c = Checker(self, sizes)
+        c.need({self.output: ("T", "n_mels")}, chunks, "its chunks to carry", "the stack's last block emits")
+        self.chunk_shapes = chunks
+        return chunks
 
     def generate(self, context: Mapping[str, np.ndarray], upstream: Iterator[Tensors] | None = None) -> Iterator[Tensors]:
         env = dict(context)
@@ -195,7 +360,7 @@ class StreamablePipeline(StreamableBlock):
     @property
     def produces_audio(self) -> bool:
         """True if the stack ends in a vocoder: chunks then carry ``audio`` as well as ``mel``."""
-        return any(getattr(b, "makes_audio", False) for b in walk(self))
+        return "audio" in self.chunk_shapes
 
     def stream_outputs(self, text: str | bytes, *, pace: float | None = None,
                        chunk_frames: int | None = None) -> Iterator[Tensors]:

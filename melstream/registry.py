@@ -7,6 +7,9 @@ A component is registered by a class decorator, like torchvision's model registr
 
 Other installed packages add components through the entry-point group ``melstream.components``;
 each entry point names a module or class, and importing it runs its ``@register_component``.
+
+This module is the mechanism only; :mod:`melstream.components` is the catalogue (the built-in
+components plus the plugins): look components up there, with ``get_component``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+from melstream.blocks import Block
 from melstream.errors import RegistryError, StackError
 
 ENTRY_POINT_GROUP = "melstream.components"
@@ -31,8 +35,6 @@ def register_component(name: str) -> Callable[[T], T]:
     """Class decorator that registers a block class under ``name``; a duplicate name is refused."""
 
     def wrap(cls: T) -> T:
-        from melstream.blocks import Block
-
         if not (isinstance(cls, type) and issubclass(cls, Block)):
             raise RegistryError(f"component {name!r}: {cls!r} is not a subclass of SequenceBlock or StreamableBlock")
         if name in _REGISTRY:
@@ -74,21 +76,16 @@ def reset_plugins() -> None:
         _plugins_loaded = False
 
 
-def _ensure_builtins() -> None:
-    import melstream.components  # noqa: F401  (registers the built-in components)
+def lookup(name: str) -> type:
+    """The class registered under ``name`` now; an unknown name raises StackError listing the known ones.
 
-    load_plugins()
-
-
-def get_component(name: str) -> type:
-    """The class registered under ``name``; an unknown name raises StackError listing the known ones."""
-    _ensure_builtins()
+    Only what has been imported is registered: use :func:`melstream.components.get_component`.
+    """
     try:
         return _REGISTRY[name]
     except KeyError:
         raise StackError(f'unknown type "{name}"; known: {", ".join(sorted(_REGISTRY))}') from None
 
 
-def known_components() -> list[str]:
-    _ensure_builtins()
+def registered() -> list[str]:
     return sorted(_REGISTRY)

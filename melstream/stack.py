@@ -4,57 +4,26 @@ from __future__ import annotations
 
 import inspect
 import typing
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from melstream.blocks import (
     Block,
+    BuildContext,
     SequenceBlock,
     SequenceBlockContainer,
     StreamableBlock,
     StreamablePipeline,
     StreamableStack,
 )
+from melstream.components import get_component
 from melstream.errors import StackError
-from melstream.registry import get_component
 
 if TYPE_CHECKING:
-    from melstream.addon import Addon, NetworkSpec
-    from melstream.runners.base import Network, Runner
+    from melstream.addon import Addon
+    from melstream.runners.base import Runner
 
 _KIND = {"sequence": SequenceBlock, "streamable": StreamableBlock}
 _RESERVED = {"self", "ctx", "path"}
-
-
-@dataclass
-class BuildContext:
-    """What components may use while they are built: the addon, its networks on a runner, the front end."""
-
-    addon: Addon
-    runner: Runner
-    frontend: Any = None
-    _bound: dict[str, Network] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.frontend is None:
-            self.frontend = self.addon.frontend()
-
-    def network_spec(self, name: str, path: str) -> NetworkSpec:
-        try:
-            return self.addon.networks[name]
-        except KeyError:
-            raise StackError(f'{path}: needs network "{name}", but the addon declares only: '
-                             f'{", ".join(self.addon.networks)}') from None
-
-    def network(self, name: str, path: str) -> Network:
-        """The handle of network ``name`` on this context's runner (bound once, shared by blocks)."""
-        spec = self.network_spec(name, path)
-        if name not in self._bound:
-            self._bound[name] = self.runner.bind(self.addon, spec)
-        return self._bound[name]
-
-    def networks_with_role(self, role: str) -> list[str]:
-        return [n for n, s in self.addon.networks.items() if s.role == role]
 
 
 def _check_param(cls: type, name: str, value: Any, hint: Any, path: str) -> None:
@@ -130,8 +99,9 @@ def build_block(spec: Any, ctx: BuildContext, path: str, expect: str) -> Block:
         raise StackError(f'{path}: "{type_name}": {e}') from e
 
 
-def build_stack(stack: Any, ctx: BuildContext, path: str = "stack") -> StreamablePipeline:
-    """Build an addon's ``stack`` list into its root StreamablePipeline.
+def build_stack(stack: Any, addon: Addon, runner: Runner, path: str = "stack") -> StreamablePipeline:
+    """Build ``stack`` (an addon's stack list) into its root StreamablePipeline, networks on ``runner``,
+    and check that every block gets the tensors it declares (:meth:`StreamablePipeline.check_root`).
 
     A one-element stack holding a StreamablePipeline is the root itself (the seed's form).  Any
     other list of StreamableBlocks is chained (a StreamableStack if more than one) under a root
@@ -139,6 +109,7 @@ def build_stack(stack: Any, ctx: BuildContext, path: str = "stack") -> Streamabl
     """
     if not isinstance(stack, list) or not stack:
         raise StackError(f"{path}: expected a non-empty list of blocks")
+    ctx = BuildContext(addon.spec, runner, frontend=addon.frontend())
     blocks = [build_block(s, ctx, f"{path}[{i}]", "streamable") for i, s in enumerate(stack)]
     if len(blocks) == 1 and isinstance(blocks[0], StreamablePipeline):
         root = blocks[0]
@@ -147,4 +118,5 @@ def build_stack(stack: Any, ctx: BuildContext, path: str = "stack") -> Streamabl
         root = StreamablePipeline(ctx, sequence_block=SequenceBlockContainer(ctx, stack=[], path=path),
                                   streamable_block=streamable, path=path)  # type: ignore[arg-type]
     root.frontend = ctx.frontend
+    root.check_root()
     return root

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from melstream.addon import AudioSpec
+from melstream.spec import AudioSpec
 from melstream.audio import log_mel, write_wav
 from melstream.espeak import HOP_LENGTH, get_espeak
 from melstream.text import EOS, PAD

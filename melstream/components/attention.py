@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from melstream.blocks import Block, SequenceBlock, StreamableBlock, Tensors, chunk_size
+from melstream.blocks import Block, Contract, SequenceBlock, Shapes, StreamableBlock, Tensors, chunk_size
 from melstream.components.segments import declared_context, encode_span, segment_bounds
 from melstream.errors import StackError, SynthesisError
 from melstream.registry import register_component
 
 if TYPE_CHECKING:
-    from melstream.stack import BuildContext
+    from melstream.blocks import BuildContext
 
 log = logging.getLogger("melstream.attention")
 
@@ -66,6 +66,12 @@ class AttentionDecoder(StreamableBlock):
                 raise StackError(f"{path}.{name}: must be >= 1, got {value}")
         self.n_mels = spec.inputs[0].shape[-1]
         self.hidden = spec.inputs[1].shape[-1]
+        if self.n_mels != ctx.addon.audio.n_mels:
+            raise StackError(f'{path}: network "{network}" makes frames of {self.n_mels} mel bins, but the addon\'s '
+                             f"audio.n_mels is {ctx.addon.audio.n_mels}")
+        # memory [N, D] comes from the context, or from the block's own encoder (checked in `check`)
+        self.contract = Contract(reads={"memory": ("N", spec.inputs[3].shape[-1])},
+                                 emits={"mel": ("T", "n_mels"), "alignment": ("T", "N")})
         self.chunk_frames = chunk_frames
         self.max_frames = max_frames
         self.max_frames_per_token = max_frames_per_token
@@ -73,6 +79,11 @@ class AttentionDecoder(StreamableBlock):
 
     def children(self) -> list[Block]:
         return [self.encoder] if self.encoder is not None else []
+
+    def check(self, context: Shapes, upstream: Shapes | None, sizes: Mapping[str, int]) -> Shapes:
+        if self.encoder is not None:
+            context = {**context, **self.encoder.check(context, sizes)}
+        return super().check(context, upstream, sizes)
 
     def params(self) -> dict[str, Any]:
         return {"network": self.network.spec.name, "chunk_frames": self.chunk_frames, "max_frames": self.max_frames}

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from melstream.blocks import StreamableBlock, Tensors, chunk_size
+from melstream.blocks import Contract, StreamableBlock, Tensors, chunk_size, network_shape, show
 from melstream.errors import StackError, SynthesisError
 from melstream.registry import register_component
 
 if TYPE_CHECKING:
-    from melstream.stack import BuildContext
+    from melstream.blocks import BuildContext
 
 
 @register_component("Decoder")
@@ -46,8 +46,19 @@ class Decoder(StreamableBlock):
             raise StackError(f"{path}.max_chunk_frames: must be >= chunk_frames ({chunk_frames}), got {max_chunk_frames}")
         self.chunk_frames = chunk_frames
         self.max_chunk_frames = max_chunk_frames
-        self.in_name = self.network.spec.inputs[0].name
-        self.out_name = self.network.spec.outputs[0].name
+        spec = self.network.spec
+        self.in_name = spec.inputs[0].name
+        self.out_name = spec.outputs[0].name
+        # frames in [T, D] from upstream, out [T, n_mels]: the network's own widths must be those
+        frames_in, frames_out = network_shape(spec.inputs[0].shape), network_shape(spec.outputs[0].shape)
+        if len(frames_in) != 2 or len(frames_out) != 2:
+            raise StackError(f'{path}: network "{network}" must map frames [T, D] to [T, n_mels], it maps '
+                             f"{show(frames_in)} to {show(frames_out)}")
+        n_mels = ctx.addon.audio.n_mels
+        if frames_out[1] not in (n_mels, "?"):
+            raise StackError(f'{path}: network "{network}" makes frames of {frames_out[1]} mel bins, but the addon\'s '
+                             f"audio.n_mels is {n_mels}")
+        self.contract = Contract(takes={"upsampled": ("T", frames_in[1])}, emits={"mel": ("T", "n_mels")})
 
     def params(self) -> dict[str, Any]:
         return {"network": self.network.spec.name, "chunk_frames": self.chunk_frames, "max_chunk_frames": self.max_chunk_frames,

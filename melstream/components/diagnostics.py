@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from melstream.blocks import Block, StreamableBlock, Tensors
+from melstream.blocks import Block, Shapes, StreamableBlock, Tensors
 from melstream.registry import register_component
 
 if TYPE_CHECKING:
-    from melstream.stack import BuildContext
+    from melstream.blocks import BuildContext
 
 log = logging.getLogger("melstream.diagnostics")
 
@@ -54,6 +54,9 @@ class Timed(StreamableBlock):
 
     def children(self) -> list[Block]:
         return [self.block]
+
+    def check(self, context: Shapes, upstream: Shapes | None, sizes: Mapping[str, int]) -> Shapes:
+        return self.block.check(context, upstream, sizes)  # chunks pass through unchanged
 
     def params(self) -> dict[str, Any]:
         return {"label": self.label}

@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from melstream.blocks import StreamableBlock, Tensors
+from melstream.blocks import Contract, StreamableBlock, Tensors
 from melstream.errors import StackError, SynthesisError
 from melstream.registry import register_component
 
 if TYPE_CHECKING:
-    from melstream.stack import BuildContext
+    from melstream.blocks import BuildContext
 
 
 @register_component("Gain")
@@ -22,6 +22,8 @@ class Gain(StreamableBlock):
     frames, louder by ``gain_db`` decibels (``+ gain_db * ln(10) / 20``) and, if ``tilt_db`` is
     set, with a spectral tilt rising linearly from 0 dB at the lowest bin to ``tilt_db`` at the
     highest (brighter for positive values)."""
+
+    contract = Contract(takes={"mel": ("T", "n_mels")}, emits={"mel": ("T", "n_mels")}, keeps_upstream=True)
 
     def __init__(self, ctx: BuildContext, *, gain_db: float = 0.0, tilt_db: float = 0.0, path: str = "") -> None:
         super().__init__(ctx, path=path)

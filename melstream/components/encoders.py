@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from melstream.blocks import SequenceBlock, SequenceBlockContainer, Tensors
+from melstream.blocks import Contract, SequenceBlock, SequenceBlockContainer, Tensors, network_shape
 from melstream.errors import StackError, SynthesisError
 from melstream.registry import register_component
 
 if TYPE_CHECKING:
-    from melstream.stack import BuildContext
+    from melstream.blocks import BuildContext
 
 
 @register_component("Network")
@@ -28,8 +28,9 @@ class NetworkBlock(SequenceBlock):
         super().__init__(ctx, path=path)
         self.network = ctx.network(network, path)
         self.name = network
-        self.requires = self.network.spec.input_names()
-        self.provides = self.network.spec.output_names()
+        spec = self.network.spec
+        self.contract = Contract(reads={t.name: network_shape(t.shape) for t in spec.inputs},
+                                 emits={t.name: network_shape(t.shape) for t in spec.outputs})
 
     def params(self) -> dict[str, Any]:
         return {"network": self.name}

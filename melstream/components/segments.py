@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from melstream.blocks import SequenceBlock, StreamableBlock, Tensors
+from melstream.blocks import SequenceBlock, Shapes, StreamableBlock, Tensors
 from melstream.errors import StackError
 from melstream.registry import register_component
 
 if TYPE_CHECKING:
-    from melstream.stack import BuildContext
+    from melstream.blocks import BuildContext
 
 
 def declared_context(ctx: BuildContext, block: SequenceBlock, path: str) -> int:
@@ -91,6 +91,10 @@ class SegmentedPipeline(StreamableBlock):
 
     def children(self) -> list[Any]:
         return [self.sequence_block, self.streamable_block]
+
+    def check(self, context: Shapes, upstream: Shapes | None, sizes: Mapping[str, int]) -> Shapes:
+        # like a StreamablePipeline, except that the streamable block starts anew on each segment, with no upstream
+        return self.streamable_block.check({**context, **self.sequence_block.check(context, sizes)}, None, sizes)
 
     def params(self) -> dict[str, Any]:
         return {"first_segment_tokens": self.first_segment_tokens, "segment_tokens": self.segment_tokens,

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from melstream.blocks import StreamableBlock, Tensors, chunk_size
+from melstream.blocks import Contract, StreamableBlock, Tensors, chunk_size
 from melstream.errors import StackError, SynthesisError
 from melstream.registry import register_component
 
 if TYPE_CHECKING:
-    from melstream.stack import BuildContext
+    from melstream.blocks import BuildContext
 
 
 def frame_counts(durations: np.ndarray, *, pace: float = 1.0, max_frames_per_token: int = 100) -> np.ndarray:
@@ -37,6 +37,7 @@ class Upsampler(StreamableBlock):
         self.chunk_frames = chunk_frames
         self.max_frames_per_token = max_frames_per_token
         self.keys = (encodings, durations)
+        self.contract = Contract(reads={encodings: ("N", "D"), durations: ("N",)}, emits={"upsampled": ("T", "D")})
 
     def params(self) -> dict[str, Any]:
         return {"chunk_frames": self.chunk_frames}

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from melstream.audio import istft_frames, mel_inverse, stft_frames
-from melstream.blocks import StreamableBlock, Tensors, chunk_size
+from melstream.blocks import BuildContext, Contract, StreamableBlock, Tensors, chunk_size
 from melstream.components.decoder import windowed
 from melstream.errors import StackError, SynthesisError
 from melstream.registry import register_component
+from melstream.runners.base import UnboundRunner
 
 if TYPE_CHECKING:
-    from melstream.addon import Addon, AudioSpec
-    from melstream.stack import BuildContext
+    from melstream.addon import Addon
+    from melstream.spec import AddonSpec, AudioSpec
 
 
 def griffin_lim(log_mel: np.ndarray, spec: AudioSpec, *, iterations: int, momentum: float) -> np.ndarray:
@@ -46,7 +47,8 @@ class GriffinLim(StreamableBlock):
     ``context_frames`` trades exactness for speed.  Phase starts at zero, so results are deterministic.
     """
 
-    makes_audio = True  # the voice model then streams AUDIO with MEL
+    # chunks carry audio: the voice model then streams AUDIO with MEL
+    contract = Contract(takes={"mel": ("T", "n_mels")}, emits={"mel": ("T", "n_mels"), "audio": ("S",)})
 
     def __init__(self, ctx: BuildContext, *, iterations: int = 32, momentum: float = 0.99, chunk_frames: int = 32,
                  context_frames: int | None = None, gain: float = 1.0, path: str = "") -> None:
@@ -84,9 +86,7 @@ class GriffinLim(StreamableBlock):
             yield {"mel": window[a - lo:b - lo], "audio": self._samples(window, a, b, lo)}
 
 
-def default_vocoder(addon: Addon) -> GriffinLim:
+def default_vocoder(addon: AddonSpec | Addon) -> GriffinLim:
     """A GriffinLim for ``addon``'s audio parameters, outside any stack (client-side vocoding of mel)."""
-    from melstream.runners.base import UnboundRunner
-    from melstream.stack import BuildContext
-
-    return GriffinLim(BuildContext(addon, UnboundRunner()), path="default-vocoder")
+    spec = cast("AddonSpec", getattr(addon, "spec", addon))  # an Addon or its spec (no import: addon.py builds components)
+    return GriffinLim(BuildContext(spec, UnboundRunner()), path="default-vocoder")

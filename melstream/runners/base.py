@@ -15,7 +15,7 @@ import numpy as np
 from melstream.errors import MelstreamError, SynthesisError
 
 if TYPE_CHECKING:
-    from melstream.addon import Addon, NetworkSpec
+    from melstream.spec import AddonSpec, NetworkSpec
 
 Call = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
@@ -57,10 +57,10 @@ class Runner:
 
     name = "runner"
 
-    def bind(self, addon: Addon, spec: NetworkSpec) -> Network:
+    def bind(self, addon: AddonSpec, spec: NetworkSpec) -> Network:
         return Network(spec, self.call_for(addon, spec), where=self.name)
 
-    def call_for(self, addon: Addon, spec: NetworkSpec) -> Call:
+    def call_for(self, addon: AddonSpec, spec: NetworkSpec) -> Call:
         raise NotImplementedError
 
 
@@ -69,7 +69,7 @@ class UnboundRunner(Runner):
 
     name = "unbound"
 
-    def call_for(self, addon: Addon, spec: NetworkSpec) -> Call:
+    def call_for(self, addon: AddonSpec, spec: NetworkSpec) -> Call:
         def call(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             raise SynthesisError(f"network {spec.name!r} is not bound to a runner (validation-only build)")
 

@@ -11,7 +11,7 @@ import numpy as np
 from melstream.runners.base import Call, Runner
 
 if TYPE_CHECKING:
-    from melstream.addon import Addon, NetworkSpec
+    from melstream.spec import AddonSpec, NetworkSpec
 
 
 def onnx_session(path: str, *, threads: int = 1, providers: Sequence[str] = ("CPUExecutionProvider",),
@@ -43,7 +43,7 @@ class OnnxRuntimeRunner(Runner):
     def __init__(self, *, threads: int = 1) -> None:
         self.threads = threads
 
-    def call_for(self, addon: Addon, spec: NetworkSpec) -> Call:
+    def call_for(self, addon: AddonSpec, spec: NetworkSpec) -> Call:
         session = onnx_session(str(addon.network_path(spec.name)), threads=self.threads)
         names = list(spec.output_names())
 

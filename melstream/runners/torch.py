@@ -10,7 +10,7 @@ from melstream.errors import AddonError
 from melstream.runners.base import Call, Runner
 
 if TYPE_CHECKING:
-    from melstream.addon import Addon, NetworkSpec
+    from melstream.spec import AddonSpec, NetworkSpec
 
 
 class TorchRunner(Runner):
@@ -19,7 +19,7 @@ class TorchRunner(Runner):
     def __init__(self, *, threads: int = 1) -> None:
         self.threads = threads
 
-    def call_for(self, addon: Addon, spec: NetworkSpec) -> Call:
+    def call_for(self, addon: AddonSpec, spec: NetworkSpec) -> Call:
         import onnx
         import torch
         from onnx import numpy_helper

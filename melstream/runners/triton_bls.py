@@ -10,7 +10,7 @@ from melstream.errors import SynthesisError
 from melstream.runners.base import Call, Runner, network_model_name
 
 if TYPE_CHECKING:
-    from melstream.addon import Addon, NetworkSpec
+    from melstream.spec import AddonSpec, NetworkSpec
 
 
 class TritonBLSRunner(Runner):
@@ -25,7 +25,7 @@ class TritonBLSRunner(Runner):
     def __init__(self, pb_utils: Any) -> None:
         self.pb = pb_utils
 
-    def call_for(self, addon: Addon, spec: NetworkSpec) -> Call:
+    def call_for(self, addon: AddonSpec, spec: NetworkSpec) -> Call:
         pb = self.pb
         model = network_model_name(addon.name, spec.name)
         outputs = list(spec.output_names())

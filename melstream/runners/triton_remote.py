@@ -10,7 +10,7 @@ from melstream.errors import ClientError
 from melstream.runners.base import Call, Runner, network_model_name
 
 if TYPE_CHECKING:
-    from melstream.addon import Addon, NetworkSpec
+    from melstream.spec import AddonSpec, NetworkSpec
 
 _TRITON_DTYPES = {"float32": "FP32", "float16": "FP16", "int64": "INT64", "int32": "INT32", "bool": "BOOL"}
 
@@ -26,7 +26,7 @@ class TritonRemoteRunner(Runner):
         self._grpc = grpcclient
         self.client = grpcclient.InferenceServerClient(url)
 
-    def call_for(self, addon: Addon, spec: NetworkSpec) -> Call:
+    def call_for(self, addon: AddonSpec, spec: NetworkSpec) -> Call:
         g = self._grpc
         model = network_model_name(addon.name, spec.name)
         outputs = list(spec.output_names())

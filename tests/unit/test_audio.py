@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from melstream.addon import Addon, AudioSpec
+from melstream.addon import Addon, AudioSpec, addon_from_data
 from melstream.audio import istft_frames, log_mel, mel_filterbank, stft_frames, write_wav
 from melstream.components.vocoder import GriffinLim
 
@@ -125,6 +125,6 @@ def test_a_stack_ending_in_a_vocoder_streams_audio(fast_addon: Addon) -> None:
     assert chunks and all(set(c) == {"mel", "audio"} and len(c["audio"]) == 256 * len(c["mel"]) for c in chunks)
     np.testing.assert_allclose(np.concatenate([c["mel"] for c in chunks]), fast_addon.build().synthesize("Audio too."), atol=1e-5)
     data = dict(fast_addon.raw, stack=fast_addon.raw["stack"] + [{"type": "GriffinLim"}])
-    cfg = pipeline_config(Addon(data, path=fast_addon.path), get_profile("cpu"))
+    cfg = pipeline_config(addon_from_data(data, path=fast_addon.path), get_profile("cpu"))
     assert [(o.name, list(o.dims)) for o in cfg.output] == [("MEL", [-1, 80]), ("AUDIO", [-1])]
     assert [o.name for o in pipeline_config(fast_addon, get_profile("cpu")).output] == ["MEL"]

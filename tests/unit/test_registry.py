@@ -9,8 +9,9 @@ import pytest
 
 import melstream
 from melstream.blocks import StreamableBlock
+from melstream.components import get_component, known_components
 from melstream.errors import RegistryError, StackError
-from melstream.registry import get_component, known_components, register_component, reset_plugins, unregister_component
+from melstream.registry import register_component, reset_plugins, unregister_component
 
 
 def test_builtins_are_registered() -> None:
@@ -41,12 +42,13 @@ def test_unknown_name_lists_known() -> None:
 def plugin_package(tmp_path: Path) -> Iterator[Path]:
     """A separately 'installed' package: a module plus a dist-info with an entry point, on sys.path."""
     (tmp_path / "echo_plugin.py").write_text(textwrap.dedent('''
-        from melstream.blocks import StreamableBlock
+        from melstream.blocks import Contract, StreamableBlock
         from melstream.registry import register_component
 
         @register_component("Echo")
         class Echo(StreamableBlock):
             """Repeats every upstream chunk twice."""
+            contract = Contract(keeps_upstream=True)
             def generate(self, context, upstream=None):
                 for chunk in upstream:
                     yield chunk
