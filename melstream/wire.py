@@ -12,7 +12,15 @@ A voice is one decoupled Triton model named after its addon:
 
 from __future__ import annotations
 
+import json
+import numbers
+import struct
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -43,3 +51,221 @@ AUDIO = OUTPUTS["audio"]
 ADDON_PARAMETER = "addon_json"
 #: the response parameter Triton sets on a stream's last response
 FINAL_RESPONSE_PARAMETER = "triton_final_response"
+#: the request parameter that asks Triton for that empty last response, so the end of a stream is explicit
+EMPTY_FINAL_RESPONSE_PARAMETER = "triton_enable_empty_final_response"
+#: joins a voice's name and a network's name into the network model's name (addon names cannot hold it)
+NETWORK_SEPARATOR = "__"
+#: the key of the error text in an HTTP error body (``{"error": "..."}``) and in a server-sent event
+ERROR_KEY = "error"
+#: Triton's HTTP endpoint listing every model and its state
+REPOSITORY_INDEX_PATH = "/v2/repository/index"
+#: the headers of a ``generate_stream`` request
+GENERATE_STREAM_HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+
+
+class WireError(ValueError):
+    """What came over the wire (or would go over it) does not follow the contract; the message says how."""
+
+
+# --- requests -------------------------------------------------------------------------------------------
+def encode_text(text: str) -> bytes:
+    """``TEXT``'s one element: the text as UTF-8.  A str that has no UTF-8 form (a lone surrogate) is refused."""
+    if not isinstance(text, str):
+        raise WireError(f"{TEXT.name} must be a str, got {type(text).__name__}")
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise WireError(f"{TEXT.name} is not valid Unicode text: {e}") from None
+
+
+def request_tensors(text: str, *, pace: float | None = None,
+                    chunk_frames: int | None = None) -> list[tuple[WireInput, np.ndarray]]:
+    """The inputs of one request, in config order, each with its ``[1]`` value in the input's numpy dtype
+    (``TEXT``: one UTF-8 ``bytes`` object).  An option left as None is not sent (the voice's default)."""
+    tensors: list[tuple[WireInput, np.ndarray]] = [(TEXT, np.array([encode_text(text)], dtype=np.object_))]
+    if pace is not None:
+        if isinstance(pace, bool) or not isinstance(pace, numbers.Real):
+            raise WireError(f"{PACE.name} must be a number, got {pace!r}")
+        tensors.append((PACE, np.array([pace], dtype=PACE.numpy_dtype)))
+    if chunk_frames is not None:
+        if isinstance(chunk_frames, bool) or not isinstance(chunk_frames, numbers.Integral):
+            raise WireError(f"{CHUNK_FRAMES.name} must be an integer, got {chunk_frames!r}")
+        if not -2**31 <= int(chunk_frames) < 2**31:
+            raise WireError(f"{CHUNK_FRAMES.name} does not fit INT32: {chunk_frames}")
+        tensors.append((CHUNK_FRAMES, np.array([chunk_frames], dtype=CHUNK_FRAMES.numpy_dtype)))
+    return tensors
+
+
+def request_json(text: str, *, pace: float | None = None, chunk_frames: int | None = None) -> bytes:
+    """The body of ``POST /v2/models/<voice>/generate_stream``: the same inputs as :func:`request_tensors`
+    as one JSON object of scalars (``{"TEXT": "...", "PACE": 1.25}``), UTF-8."""
+    body = {inp.name: (text if inp is TEXT else value.item()) for inp, value in request_tensors(text, pace=pace, chunk_frames=chunk_frames)}
+    return json.dumps(body, ensure_ascii=False).encode("utf-8")
+
+
+def raw_contents(inp: WireInput, value: np.ndarray) -> bytes:
+    """An input's value in Triton's raw binary form (gRPC ``raw_input_contents``): each BYTES element as its
+    length (little-endian uint32) then its bytes; numbers little-endian."""
+    if inp.datatype == "BYTES":
+        return b"".join(struct.pack("<I", len(e)) + e for e in (bytes(x) for x in value.reshape(-1)))
+    return np.ascontiguousarray(value, dtype=np.dtype(inp.numpy_dtype).newbyteorder("<")).tobytes()
+
+
+def generate_stream_path(voice: str) -> str:
+    """The HTTP path that streams an utterance of ``voice`` as server-sent events."""
+    return f"/v2/models/{quote(voice, safe='')}/generate_stream"
+
+
+def model_config_path(model: str) -> str:
+    """The HTTP path of a model's config (JSON)."""
+    return f"/v2/models/{quote(model, safe='')}/config"
+
+
+# --- responses ------------------------------------------------------------------------------------------
+def decode_chunk(outputs: Mapping[str, Any], *, n_mels: int) -> dict[str, np.ndarray] | None:
+    """One response's outputs as a chunk: ``{"mel": [frames, n_mels] float32}``, plus ``"audio"`` (``[samples]``
+    float32) when the voice sent it; None for a response without ``MEL`` (the empty final response).
+
+    ``outputs`` maps output names to arrays (gRPC) or nested lists (a server-sent event's JSON, where ``MEL``
+    arrives flat): both are reshaped with the voice's ``n_mels``, which comes from its addon (``audio.n_mels``)."""
+    if MEL not in outputs:
+        return None
+    if n_mels <= 0:
+        raise WireError(f"n_mels must be > 0, got {n_mels}")
+    chunk = {"mel": _float32(outputs[MEL], MEL)}
+    mel = chunk["mel"]
+    if mel.ndim not in (1, 2) or (mel.ndim == 2 and mel.shape[1] != n_mels) or mel.size % n_mels:
+        raise WireError(f"{MEL} is {mel.dtype.name} {list(mel.shape)}: not frames of the voice's {n_mels} mel bins")
+    chunk["mel"] = mel.reshape(-1, n_mels)
+    if AUDIO in outputs:
+        chunk["audio"] = _float32(outputs[AUDIO], AUDIO).reshape(-1)
+    return chunk
+
+
+def _float32(value: Any, name: str) -> np.ndarray:
+    try:
+        return np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise WireError(f"{name} is not an array of numbers: {e}") from None
+
+
+def event_error(event: Mapping[str, Any]) -> str | None:
+    """The error text a server-sent event carries (Triton sends ``{"error": "..."}``), or None."""
+    return None if ERROR_KEY not in event else str(event[ERROR_KEY])
+
+
+def http_error_message(status: int, body: bytes) -> str:
+    """The text of an HTTP error response: Triton's ``{"error": "..."}`` body, or a server-sent error event
+    (``generate_stream`` refuses a request that way), else the status and the start of the body."""
+    text = body.decode("utf-8", "replace")
+    for candidate in [text, *(payload for _, payload in _sse_data(text.splitlines(), lambda: 0.0))]:
+        try:
+            parsed = json.loads(candidate)
+        except ValueError:
+            continue
+        message = event_error(parsed) if isinstance(parsed, dict) else None
+        if message is not None:
+            return message
+    return f"HTTP {status}: {text[:200]}" if text.strip() else f"HTTP {status}"
+
+
+# --- server-sent events ---------------------------------------------------------------------------------
+def timed_sse_events(lines: Iterable[bytes | str], now: Callable[[], float]) -> Iterator[tuple[float, dict[str, Any]]]:
+    """``(arrival, event)`` for each server-sent event in ``lines`` (e.g. an HTTP response, read line by line).
+
+    An event is its ``data:`` lines (joined with newlines) up to a blank line, parsed as a JSON object; comments
+    (``:``) and other fields (``event:``, ``id:``) are skipped; LF or CRLF line ends; a last event without its
+    blank line still counts.  ``arrival`` is ``now()`` when the event's first ``data:`` line has been read,
+    before any parsing.  Malformed JSON, or JSON that is not an object, raises :class:`WireError`."""
+    for arrival, payload in _sse_data(lines, now):
+        yield arrival, _event(payload)
+
+
+def sse_events(lines: Iterable[bytes | str]) -> Iterator[dict[str, Any]]:
+    """The server-sent events in ``lines`` as JSON objects (see :func:`timed_sse_events`)."""
+    for _, event in timed_sse_events(lines, lambda: 0.0):
+        yield event
+
+
+def _sse_data(lines: Iterable[bytes | str], now: Callable[[], float]) -> Iterator[tuple[float, str]]:
+    """``(arrival, data)`` per event: the event's ``data:`` lines joined, not parsed."""
+    data: list[str] = []
+    arrival = 0.0
+    for raw in lines:
+        try:
+            line = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        except UnicodeDecodeError as e:
+            raise WireError(f"server-sent event line is not UTF-8: {e}") from None
+        line = line[:-2] if line.endswith("\r\n") else line[:-1] if line.endswith(("\n", "\r")) else line
+        if not line:
+            if data:
+                yield arrival, "\n".join(data)
+            data = []
+            continue
+        name, _, value = line.partition(":")
+        if name == "data":  # a line starting with ":" is a comment: name ""
+            if not data:
+                arrival = now()
+            data.append(value[1:] if value.startswith(" ") else value)
+    if data:
+        yield arrival, "\n".join(data)
+
+
+def _event(payload: str) -> dict[str, Any]:
+    try:
+        event = json.loads(payload)
+    except json.JSONDecodeError as e:
+        raise WireError(f"malformed server-sent event: not JSON ({e.msg} at line {e.lineno} column {e.colno}): {payload[:80]!r}") from None
+    if not isinstance(event, dict):
+        raise WireError(f"server-sent event is not a JSON object: {payload[:80]!r}")
+    return event
+
+
+# --- the voices a server serves -------------------------------------------------------------------------
+def addon_json_from_config(config: Mapping[str, Any], *, model: str = "model") -> str:
+    """The addon JSON a voice model's config carries: ``config["parameters"][ADDON_PARAMETER]["string_value"]``
+    (gRPC's ``as_json`` config and HTTP's config JSON have that shape; gRPC's ``{"config": {...}}`` wrapper is
+    accepted too).  A model without it is not a melstream voice: :class:`WireError` naming the parameter."""
+    config = _unwrap(config)
+    try:
+        value = config["parameters"][ADDON_PARAMETER]["string_value"]
+    except (KeyError, TypeError):
+        raise WireError(f"{model} is not a melstream voice: its config has no {ADDON_PARAMETER!r} parameter") from None
+    if not isinstance(value, str):
+        raise WireError(f"{model}: config parameter {ADDON_PARAMETER!r} is not a string")
+    return value
+
+
+def is_voice_config(config: Mapping[str, Any]) -> bool:
+    """Whether a model config carries an addon (the model is a melstream voice)."""
+    parameters = _unwrap(config).get("parameters")
+    return isinstance(parameters, Mapping) and ADDON_PARAMETER in parameters
+
+
+def _unwrap(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    inner = config.get("config")
+    return inner if "parameters" not in config and isinstance(inner, Mapping) else config
+
+
+def network_model_name(addon_name: str, network: str) -> str:
+    """The Triton model that serves ``network`` of addon ``addon_name`` (addon names cannot hold ``__``)."""
+    return f"{addon_name}{NETWORK_SEPARATOR}{network}"
+
+
+def is_network_model(model: str) -> bool:
+    """Whether ``model`` names a network model (``<voice>__<network>``) rather than a voice."""
+    return NETWORK_SEPARATOR in model
+
+
+def ready_models(index: Iterable[Mapping[str, Any]] | Mapping[str, Any]) -> set[str]:
+    """The names of the READY models in a repository index: HTTP's list of ``{"name", "state", ...}``, or
+    gRPC's ``as_json`` index (``{"models": [...]}``)."""
+    models = index.get("models", []) if isinstance(index, Mapping) else index
+    return {str(m["name"]) for m in models if m.get("state") == "READY"}
+
+
+def servable_voices(ready: Collection[str], addon_networks: Mapping[str, Iterable[str]]) -> list[str]:
+    """The voices that can serve, sorted: of the voice models ``addon_networks`` (voice -> its network
+    names), those that are ``ready`` and whose network models are all ready too."""
+    return sorted(v for v, networks in addon_networks.items()
+                  if v in ready and all(network_model_name(v, n) in ready for n in networks))

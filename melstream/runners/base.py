@@ -7,12 +7,14 @@ tensor specs, so a wrong dtype or rank is reported with the network's name whate
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from melstream.errors import MelstreamError, SynthesisError
+from melstream.wire import network_model_name as network_model_name  # the wire's, re-exported: existing imports work
+from melstream.wire import servable_voices as servable_voices
 
 if TYPE_CHECKING:
     from melstream.spec import AddonSpec, NetworkSpec
@@ -74,15 +76,3 @@ class UnboundRunner(Runner):
             raise SynthesisError(f"network {spec.name!r} is not bound to a runner (validation-only build)")
 
         return call
-
-
-def network_model_name(addon_name: str, network: str) -> str:
-    """The Triton model that serves ``network`` of addon ``addon_name`` (addon names cannot hold ``__``)."""
-    return f"{addon_name}__{network}"
-
-
-def servable_voices(ready: Collection[str], addon_networks: Mapping[str, Iterable[str]]) -> list[str]:
-    """The voices that can serve, sorted: of the voice models ``addon_networks`` (voice -> its network
-    names), those that are ``ready`` and whose network models are all ready too."""
-    return sorted(v for v, networks in addon_networks.items()
-                  if v in ready and all(network_model_name(v, n) in ready for n in networks))
