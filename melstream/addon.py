@@ -47,15 +47,41 @@ class Addon:
             raise type(e)(f"{spec.source}: {e}") from e
 
     # the spec's fields, read through the addon
-    name = property(lambda self: self.spec.name)
-    version = property(lambda self: self.spec.version)
-    description = property(lambda self: self.spec.description)
-    audio: AudioSpec = property(lambda self: self.spec.audio)  # type: ignore[assignment]
-    text: dict[str, Any] = property(lambda self: self.spec.text)  # type: ignore[assignment]
-    networks: dict[str, NetworkSpec] = property(lambda self: self.spec.networks)  # type: ignore[assignment]
-    raw: dict[str, Any] = property(lambda self: self.spec.raw)  # type: ignore[assignment]
-    path: Path | None = property(lambda self: self.spec.path)  # type: ignore[assignment]
-    source: str = property(lambda self: self.spec.source)  # type: ignore[assignment]
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def version(self) -> str:
+        return self.spec.version
+
+    @property
+    def description(self) -> str:
+        return self.spec.description
+
+    @property
+    def audio(self) -> AudioSpec:
+        return self.spec.audio
+
+    @property
+    def text(self) -> dict[str, Any]:
+        return self.spec.text
+
+    @property
+    def networks(self) -> dict[str, NetworkSpec]:
+        return self.spec.networks
+
+    @property
+    def raw(self) -> dict[str, Any]:
+        return self.spec.raw
+
+    @property
+    def path(self) -> Path | None:
+        return self.spec.path
+
+    @property
+    def source(self) -> str:
+        return self.spec.source
 
     def network_path(self, name: str) -> Path:
         return self.spec.network_path(name)
