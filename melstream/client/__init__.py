@@ -2,15 +2,29 @@
 
     from melstream.client import Client
     client = Client("localhost:8001")
-    for mel in client.stream("Hello there.", voice="fastvoice"):   # [frames, 80] float32 chunks
+    for mel in client.stream("Hello there.", voice="fastvoice"):   # [frames, n_mels] float32 chunks
         ...
     whole = client.synthesize("Hello there.", voice="fastvoice")
+    client.spec("fastvoice").audio.n_mels                           # the voice's addon, as plain data
 
-``remote_pipeline(voice)`` rebuilds the voice's stack from the addon JSON the server publishes,
-with its networks bound to the server's network models.
+Failures are typed (:mod:`melstream.errors`), each a :class:`ClientError` keeping the server's message:
+:class:`UnknownVoiceError`, :class:`InvalidInputError`, :class:`ServerUnavailableError`,
+:class:`ClientTimeoutError`.
+
+Listing voices and reading their specs imports no component or plugin; ``remote_pipeline(voice)``
+rebuilds the voice's stack from the addon JSON the server publishes, with its networks bound to the
+server's network models.
 """
 
 from melstream.client.grpc import Client, stream, synthesize
 from melstream.client.http import HttpClient
+from melstream.errors import (
+    ClientError,
+    ClientTimeoutError,
+    InvalidInputError,
+    ServerUnavailableError,
+    UnknownVoiceError,
+)
 
-__all__ = ["Client", "HttpClient", "stream", "synthesize"]
+__all__ = ["Client", "ClientError", "ClientTimeoutError", "HttpClient", "InvalidInputError", "ServerUnavailableError",
+           "UnknownVoiceError", "stream", "synthesize"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import uuid
@@ -10,32 +11,25 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from melstream.errors import ClientError
+from melstream import wire
+from melstream.client._errors import grpc_error
+from melstream.errors import AddonError, ClientError, ClientTimeoutError, InvalidInputError, UnknownVoiceError
 
 if TYPE_CHECKING:
     from melstream.addon import Addon
     from melstream.blocks import StreamablePipeline
+    from melstream.spec import AddonSpec
 
 DEFAULT_GRPC_URL = "localhost:8001"
 
 
-def _text_inputs(g: Any, text: str, pace: float | None, chunk_frames: int | None) -> list[Any]:
-    inp = g.InferInput("TEXT", [1], "BYTES")
-    inp.set_data_from_numpy(np.array([text.encode("utf-8")], dtype=np.object_))
-    inputs = [inp]
-    if pace is not None:
-        p = g.InferInput("PACE", [1], "FP32")
-        p.set_data_from_numpy(np.array([pace], dtype=np.float32))
-        inputs.append(p)
-    if chunk_frames is not None:
-        c = g.InferInput("CHUNK_FRAMES", [1], "INT32")
-        c.set_data_from_numpy(np.array([chunk_frames], dtype=np.int32))
-        inputs.append(c)
-    return inputs
-
-
 class Client:
-    """A connection to a melstream server's gRPC endpoint.  Options are keyword-only; times in seconds."""
+    """A connection to a melstream server's gRPC endpoint.  Options are keyword-only; times in seconds.
+
+    Failures are :class:`~melstream.errors.ClientError`\\ s carrying the server's message:
+    :class:`~melstream.errors.UnknownVoiceError`, :class:`~melstream.errors.InvalidInputError`,
+    :class:`~melstream.errors.ServerUnavailableError`, :class:`~melstream.errors.ClientTimeoutError`.
+    """
 
     def __init__(self, url: str = DEFAULT_GRPC_URL, *, timeout_s: float = 60.0) -> None:
         import tritonclient.grpc as grpcclient
@@ -46,11 +40,12 @@ class Client:
         try:
             self._client = grpcclient.InferenceServerClient(url)
         except Exception as e:
-            raise ClientError(f"cannot connect to {url}: {e}") from e
+            raise grpc_error(e, where=f"cannot connect to {url}") from e
         # tritonclient allows one open stream per client object and a new channel costs ~50 ms,
         # so idle stream clients are kept for the next utterance.
         self._idle: list[Any] = []
         self._lock = threading.Lock()
+        self._specs: dict[str, AddonSpec] = {}
 
     def _stream_client(self) -> Any:
         with self._lock:
@@ -79,39 +74,57 @@ class Client:
         self.close()
 
     # --- what the server serves -------------------------------------------------------------
+    def _config(self, model: str) -> dict[str, Any]:
+        try:
+            return dict(self._client.get_model_config(model, as_json=True, client_timeout=self.timeout_s)["config"])
+        except Exception as e:
+            raise grpc_error(e, where=f"voice {model!r} at {self.url}") from e
+
+    def _spec_of(self, voice: str, addon_json: str) -> AddonSpec:
+        from melstream.spec import addon_spec_from_json
+
+        try:
+            spec = addon_spec_from_json(addon_json, source=f"voice {voice!r} at {self.url}")
+        except AddonError as e:
+            raise ClientError(f"voice {voice!r} at {self.url}: the server's addon JSON is not valid here: {e}") from e
+        self._specs[voice] = spec
+        return spec
+
     def voices(self) -> list[str]:
         """Names of the voices that can serve: a ready voice model (a model carrying an addon)
         whose network models are all ready too."""
-        from melstream.addon import addon_from_json
-        from melstream.runners.base import servable_voices
-
         try:
-            index = self._client.get_model_repository_index(as_json=True).get("models", [])
-            ready = {m["name"] for m in index if m.get("state") == "READY"}
-            networks = {}
-            for name in ready:
-                params = self._client.get_model_config(name, as_json=True)["config"].get("parameters", {})
-                if "addon_json" in params:
-                    networks[name] = list(addon_from_json(params["addon_json"]["string_value"], source=f"voice {name!r}").networks)
-            return servable_voices(ready, networks)
+            index = self._client.get_model_repository_index(as_json=True, client_timeout=self.timeout_s)
         except Exception as e:
-            raise ClientError(f"cannot list voices at {self.url}: {e}") from e
+            raise grpc_error(e, where=f"cannot list voices at {self.url}") from e
+        ready = wire.ready_models(index)
+        networks = {}
+        for name in sorted(ready):
+            if wire.is_network_model(name):
+                continue
+            config = self._config(name)
+            if wire.is_voice_config(config):
+                networks[name] = list(self._spec_of(name, wire.addon_json_from_config(config)).networks)
+        return wire.servable_voices(ready, networks)
 
     def addon_json(self, voice: str) -> str:
         """The addon JSON that the server's voice model carries in its config."""
         try:
-            cfg = self._client.get_model_config(voice, as_json=True)["config"]
-        except Exception as e:
-            raise ClientError(f"voice {voice!r} at {self.url}: {e}") from e
-        try:
-            return str(cfg["parameters"]["addon_json"]["string_value"])
-        except KeyError:
-            raise ClientError(f"model {voice!r} at {self.url} is not a melstream voice (no addon_json parameter)") from None
+            return wire.addon_json_from_config(self._config(voice), model=f"model {voice!r} at {self.url}")
+        except wire.WireError as e:
+            raise UnknownVoiceError(str(e)) from None
+
+    def spec(self, voice: str) -> AddonSpec:
+        """The voice's addon as plain data (audio parameters, networks), from its model config; kept per voice.
+        Nothing is built: no component or plugin is imported."""
+        spec = self._specs.get(voice)
+        return spec if spec is not None else self._spec_of(voice, self.addon_json(voice))
 
     def addon(self, voice: str) -> Addon:
-        from melstream.addon import addon_from_json
+        """The voice's addon, with its stack validated here (this imports the stack's components)."""
+        from melstream.addon import Addon
 
-        return addon_from_json(self.addon_json(voice), source=f"voice {voice!r} at {self.url}")
+        return Addon(self.spec(voice))
 
     def remote_pipeline(self, voice: str) -> StreamablePipeline:
         """The voice's stack, rebuilt here, with networks running on the server's network models."""
@@ -135,48 +148,60 @@ class Client:
                        timeout_s: float | None = None) -> Iterator[dict[str, np.ndarray]]:
         """Like :meth:`stream`, yielding ``{"mel": [frames, n_mels], "audio": [frames * hop]}`` per chunk
         (``audio`` only from voices whose stack ends in a vocoder)."""
+        where = f"voice {voice!r} at {self.url}"
         wait_s = self.timeout_s if timeout_s is None else timeout_s
+        try:
+            tensors = wire.request_tensors(text, pace=pace, chunk_frames=chunk_frames)
+        except wire.WireError as e:
+            raise InvalidInputError(f"{where}: {e}") from None
+        n_mels = self.spec(voice).audio.n_mels
+        inputs = []
+        for inp, value in tensors:
+            t = self._g.InferInput(inp.name, list(value.shape), inp.datatype)
+            t.set_data_from_numpy(value)
+            inputs.append(t)
         responses: queue.Queue[tuple[Any, Any]] = queue.Queue()
         client = self._stream_client()
-        request_id = uuid.uuid4().hex
-        finished = threading.Event()
+        finished = False
         try:
             client.start_stream(callback=lambda result, error: responses.put((result, error)))
-            client.async_stream_infer(voice, _text_inputs(self._g, text, pace, chunk_frames), request_id=request_id,
-                                      enable_empty_final_response=True)
+            # if the stream has already failed, its error comes through the callback, read below
+            with contextlib.suppress(self._g.InferenceServerException):
+                client.async_stream_infer(voice, inputs, request_id=uuid.uuid4().hex, enable_empty_final_response=True)
             while True:
                 try:
                     result, error = responses.get(timeout=wait_s)
                 except queue.Empty:
-                    raise ClientError(f"voice {voice!r} at {self.url}: no response within {wait_s} s") from None
+                    raise ClientTimeoutError(f"{where}: no response within {wait_s} s") from None
                 if error is not None:
-                    raise ClientError(f"voice {voice!r} at {self.url}: {error.message() if hasattr(error, 'message') else error}")
+                    raise grpc_error(error, where=where)
                 response = result.get_response()
-                mel = result.as_numpy("MEL") if len(response.outputs) else None
-                if mel is not None:
-                    audio = result.as_numpy("AUDIO")
-                    yield {"mel": mel} if audio is None else {"mel": mel, "audio": audio}
-                if response.parameters["triton_final_response"].bool_param:
-                    finished.set()
+                try:
+                    chunk = wire.decode_chunk({o.name: result.as_numpy(o.name) for o in response.outputs}, n_mels=n_mels)
+                except wire.WireError as e:
+                    raise ClientError(f"{where}: {e}") from None
+                if chunk is not None:
+                    yield chunk
+                if response.parameters[wire.FINAL_RESPONSE_PARAMETER].bool_param:
+                    finished = True
                     return
         except ClientError:
             raise
         except Exception as e:
-            raise ClientError(f"voice {voice!r} at {self.url}: {e}") from e
+            raise grpc_error(e, where=where) from e
         finally:
-            clean = finished.is_set()
             try:
                 # cancel_requests tells the server to stop work for a stream the caller abandoned
-                client.stop_stream(cancel_requests=not clean)
+                client.stop_stream(cancel_requests=not finished)
             finally:
-                self._release(client, reusable=clean)
+                self._release(client, reusable=finished)
 
     def synthesize(self, text: str, *, voice: str, pace: float | None = None, chunk_frames: int | None = None,
                    timeout_s: float | None = None) -> np.ndarray:
         """The whole utterance ``[frames, n_mels]``: the concatenation of :meth:`stream`."""
         chunks = list(self.stream(text, voice=voice, pace=pace, chunk_frames=chunk_frames, timeout_s=timeout_s))
         if not chunks:
-            return np.zeros((0, 80), np.float32)
+            return np.zeros((0, self.spec(voice).audio.n_mels), np.float32)
         return np.concatenate(chunks, axis=0)
 
 

@@ -5,112 +5,153 @@ from __future__ import annotations
 import http.client
 import json
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from melstream.errors import ClientError
+from melstream import wire
+from melstream.client._errors import client_error
+from melstream.errors import (
+    AddonError,
+    ClientError,
+    ClientTimeoutError,
+    InvalidInputError,
+    ServerUnavailableError,
+    UnknownVoiceError,
+)
 
 if TYPE_CHECKING:
     from melstream.addon import Addon
+    from melstream.spec import AddonSpec
 
 DEFAULT_HTTP_URL = "localhost:8000"
 
 
 class HttpClient:
-    """Streams mel chunks over Triton's HTTP generate_stream (SSE).  Times in seconds, keyword-only."""
+    """Streams mel chunks over Triton's HTTP generate_stream (SSE).  Times in seconds, keyword-only.
 
-    def __init__(self, url: str = DEFAULT_HTTP_URL, *, timeout_s: float = 60.0, n_mels: int = 80) -> None:
-        self.url = url.removeprefix("http://")
+    Failures are :class:`~melstream.errors.ClientError`\\ s carrying the server's message (Triton's
+    ``{"error": "..."}``): :class:`~melstream.errors.UnknownVoiceError`, :class:`~melstream.errors.InvalidInputError`,
+    :class:`~melstream.errors.ServerUnavailableError`, :class:`~melstream.errors.ClientTimeoutError`.
+    A voice's ``n_mels`` comes from its config (the addon's ``audio.n_mels``), read once per voice.
+    """
+
+    def __init__(self, url: str = DEFAULT_HTTP_URL, *, timeout_s: float = 60.0) -> None:
+        self.url = url.removeprefix("http://").rstrip("/")
         self.timeout_s = timeout_s
-        self.n_mels = n_mels
+        self._specs: dict[str, AddonSpec] = {}
 
-    def addon(self, voice: str) -> Addon:
-        """The voice's addon, rebuilt from the JSON in its model config (``GET /v2/models/<voice>/config``)."""
-        from melstream.addon import addon_from_json
-
+    def _connection(self, timeout_s: float) -> http.client.HTTPConnection:
         host, _, port = self.url.partition(":")
-        conn = http.client.HTTPConnection(host, int(port or 80), timeout=self.timeout_s)
+        return http.client.HTTPConnection(host, int(port or 80), timeout=timeout_s)
+
+    def _json(self, method: str, path: str, *, where: str, body: bytes | None = None) -> Any:
+        """The JSON answer of one request; an error status raises the typed error with Triton's message."""
+        conn = self._connection(self.timeout_s)
         try:
-            conn.request("GET", f"/v2/models/{voice}/config")
+            conn.request(method, path, body=body)
             resp = conn.getresponse()
-            body = resp.read()
-        except OSError as e:
-            raise ClientError(f"voice {voice!r} at http://{self.url}: {e}") from e
+            data = resp.read()
+        except TimeoutError as e:
+            raise ClientTimeoutError(f"{where}: no response within {self.timeout_s} s") from e
+        except (OSError, http.client.HTTPException) as e:
+            raise ServerUnavailableError(f"{where}: {type(e).__name__}: {e}") from e
         finally:
             conn.close()
         if resp.status != 200:
-            raise ClientError(f"voice {voice!r} at http://{self.url}: HTTP {resp.status}: {body[:200]!r}")
+            raise client_error(wire.http_error_message(resp.status, data), where=where, http_status=resp.status)
         try:
-            text = json.loads(body)["parameters"]["addon_json"]["string_value"]
-        except (KeyError, json.JSONDecodeError):
-            raise ClientError(f"model {voice!r} at http://{self.url} is not a melstream voice (no addon_json parameter)") from None
-        return addon_from_json(text, source=f"voice {voice!r} at http://{self.url}")
+            return json.loads(data)
+        except ValueError as e:
+            raise ClientError(f"{where}: the answer is not JSON: {data[:80]!r}") from e
 
+    # --- what the server serves -------------------------------------------------------------
+    def addon_json(self, voice: str) -> str:
+        """The addon JSON that the server's voice model carries in its config (``GET /v2/models/<voice>/config``)."""
+        where = f"voice {voice!r} at http://{self.url}"
+        config = self._json("GET", wire.model_config_path(voice), where=where)
+        try:
+            return wire.addon_json_from_config(config, model=f"model {voice!r} at http://{self.url}")
+        except wire.WireError as e:
+            raise UnknownVoiceError(str(e)) from None
+
+    def spec(self, voice: str) -> AddonSpec:
+        """The voice's addon as plain data (audio parameters, networks), from its model config; kept per voice.
+        Nothing is built: no component or plugin is imported."""
+        spec = self._specs.get(voice)
+        return spec if spec is not None else self._spec_of(voice, self.addon_json(voice))
+
+    def _spec_of(self, voice: str, addon_json: str) -> AddonSpec:
+        from melstream.spec import addon_spec_from_json
+
+        try:
+            spec = addon_spec_from_json(addon_json, source=f"voice {voice!r} at http://{self.url}")
+        except AddonError as e:
+            raise ClientError(f"voice {voice!r} at http://{self.url}: the server's addon JSON is not valid here: {e}") from e
+        self._specs[voice] = spec
+        return spec
+
+    def addon(self, voice: str) -> Addon:
+        """The voice's addon, with its stack validated here (this imports the stack's components)."""
+        from melstream.addon import Addon
+
+        return Addon(self.spec(voice))
+
+    def voices(self) -> list[str]:
+        """Names of the voices that can serve (as :meth:`melstream.client.Client.voices`)."""
+        index = self._json("POST", wire.REPOSITORY_INDEX_PATH, body=b"{}", where=f"cannot list voices at http://{self.url}")
+        ready = wire.ready_models(index)
+        networks = {}
+        for name in sorted(ready):
+            if wire.is_network_model(name):
+                continue
+            config = self._json("GET", wire.model_config_path(name), where=f"voice {name!r} at http://{self.url}")
+            if wire.is_voice_config(config):
+                networks[name] = list(self._spec_of(name, wire.addon_json_from_config(config)).networks)
+        return wire.servable_voices(ready, networks)
+
+    # --- streaming ----------------------------------------------------------------------------
     def stream(self, text: str, *, voice: str, pace: float | None = None, chunk_frames: int | None = None,
                timeout_s: float | None = None) -> Iterator[np.ndarray]:
-        """Yield ``[frames, n_mels]`` float32 chunks as events arrive; closing it closes the connection."""
+        """Yield ``[frames, n_mels]`` float32 chunks as events arrive; closing it closes the connection.
+        ``timeout_s`` bounds each wait for the server (default: the client's)."""
         for chunk in self.stream_outputs(text, voice=voice, pace=pace, chunk_frames=chunk_frames, timeout_s=timeout_s):
             yield chunk["mel"]
 
     def stream_outputs(self, text: str, *, voice: str, pace: float | None = None, chunk_frames: int | None = None,
                        timeout_s: float | None = None) -> Iterator[dict[str, np.ndarray]]:
         """Like :meth:`stream`, yielding ``{"mel": ..., "audio": ...}`` (``audio`` if the voice makes audio)."""
-        body: dict[str, object] = {"TEXT": text}
-        if pace is not None:
-            body["PACE"] = pace
-        if chunk_frames is not None:
-            body["CHUNK_FRAMES"] = chunk_frames
-        host, _, port = self.url.partition(":")
-        conn = http.client.HTTPConnection(host, int(port or 80), timeout=self.timeout_s if timeout_s is None else timeout_s)
+        where = f"voice {voice!r} at http://{self.url}"
+        wait_s = self.timeout_s if timeout_s is None else timeout_s
         try:
-            try:
-                conn.request("POST", f"/v2/models/{voice}/generate_stream", body=json.dumps(body),
-                             headers={"Content-Type": "application/json", "Accept": "text/event-stream"})
-                resp = conn.getresponse()
-            except OSError as e:
-                raise ClientError(f"voice {voice!r} at http://{self.url}: {e}") from e
-            for event in _events(resp):
-                if "error" in event:
-                    raise ClientError(f"voice {voice!r} at http://{self.url}: {event['error']}")
-                if "MEL" in event:
-                    chunk = {"mel": np.asarray(event["MEL"], dtype=np.float32).reshape(-1, self.n_mels)}
-                    if "AUDIO" in event:
-                        chunk["audio"] = np.asarray(event["AUDIO"], dtype=np.float32).reshape(-1)
-                    yield chunk
+            body = wire.request_json(text, pace=pace, chunk_frames=chunk_frames)
+        except wire.WireError as e:
+            raise InvalidInputError(f"{where}: {e}") from None
+        n_mels = self.spec(voice).audio.n_mels
+        conn = self._connection(wait_s)
+        try:
+            conn.request("POST", wire.generate_stream_path(voice), body=body, headers=wire.GENERATE_STREAM_HEADERS)
+            resp = conn.getresponse()
             if resp.status != 200:
-                raise ClientError(f"voice {voice!r} at http://{self.url}: HTTP {resp.status} {resp.reason}")
+                raise client_error(wire.http_error_message(resp.status, resp.read()), where=where, http_status=resp.status)
+            for event in wire.sse_events(resp):
+                error = wire.event_error(event)
+                if error is not None:
+                    raise client_error(error, where=where)
+                chunk = wire.decode_chunk(event, n_mels=n_mels)
+                if chunk is not None:
+                    yield chunk
+        except TimeoutError as e:
+            raise ClientTimeoutError(f"{where}: no response within {wait_s} s") from e
+        except (OSError, http.client.HTTPException) as e:
+            raise ServerUnavailableError(f"{where}: {type(e).__name__}: {e}") from e
+        except wire.WireError as e:
+            raise ClientError(f"{where}: {e}") from e
         finally:
             conn.close()
 
     def synthesize(self, text: str, *, voice: str, pace: float | None = None, chunk_frames: int | None = None,
                    timeout_s: float | None = None) -> np.ndarray:
+        """The whole utterance ``[frames, n_mels]``: the concatenation of :meth:`stream`."""
         chunks = list(self.stream(text, voice=voice, pace=pace, chunk_frames=chunk_frames, timeout_s=timeout_s))
-        return np.concatenate(chunks) if chunks else np.zeros((0, self.n_mels), np.float32)
-
-
-def _events(resp: http.client.HTTPResponse) -> Iterator[dict[str, object]]:
-    """Parse an SSE body into JSON events (``data: {...}`` lines; other fields ignored)."""
-    data: list[str] = []
-    while True:
-        line = resp.readline()
-        if not line:
-            break
-        text = line.decode("utf-8").rstrip("\r\n")
-        if text.startswith("data:"):
-            data.append(text[5:].lstrip())
-        elif text == "" and data:
-            yield _parse("\n".join(data))
-            data = []
-    if data:
-        yield _parse("\n".join(data))
-
-
-def _parse(payload: str) -> dict[str, object]:
-    try:
-        event = json.loads(payload)
-    except json.JSONDecodeError as e:
-        raise ClientError(f"malformed server-sent event: {payload[:80]!r}") from e
-    if not isinstance(event, dict):
-        raise ClientError(f"unexpected server-sent event: {payload[:80]!r}")
-    return event
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.spec(voice).audio.n_mels), np.float32)
