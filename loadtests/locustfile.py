@@ -259,7 +259,7 @@ class GrpcStreamUser(StreamUser):
         return self.client.addon_json(voice, timeout_s=self.settings.timeout_s)
 
     def stream(self, info: VoiceInfo, text: str, chunk_frames: int | None) -> Utterance:
-        return self.client.utterance(info.name, text, chunk_frames=chunk_frames, timeout_s=self.settings.timeout_s)
+        return self.client.utterance(info.name, text, n_mels=info.n_mels, chunk_frames=chunk_frames, timeout_s=self.settings.timeout_s)
 
 
 class HttpStreamUser(StreamUser):

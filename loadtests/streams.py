@@ -8,6 +8,9 @@ locust a thread is a greenlet, and a queue hop would add scheduling delay to eve
 HTTP: ``POST /v2/models/<voice>/generate_stream`` on a kept-alive ``http.client`` connection,
 server-sent events read line by line; an event's time is when its ``data:`` line has arrived.
 
+The wire's names, request encoding, server-sent event parsing, chunk decoding and error texts are
+:mod:`melstream.wire`'s, the same the clients use.
+
 Nothing here imports locust or gevent: under locust the sockets are gevent's, outside it they are
 plain, and the unit tests use the pure parts without a server.
 """
@@ -16,20 +19,19 @@ from __future__ import annotations
 
 import http.client
 import json
-import struct
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from melstream.runners.base import servable_voices
+from melstream import wire
 
 
 class StreamError(Exception):
@@ -62,10 +64,19 @@ class VoiceInfo:
 
 
 def voice_info(name: str, addon_json: str) -> VoiceInfo:
-    from melstream.addon import addon_from_json
-
-    audio = addon_from_json(addon_json, source=f"voice {name!r}").audio
+    audio = _spec(name, addon_json).audio
     return VoiceInfo(name, addon_json, audio.hop_length / audio.sample_rate, audio.n_mels)
+
+
+def _spec(name: str, addon_json: str) -> Any:
+    """The voice's addon as plain data (nothing built, no component imported)."""
+    from melstream.errors import AddonError
+    from melstream.spec import addon_spec_from_json
+
+    try:
+        return addon_spec_from_json(addon_json, source=f"voice {name!r}")
+    except AddonError as e:
+        raise StreamError(str(e)) from None
 
 
 # --- gRPC -------------------------------------------------------------------------------------
@@ -75,22 +86,22 @@ def grpc_request(voice: str, text: str, *, chunk_frames: int | None = None) -> A
     from tritonclient.grpc import service_pb2
 
     request = service_pb2.ModelInferRequest(model_name=voice, id=uuid.uuid4().hex)
-    data = text.encode("utf-8")
-    request.inputs.add(name="TEXT", datatype="BYTES", shape=[1])  # data in raw_input_contents, in input order
-    request.raw_input_contents.append(struct.pack("<I", len(data)) + data)  # Triton's BYTES element: length, then bytes
-    if chunk_frames is not None:
-        request.inputs.add(name="CHUNK_FRAMES", datatype="INT32", shape=[1])
-        request.raw_input_contents.append(np.array([chunk_frames], "<i4").tobytes())
-    request.parameters["triton_enable_empty_final_response"].bool_param = True
+    for inp, value in wire.request_tensors(text, chunk_frames=chunk_frames):
+        request.inputs.add(name=inp.name, datatype=inp.datatype, shape=list(value.shape))
+        request.raw_input_contents.append(wire.raw_contents(inp, value))  # in input order
+    request.parameters[wire.EMPTY_FINAL_RESPONSE_PARAMETER].bool_param = True
     return request
 
 
-def _grpc_mel(response: Any) -> np.ndarray | None:
+def _grpc_mel(response: Any, n_mels: int) -> np.ndarray | None:
+    """The response's MEL chunk (raw little-endian FP32 of the shape it declares), or None for the final response."""
     for i, out in enumerate(response.outputs):
-        if out.name == "MEL":
+        if out.name == wire.MEL:
             if out.datatype != "FP32":
-                raise StreamError(f"MEL datatype is {out.datatype}, expected FP32")
-            return np.frombuffer(response.raw_output_contents[i], dtype="<f4").reshape(tuple(out.shape))
+                raise StreamError(f"{wire.MEL} datatype is {out.datatype}, expected FP32")
+            mel = np.frombuffer(response.raw_output_contents[i], dtype="<f4").reshape(tuple(out.shape))
+            chunk = wire.decode_chunk({wire.MEL: mel}, n_mels=n_mels)
+            return None if chunk is None else chunk["mel"]
     return None
 
 
@@ -112,36 +123,38 @@ class GrpcVoices:
 
     def addon_json(self, voice: str, *, timeout_s: float = 30.0) -> str:
         import grpc
+        from google.protobuf.json_format import MessageToDict
         from tritonclient.grpc import service_pb2
 
         try:
             config = self.stub.ModelConfig(service_pb2.ModelConfigRequest(name=voice), timeout=timeout_s).config
         except grpc.RpcError as e:
             raise StreamError(_rpc_message(e)) from None
-        if "addon_json" not in config.parameters:
-            raise StreamError(f"model {voice!r} at {self.url} is not a melstream voice (no addon_json parameter)")
-        return str(config.parameters["addon_json"].string_value)
+        try:  # the config as tritonclient's as_json gives it: the shape wire.py reads
+            return wire.addon_json_from_config(MessageToDict(config, preserving_proto_field_name=True),
+                                               model=f"model {voice!r} at {self.url}")
+        except wire.WireError as e:
+            raise StreamError(str(e)) from None
 
     def voices(self, *, timeout_s: float = 30.0) -> list[str]:
         import grpc
         from tritonclient.grpc import service_pb2
 
-        from melstream.addon import addon_from_json
-
         try:
             index = self.stub.RepositoryIndex(service_pb2.RepositoryIndexRequest(), timeout=timeout_s).models
         except grpc.RpcError as e:
             raise StreamError(f"cannot list voices at {self.url}: {_rpc_message(e)}") from None
+        ready = wire.ready_models({"name": m.name, "state": m.state} for m in index)
         networks = {}
-        for m in index:
-            if m.state == "READY" and "__" not in m.name:
+        for name in sorted(ready):
+            if not wire.is_network_model(name):
                 try:
-                    networks[m.name] = list(addon_from_json(self.addon_json(m.name, timeout_s=timeout_s)).networks)
+                    networks[name] = list(_spec(name, self.addon_json(name, timeout_s=timeout_s)).networks)
                 except StreamError:
                     continue  # a model that is not a melstream voice
-        return servable_voices({m.name for m in index if m.state == "READY"}, networks)
+        return wire.servable_voices(ready, networks)
 
-    def utterance(self, voice: str, text: str, *, chunk_frames: int | None = None, timeout_s: float = 60.0,
+    def utterance(self, voice: str, text: str, *, n_mels: int, chunk_frames: int | None = None, timeout_s: float = 60.0,
                   clock: Callable[[], float] = time.perf_counter) -> Utterance:
         import grpc
 
@@ -157,11 +170,11 @@ class GrpcVoices:
                 if response.error_message:
                     out.error = response.error_message
                     continue  # Triton may still send the final flag; the stream ends on its own
-                mel = _grpc_mel(response.infer_response)
+                mel = _grpc_mel(response.infer_response, n_mels)
                 if mel is not None:
                     out.chunks.append(mel)
                     out.arrivals_s.append(now)
-                if response.infer_response.parameters["triton_final_response"].bool_param:
+                if response.infer_response.parameters[wire.FINAL_RESPONSE_PARAMETER].bool_param:
                     out.total_s = now
                     finished = True
             if not finished:
@@ -172,7 +185,7 @@ class GrpcVoices:
         except grpc.RpcError as e:
             out.total_s = clock() - t0
             out.error = _rpc_message(e)
-        except StreamError as e:
+        except (StreamError, wire.WireError) as e:
             out.total_s = clock() - t0
             out.error = str(e)
         finally:
@@ -210,50 +223,48 @@ class HttpVoices:
             self.conn.close()
             raise StreamError(f"http://{self.url}{path}: {type(e).__name__}: {e}") from None
         if resp.status != 200:
-            raise StreamError(_http_error(resp.status, data))
+            raise StreamError(wire.http_error_message(resp.status, data))
         return json.loads(data)
 
     def addon_json(self, voice: str) -> str:
-        config = self._json("GET", f"/v2/models/{voice}/config")
+        config = self._json("GET", wire.model_config_path(voice))
         try:
-            return str(config["parameters"]["addon_json"]["string_value"])
-        except KeyError:
-            raise StreamError(f"model {voice!r} at http://{self.url} is not a melstream voice (no addon_json parameter)") from None
+            return wire.addon_json_from_config(config, model=f"model {voice!r} at http://{self.url}")
+        except wire.WireError as e:
+            raise StreamError(str(e)) from None
 
     def voices(self) -> list[str]:
-        from melstream.addon import addon_from_json
-
-        index = self._json("POST", "/v2/repository/index", "{}")
+        ready = wire.ready_models(self._json("POST", wire.REPOSITORY_INDEX_PATH, "{}"))
         networks = {}
-        for m in index:
-            if m.get("state") == "READY" and "__" not in m["name"]:
+        for name in sorted(ready):
+            if not wire.is_network_model(name):
                 try:
-                    networks[m["name"]] = list(addon_from_json(self.addon_json(m["name"])).networks)
+                    networks[name] = list(_spec(name, self.addon_json(name)).networks)
                 except StreamError:
-                    continue
-        return servable_voices({m["name"] for m in index if m.get("state") == "READY"}, networks)
+                    continue  # a model that is not a melstream voice
+        return wire.servable_voices(ready, networks)
 
     def utterance(self, voice: str, text: str, *, n_mels: int, chunk_frames: int | None = None, timeout_s: float = 60.0,
                   clock: Callable[[], float] = time.perf_counter) -> Utterance:
-        body: dict[str, object] = {"TEXT": text}
-        if chunk_frames is not None:
-            body["CHUNK_FRAMES"] = chunk_frames
         out = Utterance()
         self.conn.timeout = timeout_s  # per socket operation: a stalled stream fails after timeout_s without a byte
         t0 = clock()
         clean = False
         try:
-            self.conn.request("POST", f"/v2/models/{voice}/generate_stream", body=json.dumps(body),
-                              headers={"Content-Type": "application/json", "Accept": "text/event-stream"})
+            self.conn.request("POST", wire.generate_stream_path(voice), body=wire.request_json(text, chunk_frames=chunk_frames),
+                              headers=wire.GENERATE_STREAM_HEADERS)
             resp = self.conn.getresponse()
             if resp.status != 200:
-                out.error = _http_error(resp.status, resp.read())
+                out.error = wire.http_error_message(resp.status, resp.read())
             else:
-                for arrival, event in sse_events(resp.readline, lambda: clock() - t0):
-                    if "error" in event:
-                        out.error = str(event["error"])
-                    elif "MEL" in event:
-                        out.chunks.append(np.asarray(event["MEL"], dtype=np.float32).reshape(-1, n_mels))
+                for arrival, event in wire.timed_sse_events(resp, lambda: clock() - t0):
+                    error = wire.event_error(event)
+                    if error is not None:
+                        out.error = error
+                        continue
+                    chunk = wire.decode_chunk(event, n_mels=n_mels)
+                    if chunk is not None:
+                        out.chunks.append(chunk["mel"])
                         out.arrivals_s.append(arrival)
             out.total_s = clock() - t0
             clean = True
@@ -264,41 +275,6 @@ class HttpVoices:
             if not clean:  # mid-stream: closing the connection is how an HTTP client cancels (the server stops the work)
                 self.conn.close()
         return out
-
-
-def _http_error(status: int, body: bytes) -> str:
-    try:
-        return str(json.loads(body)["error"])
-    except (ValueError, KeyError, TypeError):
-        return f"HTTP {status}: {body[:200].decode('utf-8', 'replace')}"
-
-
-def sse_events(readline: Callable[[], bytes], now: Callable[[], float]) -> Iterator[tuple[float, dict[str, Any]]]:
-    """``(arrival, event)`` per server-sent event: ``data:`` lines (joined) parsed as a JSON object; the
-    arrival is taken when the event's first ``data:`` line has been read, before any parsing."""
-    data: list[str] = []
-    arrival = 0.0
-    while True:
-        line = readline()
-        if not line:
-            break
-        text = line.decode("utf-8").rstrip("\r\n")
-        if text.startswith("data:"):
-            if not data:
-                arrival = now()
-            data.append(text[5:].lstrip())
-        elif text == "" and data:
-            yield arrival, _event(data)
-            data = []
-    if data:
-        yield arrival, _event(data)
-
-
-def _event(data: list[str]) -> dict[str, Any]:
-    event = json.loads("\n".join(data))
-    if not isinstance(event, dict):
-        raise ValueError(f"server-sent event is not a JSON object: {data[0][:80]!r}")
-    return event
 
 
 # --- correctness ------------------------------------------------------------------------------
@@ -382,10 +358,10 @@ class References:
         if key not in self._sources:
             self._sources[key] = "server"
             if self.addons_dir is not None and (self.addons_dir / info.name / "addon.json").is_file():
-                from melstream.addon import load_addon
+                from melstream.spec import read_addon_spec
 
                 try:
-                    if load_addon(self.addons_dir / info.name).to_json() == info.addon_json:
+                    if read_addon_spec(self.addons_dir / info.name).to_json() == info.addon_json:
                         self._sources[key] = "local"
                 except Exception:  # noqa: BLE001 - an unreadable local addon is simply not a reference
                     pass

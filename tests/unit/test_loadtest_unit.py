@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from loadtests.scenario import CATEGORIES, PARAGRAPHS, SHORT, parse_range, parse_text_mix, parse_weights
-from loadtests.streams import check_equal, check_shape, grpc_request, sse_events
+from loadtests.streams import check_equal, check_shape, grpc_request
+from melstream.wire import WireError, timed_sse_events
 
 
 def test_voice_weights() -> None:
@@ -71,10 +72,10 @@ def test_think_range() -> None:
 def test_sse_events_are_timed_at_their_data_line() -> None:
     body = io.BytesIO(b'data: {"MEL": [1, 2]}\n\n: comment\nevent: x\ndata: {"error":\ndata: "boom"}\n\ndata: {"MEL": []}')
     clock = iter(range(100))
-    events = list(sse_events(body.readline, lambda: float(next(clock))))
+    events = list(timed_sse_events(body, lambda: float(next(clock))))  # the load test reads the response line by line
     assert events == [(0.0, {"MEL": [1, 2]}), (1.0, {"error": "boom"}), (2.0, {"MEL": []})]
-    with pytest.raises(ValueError):
-        list(sse_events(io.BytesIO(b"data: [1]\n\n").readline, lambda: 0.0))
+    with pytest.raises(WireError):  # a ValueError: the load test reports it as the utterance's error
+        list(timed_sse_events(io.BytesIO(b"data: [1]\n\n"), lambda: 0.0))
 
 
 def test_shape_check() -> None:
