@@ -170,7 +170,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> bool:
 def levels(client: Any, voices: list[str], streams: list[int], *, seconds: float) -> Iterator[Level]:
     pool = texts()
     for voice in voices:
-        audio = client.addon(voice).audio
+        audio = client.spec(voice).audio
         frame_s = audio.hop_length / audio.sample_rate
         # warm-up: gRPC channels, every network instance, the front end; a second of two streams, not measured
         run_level(client, voice, "stream", 2, seconds=min(seconds, 1.0), frame_s=frame_s, pool=pool)

@@ -92,7 +92,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
             first = time.perf_counter() - t0
         chunks.append(chunk)
     total = time.perf_counter() - t0
-    mel = np.concatenate([c["mel"] for c in chunks]) if chunks else np.zeros((0, 80), np.float32)
+    mel = np.concatenate([c["mel"] for c in chunks]) if chunks else np.zeros((0, client.spec(args.voice).audio.n_mels), np.float32)
     out.parent.mkdir(parents=True, exist_ok=True)
     note = ""
     if out.suffix == ".npy":
@@ -115,11 +115,11 @@ def _audio(client: Any, args: argparse.Namespace, chunks: list[dict[str, Any]], 
 
     from melstream.components.vocoder import default_vocoder
 
-    addon = client.addon(args.voice)
-    args.sample_rate = addon.audio.sample_rate
+    spec = client.spec(args.voice)
+    args.sample_rate = spec.audio.sample_rate
     if chunks and "audio" in chunks[0]:
         return np.concatenate([c["audio"] for c in chunks])
-    return default_vocoder(addon).vocode(mel)
+    return default_vocoder(spec).vocode(mel)
 
 
 def cmd_voices(args: argparse.Namespace) -> int:
@@ -127,8 +127,8 @@ def cmd_voices(args: argparse.Namespace) -> int:
 
     with Client(args.url) as client:
         for voice in client.voices():
-            addon = client.addon(voice)
-            print(f"{voice}\t{addon.version}\t{addon.description}")
+            spec = client.spec(voice)  # read while listing: plain data, nothing built
+            print(f"{voice}\t{spec.version}\t{spec.description}")
     return 0
 
 
