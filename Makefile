@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint unit integration bench voices sysdeps repo clean
+.PHONY: demo test lint unit integration system quality bench voices sysdeps repo clean
 
 # System packages, from apt when missing: espeak-ng (the voices' text front end and the training teacher)
 # and docker-compose (tests validate docker-compose.yml with it; no Docker engine is needed for that)
@@ -28,6 +28,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP) sysdeps
 	$(BIN)/melstream demo --out out
 
+# every tier (tests/conftest.py says what each holds); each tier also runs alone:
+#   unit         no server, no trained voice, no espeak-ng (synthetic voices); under a minute
+#   integration  a real tritonserver from the wheel, the shipped voices
+#   system       docker-compose validation, locust and benchmark runs, the command line end to end
+#   quality      the shipped voices against the espeak-ng teacher, espeak-ng itself, training smoke runs
 test: $(STAMP) sysdeps lint
 	$(BIN)/pytest -q
 
@@ -40,6 +45,12 @@ unit: $(STAMP)
 
 integration: $(STAMP)
 	$(BIN)/pytest -q tests/integration
+
+system: $(STAMP) sysdeps
+	$(BIN)/pytest -q tests/system
+
+quality: $(STAMP) sysdeps
+	$(BIN)/pytest -q tests/quality
 
 bench: $(STAMP) sysdeps
 	$(BIN)/python benchmarks/first_frame.py --out out/bench

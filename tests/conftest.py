@@ -1,13 +1,40 @@
+"""Test tiers, one directory each, marked here by directory (``-m`` selects them; each runs alone):
+
+* ``tests/unit/`` (``unit``): no server, no trained voice, no espeak-ng; the synthetic voices of
+  tests/synthetic.py.  Its rules are enforced in tests/unit/conftest.py.
+* ``tests/integration/`` (``integration``): a real tritonserver from the wheel, the shipped voices.
+* ``tests/system/`` (``system``): docker-compose validation, locust and benchmark runs, the command line
+  end to end.
+* ``tests/quality/`` (``quality``, ``slow``): the shipped voices against the espeak-ng teacher, the espeak-ng
+  binding, training smoke runs.
+"""
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-import melstream
+from melstream.serving.server import TritonServer
+from tests.servers import start_server
 
 ROOT = Path(__file__).resolve().parent.parent
-ADDONS = ROOT / "addons"
+TESTS = ROOT / "tests"
+TIERS = {"unit": ("unit",), "integration": ("integration",), "system": ("system",), "quality": ("quality", "slow")}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test with its tier (its directory under tests/); a test outside the tiers is an error."""
+    for item in items:
+        try:
+            tier = item.path.resolve().relative_to(TESTS).parts[0]
+        except ValueError:
+            continue  # not under tests/ (a path given on the command line elsewhere)
+        if tier not in TIERS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live in a tier directory: tests/{{{','.join(TIERS)}}}/")
+        for marker in TIERS[tier]:
+            item.add_marker(marker)
 
 
 @pytest.fixture(scope="session")
@@ -16,20 +43,11 @@ def root() -> Path:
 
 
 @pytest.fixture(scope="session")
-def fast_addon() -> melstream.Addon:
-    return melstream.load_addon(ADDONS / "fastvoice")
-
-
-@pytest.fixture(scope="session")
-def taco_addon() -> melstream.Addon:
-    return melstream.load_addon(ADDONS / "tacovoice")
-
-
-@pytest.fixture(scope="session")
-def fast_pipeline(fast_addon: melstream.Addon) -> melstream.StreamablePipeline:
-    return fast_addon.build()
-
-
-@pytest.fixture(scope="session")
-def taco_pipeline(taco_addon: melstream.Addon) -> melstream.StreamablePipeline:
-    return taco_addon.build()
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    """One tritonserver with the committed model_repository/ (the shipped voices), shared by the integration
+    and system tiers for the whole session."""
+    srv = start_server(ROOT / "model_repository", tmp_path_factory.mktemp("triton") / "tritonserver.log")
+    try:
+        yield srv
+    finally:
+        srv.stop()

@@ -12,6 +12,7 @@ import pytest
 import melstream
 from melstream.addon import Addon, load_addon
 from melstream.errors import AddonError, StackError
+from tests import synthetic
 
 SEED_STACK = json.loads('''{"stack": [{"type": "StreamablePipeline",
             "sequence_block": {"type": "Encoders"},
@@ -20,10 +21,11 @@ SEED_STACK = json.loads('''{"stack": [{"type": "StreamablePipeline",
 
 
 @pytest.fixture
-def addon_copy(tmp_path: Path, root: Path) -> Path:
-    """The duration voice with the seed's stack (the JSON paths below refer to its form)."""
-    dst = tmp_path / "fastvoice"
-    shutil.copytree(root / "addons" / "fastvoice", dst)
+def addon_copy(tmp_path: Path, fast_addon: Addon) -> Path:
+    """The (synthetic) duration voice with the seed's stack (the JSON paths below refer to its form)."""
+    assert fast_addon.path is not None
+    dst = tmp_path / fast_addon.name
+    shutil.copytree(fast_addon.path, dst)
     return edit(dst, lambda d: d.update(stack=copy.deepcopy(SEED_STACK)))
 
 
@@ -34,11 +36,13 @@ def edit(addon_dir: Path, change: Any) -> Path:
     return addon_dir
 
 
-def test_example_addons_load(fast_addon: Addon, taco_addon: Addon) -> None:
-    assert fast_addon.name == "fastvoice" and taco_addon.name == "tacovoice"
+def test_addons_load_with_their_networks(fast_addon: Addon, taco_addon: Addon) -> None:
+    assert (fast_addon.name, taco_addon.name) == (synthetic.FAST, synthetic.TACO)
     for a in (fast_addon, taco_addon):
         assert (a.audio.sample_rate, a.audio.hop_length, a.audio.n_mels) == (22050, 256, 80)
-        assert a.path is not None and all((a.path / s.file).is_file() for s in a.networks.values())
+        assert a.path is not None and all(a.network_path(n) == a.path / s.file and a.network_path(n).is_file()
+                                          for n, s in a.networks.items())
+    assert list(fast_addon.networks) == ["text_encoder", "duration_predictor", "decoder"]  # declaration order, kept
 
 
 def test_seed_stack_builds_as_written(fast_addon: Addon) -> None:
@@ -56,6 +60,24 @@ def test_customized_encoders_change_no_frame(fast_addon: Addon) -> None:
     assert "CustomizedEncoders" in fast_addon.build(stack=custom).describe()
     assert a.shape == b.shape and a.shape[0] > 0
     np.testing.assert_array_equal(a, b)
+
+
+def test_network_blocks_in_a_container_equal_encoders(fast_addon: Addon) -> None:
+    """Encoders is a SequenceBlockContainer of one Network block per encoder network: written out by hand,
+    the same frames."""
+    by_hand = json.loads(json.dumps(SEED_STACK).replace('{"type": "Encoders"}', json.dumps(
+        {"type": "SequenceBlockContainer", "stack": [{"type": "Network", "network": "text_encoder"},
+                                                     {"type": "Network", "network": "duration_predictor"}]})))
+    text = "Two networks, named one by one."
+    pipeline = fast_addon.build(stack=by_hand)
+    assert "Network (SequenceBlock, network=duration_predictor)" in pipeline.describe()
+    a = pipeline.synthesize(text)
+    assert len(a) > 0
+    np.testing.assert_array_equal(a, fast_addon.build(stack=SEED_STACK).synthesize(text))
+    # without the duration predictor nothing makes the Upsampler's durations
+    only_encodings = json.loads(json.dumps(by_hand).replace(', {"type": "Network", "network": "duration_predictor"}', ""))
+    with pytest.raises(StackError, match="durations"):
+        fast_addon.build(stack=only_encodings)
 
 
 def test_nested_pipeline_where_a_streamable_block_is_expected(fast_addon: Addon) -> None:

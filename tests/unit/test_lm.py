@@ -1,12 +1,10 @@
-"""training/lm.py: normalisation, WER, the ARPA trigram + dictionary, resampling, pocketsphinx decoding."""
+"""training/lm.py: normalisation, WER, the ARPA trigram + dictionary, resampling (decoding espeak-ng speech with
+pocketsphinx: tests/quality/test_recognizer.py)."""
 
 from __future__ import annotations
 
 import json
 import math
-import shutil
-import subprocess
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +14,6 @@ pytest.importorskip("pocketsphinx")
 
 from training.lm import (  # noqa: E402
     EOS,
-    Recognizer,
     WittenBellTrigram,
     build_lm,
     edit_distance,
@@ -176,27 +173,3 @@ def test_to_int16() -> None:
     pcm = to_int16(np.array([0.0, 0.5, -1.5, 2.0]))
     assert pcm.dtype == np.int16 and pcm.tolist() == [0, 16384, -32768, 32767]
     assert np.abs(to_int16(np.array([0.1, -0.2]), peak=0.9)).max() == round(0.9 * 32767)
-
-
-def _speech(path: Path, text: str) -> tuple[np.ndarray, int]:
-    """espeak-ng audio of ``text`` if available, else a tone sequence (the recogniser must still answer)."""
-    if shutil.which("espeak-ng"):
-        subprocess.run(["espeak-ng", "-w", str(path), text], check=True, capture_output=True, timeout=30)
-        with wave.open(str(path), "rb") as f:
-            return np.frombuffer(f.readframes(f.getnframes()), dtype="<i2").astype(np.float64) / 32768.0, f.getframerate()
-    t = np.arange(22050) / 22050
-    return 0.5 * np.sin(2 * np.pi * (200 + 300 * t) * t), 22050
-
-
-def test_recognizer_loads_lm_and_decodes(lm: tuple[Path, Path], tmp_path: Path) -> None:
-    recognizer = Recognizer(*lm)
-    audio, rate = _speech(tmp_path / "speech.wav", "the quick brown fox jumps over the lazy dog")
-    hyp = recognizer.transcribe(audio, rate)
-    assert isinstance(hyp, str)
-    assert all(w in {line.split()[0].split("(")[0] for line in lm[1].read_text().splitlines()} for w in hyp.split())
-    if shutil.which("espeak-ng"):
-        assert word_error_rate("the quick brown fox jumps over the lazy dog", hyp) <= 0.5, hyp
-    tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(8000) / 16000)
-    assert isinstance(recognizer.transcribe(tone, 16000), str)
-    assert recognizer.transcribe(to_int16(tone), 16000) == recognizer.transcribe(tone, 16000)
-    assert recognizer.transcribe(np.zeros(0), 22050) == ""

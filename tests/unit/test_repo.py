@@ -11,6 +11,7 @@ from melstream.addon import Addon
 from melstream.cli import main
 from melstream.errors import MelstreamError
 from melstream.serving.repo import (
+    PROFILES,
     build_repository,
     config_text,
     get_profile,
@@ -18,33 +19,38 @@ from melstream.serving.repo import (
     parse_config,
     pipeline_config,
 )
+from tests import synthetic
+
+PYTHON_BACKENDS = Path(__file__).resolve().parents[2] / "python_backends"
 
 
-def tree(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and "__pycache__" not in p.parts}  # Triton writes bytecode next to model.py
+VOICES = [synthetic.FAST, synthetic.TACO]
 
 
 @pytest.fixture
-def workdir(tmp_path: Path, root: Path) -> Path:
-    """A copy of the addons laid out as in the checkout, so relative network paths match."""
-    shutil.copytree(root / "addons", tmp_path / "addons")
+def workdir(tmp_path: Path, synthetic_addons: Path) -> Path:
+    """A copy of the (synthetic) addons laid out as in the checkout, so relative network paths match."""
+    shutil.copytree(synthetic_addons, tmp_path / "addons")
     return tmp_path
 
 
-def test_committed_repository_equals_a_fresh_generation(workdir: Path, root: Path) -> None:
-    report = build_repository(workdir / "addons", workdir / "model_repository", profile="cpu")
-    assert report.voices == ["fastvoice", "tacovoice"] and not report.refused
-    fresh, committed = tree(workdir / "model_repository"), tree(root / "model_repository")
-    assert sorted(fresh) == sorted(committed), "run `melstream build-repo` and commit model_repository/"
-    for name in fresh:
-        assert fresh[name] == committed[name], f"{name} differs: run `melstream build-repo` and commit"
-
-
-def test_model_py_files_are_the_python_backends(root: Path) -> None:
-    for model_py in (root / "model_repository").glob("*/1/model.py"):
-        kind = "network" if "__" in model_py.parent.parent.name else "pipeline"
-        assert filecmp.cmp(model_py, root / "python_backends" / kind / "model.py", shallow=False)
+@pytest.mark.parametrize("profile_name", sorted(PROFILES))
+def test_every_profile_writes_a_repository_of_every_voice(workdir: Path, profile_name: str) -> None:
+    profile = get_profile(profile_name)
+    assert profile.name == profile_name  # the name a profile reports is the one it is chosen by
+    report = build_repository(workdir / "addons", workdir / "repo", profile=profile_name)
+    assert report.voices == VOICES and not report.refused
+    for voice in VOICES:
+        cfg = parse_config((workdir / "repo" / voice / "config.pbtxt").read_text())
+        assert cfg.name == voice and cfg.model_transaction_policy.decoupled
+        data = json.loads(cfg.parameters["addon_json"].string_value)
+        assert data == json.loads((workdir / "addons" / voice / "addon.json").read_text())
+        for network in data["networks"]:
+            net_cfg = parse_config((workdir / "repo" / f"{voice}__{network}" / "config.pbtxt").read_text())
+            assert net_cfg.name == f"{voice}__{network}"
+            assert filecmp.cmp(workdir / "repo" / f"{voice}__{network}" / "1" / "model.py", PYTHON_BACKENDS / "network" / "model.py",
+                               shallow=False)
+        assert filecmp.cmp(workdir / "repo" / voice / "1" / "model.py", PYTHON_BACKENDS / "pipeline" / "model.py", shallow=False)
 
 
 @pytest.mark.parametrize("profile_name", ["cpu", "gpu"])
@@ -77,10 +83,10 @@ def test_unknown_profile() -> None:
 
 def test_gpu_profile_puts_networks_on_the_gpu_and_voices_on_the_cpu(workdir: Path) -> None:
     report = build_repository(workdir / "addons", workdir / "gpu_repository", profile="gpu")
-    assert report.voices == ["fastvoice", "tacovoice"] and not report.refused
+    assert report.voices == VOICES and not report.refused
     configs = {name: parse_config((workdir / "gpu_repository" / name / "config.pbtxt").read_text()) for name in report.models}
     kind = {name: [g.kind for g in cfg.instance_group] for name, cfg in configs.items()}
-    mc = type(configs["fastvoice"].instance_group[0])
+    mc = type(configs[synthetic.FAST].instance_group[0])
     assert kind == {name: [mc.KIND_CPU] if name in report.voices else [mc.KIND_GPU] for name in report.models}
     for name, cfg in configs.items():
         providers = cfg.parameters["ort_providers"].string_value if "ort_providers" in cfg.parameters else None
@@ -103,28 +109,29 @@ def test_cpu_profile_writes_no_provider_parameter(fast_addon: Addon) -> None:
 
 
 def test_build_repo_refuses_a_broken_addon_and_writes_the_others(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = workdir / "addons" / "tacovoice" / "addon.json"
+    cfg = workdir / "addons" / synthetic.TACO / "addon.json"
     data = json.loads(cfg.read_text())
     data["stack"][0]["type"] = "AttentionDecodr"
     cfg.write_text(json.dumps(data))
     code = main(["build-repo", "--addons", str(workdir / "addons"), "--out", str(workdir / "repo")])
     err = capsys.readouterr().err
     assert code == 1
-    assert f"refused addon {workdir / 'addons' / 'tacovoice'}" in err
+    assert f"refused addon {workdir / 'addons' / synthetic.TACO}" in err
     assert 'stack[0]: unknown type "AttentionDecodr"' in err
-    assert sorted(p.name for p in (workdir / "repo").iterdir()) == [
-        "fastvoice", "fastvoice__decoder", "fastvoice__duration_predictor", "fastvoice__text_encoder"]
+    fast = synthetic.FAST
+    assert sorted(p.name for p in (workdir / "repo").iterdir()) == [fast, f"{fast}__decoder", f"{fast}__duration_predictor",
+                                                                   f"{fast}__text_encoder"]
 
 
 def test_duplicate_addon_names_are_refused(workdir: Path) -> None:
-    shutil.copytree(workdir / "addons" / "fastvoice", workdir / "addons" / "fastvoice-copy")
+    shutil.copytree(workdir / "addons" / synthetic.FAST, workdir / "addons" / "copy-of-the-fast-voice")
     report = build_repository(workdir / "addons", workdir / "repo")
-    assert report.voices == ["tacovoice"]
+    assert report.voices == [synthetic.TACO]
     assert all("used by more than one addon" in m for m in report.refused.values()) and len(report.refused) == 2
 
 
-def test_describe_prints_the_block_tree(root: Path, capsys: pytest.CaptureFixture[str], fast_addon: Addon) -> None:
-    assert main(["describe", str(root / "addons" / "fastvoice")]) == 0
+def test_describe_prints_the_block_tree(capsys: pytest.CaptureFixture[str], fast_addon: Addon) -> None:
+    assert main(["describe", str(fast_addon.path)]) == 0
     out = capsys.readouterr().out
     dim = fast_addon.networks["decoder"].inputs[0].shape[-1]
     ctx = max(fast_addon.networks[n].options["context_tokens"] for n in ("text_encoder", "duration_predictor"))
@@ -147,7 +154,7 @@ def test_network_instances_come_from_the_profile_or_the_command_line(workdir: Pa
     assert set(counts(workdir / "default").values()) == {1, 2}  # voices: 1 (threads inside), networks: the cpu profile's 2
     assert main(["build-repo", "--addons", str(workdir / "addons"), "--out", str(workdir / "four"), "--network-instances", "4"]) == 0
     assert {n: c for n, c in counts(workdir / "four").items() if "__" in n} == {n: 4 for n in counts(workdir / "default") if "__" in n}
-    assert {n: c for n, c in counts(workdir / "four").items() if "__" not in n} == {"fastvoice": 1, "tacovoice": 1}
+    assert {n: c for n, c in counts(workdir / "four").items() if "__" not in n} == dict.fromkeys(VOICES, 1)
     with pytest.raises(MelstreamError, match="network_instances must be >= 1, got 0"):
         build_repository(workdir / "addons", workdir / "none", network_instances=0)
 

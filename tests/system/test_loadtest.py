@@ -7,11 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from melstream.serving.server import TritonServer
-
-pytestmark = pytest.mark.integration
 
 VOICES = ["fastvoice", "tacovoice"]
 Stats = dict[tuple[str, str], dict[str, str]]  # locust_stats.csv rows by (Type, Name)

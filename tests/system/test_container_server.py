@@ -18,8 +18,6 @@ from melstream.client import Client
 from melstream.errors import ServerError
 from melstream.serving.server import TritonServer, _wheel_dir, free_port, triton_home
 
-pytestmark = pytest.mark.integration
-
 
 def test_health_of_a_running_server(server: TritonServer, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["health", "--url", server.http_url]) == 0

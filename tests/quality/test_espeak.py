@@ -14,10 +14,7 @@ from melstream.text import EOS, FRONTENDS, PAD, EspeakFrontend, get_frontend
 
 @pytest.fixture(scope="module")
 def espeak():
-    try:
-        return get_espeak()
-    except TextError as error:
-        pytest.skip(str(error))
+    return get_espeak()  # the quality tier needs libespeak-ng (`make sysdeps`): missing, it fails here, it is not skipped
 
 
 SPEC = AudioSpec(22050, 256, 1024, 1024, 80, 0.0, 8000.0)

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from melstream.cli import build_parser, cmd_build_repo, cmd_health, cmd_serve, main
-from melstream.serving.repo import PROFILES, build_repository, parse_config
+from melstream.serving.repo import build_repository, parse_config
 from melstream.serving.server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,9 +127,33 @@ def test_triton_services(resolved: dict[str, Any], name: str) -> None:
     assert svc["image"] == service(resolved, "locust-master")["image"] and svc["build"] == service(resolved, "locust-master")["build"]
 
 
-def test_health_check_command_parses() -> None:
-    assert HEALTH[0] == f"{VENV}/bin/melstream"
-    args = build_parser().parse_args(HEALTH[1:])
+def dockerfile_env() -> dict[str, str]:
+    """The Dockerfile's ENV settings (``KEY=value`` form)."""
+    return dict(word.split("=", 1) for ins, args in dockerfile_instructions() if ins == "ENV" for word in shlex.split(args))
+
+
+def test_venv_is_the_images_venv() -> None:
+    """VENV above is where the Dockerfile makes its venv, puts it first on PATH, and installs the checkout."""
+    env = dockerfile_env()
+    assert env["VIRTUAL_ENV"] == str(VENV)
+    assert env["PATH"].split(":")[0] == f"{VENV}/bin"  # so the RUN lines' `pip` is the venv's pip
+    assert ["python3.11", "-m", "venv", str(VENV)] in dockerfile_runs()
+
+
+@pytest.mark.parametrize("name", ["triton", "triton-cpu"])
+def test_health_check_runs_the_console_script_the_package_declares(resolved: dict[str, Any], name: str) -> None:
+    """The compose health check runs `<venv>/bin/<script> health`: a script of pyproject.toml's
+    [project.scripts] (which `pip install -e` writes into the venv's bin/), bound to melstream's CLI."""
+    import tomllib
+
+    test = service(resolved, name)["healthcheck"]["test"]
+    assert test[0] == "CMD"
+    exe = PurePosixPath(test[1])
+    assert exe.parent == PurePosixPath(dockerfile_env()["VIRTUAL_ENV"]) / "bin"
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts.get(exe.name) == "melstream.cli:main", f"{exe.name} is not a console script of melstream: {scripts}"
+    assert (Path(sys.executable).parent / exe.name).is_file()  # this venv has it too, from the same declaration
+    args = build_parser().parse_args(test[2:])
     assert args.func is cmd_health and args.url == "localhost:8000"
 
 
@@ -279,10 +303,6 @@ def optional_deps(pyproject: Path, extra: str) -> list[str]:
     import tomllib
 
     return list(tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"][extra])
-
-
-def test_gpu_profile_is_known() -> None:
-    assert {"cpu", "gpu"} <= set(PROFILES)
 
 
 # --- melstream health ------------------------------------------------------------------------------

@@ -11,8 +11,6 @@ import pytest
 from benchmarks.streams import main
 from melstream.serving.server import TritonServer
 
-pytestmark = pytest.mark.integration
-
 
 def test_streams_benchmark_writes_every_level(server: TritonServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(["--url", server.grpc_url, "--streams", "1,3", "--seconds-per-level", "0", "--out", str(tmp_path)])

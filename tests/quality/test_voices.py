@@ -72,3 +72,54 @@ def test_attention_voice_stops_on_its_own_on_every_heldout_sentence(root: Path) 
             not_monotonic.append(text)
     assert block.guard_hits == 0, f"the max-frames guard ended {block.guard_hits} of {len(HELDOUT)} held-out sentences"
     assert not not_monotonic, f"attention not monotonic to the end on {len(not_monotonic)}: {not_monotonic[:3]}"
+
+
+# --- the shipped voices keep the contracts the unit tier checks on the synthetic voices ------------------
+
+def test_shipped_addons_load(fast_addon: melstream.Addon, taco_addon: melstream.Addon) -> None:
+    assert fast_addon.name == "fastvoice" and taco_addon.name == "tacovoice"
+    for a in (fast_addon, taco_addon):
+        assert (a.audio.sample_rate, a.audio.hop_length, a.audio.n_mels) == (22050, 256, 80)
+        assert a.text["frontend"] == "espeak-phonemes"
+        assert a.path is not None and all((a.path / s.file).is_file() for s in a.networks.values())
+
+
+@pytest.mark.parametrize("voice", ["fast_addon", "taco_addon"])
+def test_torch_and_onnxruntime_give_the_same_frames(voice: str, request: pytest.FixtureRequest) -> None:
+    """The trained parameters in each ONNX file rebuild the network the addon's ``arch`` names."""
+    from melstream.runners.onnx import OnnxRuntimeRunner
+    from melstream.runners.torch import TorchRunner
+
+    addon: melstream.Addon = request.getfixturevalue(voice)
+    text = "Same stack, two runners: 7 frames or 700."
+    a = addon.build(OnnxRuntimeRunner()).synthesize(text)
+    b = addon.build(TorchRunner()).synthesize(text)
+    assert a.shape == b.shape and len(a) > 0
+    assert float(np.abs(a - b).max()) <= 1e-4
+
+
+# whole-text references: every encoder once over the whole text, the decoder over the whole utterance
+WHOLE = {
+    "fastvoice": [{"type": "StreamablePipeline", "sequence_block": {"type": "Encoders"}, "streamable_block": {
+        "type": "StreamableStack", "stack": [{"type": "Upsampler"}, {"type": "Decoder"}]}}],
+    "tacovoice": [{"type": "StreamablePipeline", "sequence_block": {"type": "Encoders"},
+                   "streamable_block": {"type": "AttentionDecoder"}}],
+}
+# the attention voice's memory differs from the whole text's by float rounding, which the autoregression
+# carries through hundreds of frames (see tests/unit/test_streaming.py)
+WHOLE_TOL = {"fastvoice": 1e-4, "tacovoice": 1e-2}
+
+
+@pytest.mark.parametrize("voice", ["fast_addon", "taco_addon"])
+@pytest.mark.parametrize("chunk", [1, 7, 32])
+def test_shipped_voices_stream_what_they_say_whole(voice: str, chunk: int, request: pytest.FixtureRequest) -> None:
+    """Streaming is exact only if each network declares its true receptive field (context_frames,
+    context_tokens); the unit tier checks the mechanism, this checks the shipped voices' declarations."""
+    addon: melstream.Addon = request.getfixturevalue(voice)
+    text = " ".join(HELDOUT[:4])  # long enough for several encoder segments
+    whole = addon.build(stack=WHOLE[addon.name]).synthesize(text, chunk_frames=0)
+    chunks = list(addon.build().stream(text, chunk_frames=chunk))
+    assert len(whole) > 0 and all(len(c) == chunk for c in chunks[:-1])
+    streamed = np.concatenate(chunks)
+    assert streamed.shape == whole.shape
+    assert float(np.abs(streamed - whole).max()) <= WHOLE_TOL[addon.name]
