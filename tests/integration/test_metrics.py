@@ -10,20 +10,9 @@ import pytest
 from melstream.client import Client
 from melstream.errors import ClientError
 from melstream.serving.server import TritonServer
-
-from .conftest import poll, scrape
-
-pytestmark = pytest.mark.integration
+from tests.servers import scrape, streams_key, wait_for
 
 LONG = " ".join(["A long paragraph keeps the server busy for a good while, frame after frame."] * 20)
-
-
-def wait_for(server: TritonServer, key: str, value: float, *, timeout_s: float = 30.0) -> dict[str, float]:
-    """Poll until the sample ``key`` reaches ``value`` (a stream's metrics are recorded after its final response)."""
-    samples = poll(lambda: scrape(server), lambda s: s.get(key, 0.0) >= value, timeout_s=timeout_s)
-    if samples.get(key, 0.0) < value:
-        raise AssertionError(f"{key} is {samples.get(key)} after {timeout_s} s, expected {value}")
-    return samples
 
 
 def delta(after: dict[str, float], before: dict[str, float], key: str) -> float:
@@ -52,6 +41,8 @@ def test_first_chunk_latency_and_chunks_per_stream(server: TritonServer, voice: 
 
 
 def test_errors_and_cancellations_are_counted(server: TritonServer) -> None:
+    cancelled, error, completed = (streams_key("fastvoice", o) for o in ("cancelled", "error", "completed"))
+    decoder_calls = 'nv_inference_request_success{model="fastvoice__decoder",version="1"}'
     before = scrape(server)
     with Client(server.grpc_url) as client:
         with pytest.raises(ClientError, match="TextError"):
@@ -61,14 +52,20 @@ def test_errors_and_cancellations_are_counted(server: TritonServer) -> None:
         during = scrape(server)
         it.close()  # cancels the request on the server
     assert during['melstream_active_streams{voice="fastvoice"}'] == 1
-    after = wait_for(server, 'melstream_streams_total{outcome="cancelled",voice="fastvoice"}',
-                     before.get('melstream_streams_total{outcome="cancelled",voice="fastvoice"}', 0.0) + 1)
-    assert delta(after, before, 'melstream_streams_total{outcome="error",voice="fastvoice"}') == 1
-    assert delta(after, before, 'melstream_streams_total{outcome="completed",voice="fastvoice"}') == 0
+    # the stream's own outcome, waited for (a stalled server never records it)
+    after = wait_for(server, cancelled, before.get(cancelled, 0.0) + 1)
+    assert delta(after, before, cancelled) == 1
+    assert delta(after, before, error) == 1
+    assert delta(after, before, completed) == 0
     # a cancelled stream sent its first chunk but is not a finished stream's chunk count
     assert delta(after, before, 'melstream_first_chunk_seconds_count{voice="fastvoice"}') == 1
     assert delta(after, before, 'melstream_chunks_per_stream_count{voice="fastvoice"}') == 0
     assert after['melstream_active_streams{voice="fastvoice"}'] == 0
+    # the frames it did send are counted (at least the one read), and are all the decoder work it cost (one
+    # call per one-frame chunk; the empty text never reached a network); the text has about 12 000 frames
+    sent = delta(after, before, 'melstream_frames_total{voice="fastvoice"}')
+    assert 1 <= sent < 200
+    assert sent <= delta(wait_for(server, decoder_calls, before.get(decoder_calls, 0.0) + sent, timeout_s=5), before, decoder_calls) <= sent + 1
 
 
 def test_metrics_from_many_concurrent_streams_add_up(server: TritonServer) -> None:
