@@ -1,0 +1,294 @@
+"""melstream/wire.py, the wire contract written once, and the clients' error typing: no server, no voice."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import io
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from melstream import wire
+from melstream.client._errors import client_error
+from melstream.errors import (
+    ClientError,
+    ClientTimeoutError,
+    InvalidInputError,
+    ServerUnavailableError,
+    UnknownVoiceError,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# --- server-sent events ---------------------------------------------------------------------------------
+def test_sse_multi_line_data_is_joined_with_newlines() -> None:
+    lines = [b'data: {"MEL":\n', b"data: [1, 2,\n", b"data: 3]}\n", b"\n", b'data: {"x": "a"}\n', b"\n"]
+    assert list(wire.sse_events(lines)) == [{"MEL": [1, 2, 3]}, {"x": "a"}]
+    # a string value spanning data lines keeps the newline between them (JSON refuses it raw inside a string)
+    with pytest.raises(wire.WireError, match="not JSON"):
+        list(wire.sse_events([b'data: {"x": "a\n', b'data: b"}\n', b"\n"]))
+
+
+def test_sse_crlf_and_lf_and_str_lines() -> None:
+    body = b'data: {"a": 1}\r\n\r\ndata:{"b": 2}\n\ndata:  {"c": 3}\r\n\r\n'
+    assert list(wire.sse_events(io.BytesIO(body))) == [{"a": 1}, {"b": 2}, {"c": 3}]
+    assert list(wire.sse_events(['data: {"a": 1}\r\n', "\r\n"])) == [{"a": 1}]
+
+
+def test_sse_last_event_without_its_blank_line_counts() -> None:
+    assert list(wire.sse_events(io.BytesIO(b'data: {"a": 1}\n\ndata: {"b": 2}'))) == [{"a": 1}, {"b": 2}]
+    assert list(wire.sse_events(io.BytesIO(b'data: {"b": 2}\n'))) == [{"b": 2}]
+    assert list(wire.sse_events(io.BytesIO(b""))) == []
+
+
+def test_sse_comments_and_other_fields_are_skipped() -> None:
+    body = (b": keep-alive\n\n: comment\nevent: chunk\nid: 7\nretry: 100\ndata: {\"a\": 1}\nfoo: bar\n\n"
+            b"event: only-a-type\n\n\n\n")
+    assert list(wire.sse_events(io.BytesIO(body))) == [{"a": 1}]
+
+
+def test_sse_malformed_events_are_clear_errors() -> None:
+    with pytest.raises(wire.WireError, match=r"malformed server-sent event: not JSON .*'\{\"MEL\": \[1, 2'"):
+        list(wire.sse_events(io.BytesIO(b'data: {"MEL": [1, 2\n\n')))
+    with pytest.raises(wire.WireError, match="not a JSON object"):
+        list(wire.sse_events(io.BytesIO(b"data: [1, 2]\n\n")))
+    with pytest.raises(wire.WireError, match="not UTF-8"):
+        list(wire.sse_events(io.BytesIO(b"data: \xff\n\n")))
+    assert issubclass(wire.WireError, ValueError)  # what the load test reports as an utterance's error
+
+
+def test_sse_events_are_parsed_as_they_come() -> None:
+    """An event is yielded when its blank line has been read, before the next line is asked for."""
+    read: list[bytes] = []
+
+    def lines() -> object:
+        for line in (b'data: {"a": 1}\n', b"\n", b'data: {"b": 2}\n', b"\n"):
+            read.append(line)
+            yield line
+
+    events = wire.sse_events(lines())  # type: ignore[arg-type]
+    assert next(events) == {"a": 1} and len(read) == 2
+
+
+def test_sse_arrival_is_the_first_data_line() -> None:
+    clock = iter(range(100))
+    body = io.BytesIO(b": c\ndata: {\"a\":\ndata: 1}\n\nevent: x\ndata: {\"b\": 2}\n\n")
+    assert list(wire.timed_sse_events(body, lambda: float(next(clock)))) == [(0.0, {"a": 1}), (1.0, {"b": 2})]
+
+
+# --- chunks ---------------------------------------------------------------------------------------------
+def test_chunk_decoding_uses_the_voices_n_mels() -> None:
+    values = list(range(12))
+    chunk = wire.decode_chunk({"MEL": values}, n_mels=3)  # an SSE event's MEL arrives flat
+    assert chunk is not None and set(chunk) == {"mel"}
+    assert chunk["mel"].dtype == np.float32 and chunk["mel"].shape == (4, 3)
+    assert chunk["mel"].tolist() == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]]
+    four = wire.decode_chunk({"MEL": values}, n_mels=4)
+    assert four is not None and four["mel"].shape == (3, 4)
+    grpc = wire.decode_chunk({"MEL": np.ones((5, 7), np.float64)}, n_mels=7)  # gRPC: already [frames, n_mels]
+    assert grpc is not None and grpc["mel"].shape == (5, 7) and grpc["mel"].dtype == np.float32
+    empty = wire.decode_chunk({"MEL": []}, n_mels=5)
+    assert empty is not None and empty["mel"].shape == (0, 5)
+
+
+def test_chunk_audio_and_final_response() -> None:
+    chunk = wire.decode_chunk({"MEL": [[0.5] * 3], "AUDIO": [[0.1, 0.2], [0.3, 0.4]]}, n_mels=3)
+    assert chunk is not None and chunk["audio"].shape == (4,) and chunk["audio"].dtype == np.float32
+    assert wire.decode_chunk({}, n_mels=80) is None  # the empty final response
+    assert wire.decode_chunk({"other": [1]}, n_mels=80) is None
+
+
+@pytest.mark.parametrize("mel, n_mels, message", [
+    (list(range(10)), 3, r"MEL is float32 \[10\]: not frames of the voice's 3 mel bins"),
+    (np.zeros((2, 80)), 40, r"\[2, 80\]: not frames of the voice's 40"),
+    (np.zeros((2, 2, 2)), 2, r"\[2, 2, 2\]"),
+    ([[1, 2], [3]], 2, "MEL is not an array of numbers"),
+    (["a", "b"], 2, "MEL is not an array of numbers"),
+    ([1.0], 0, "n_mels must be > 0"),
+])
+def test_chunk_decoding_refuses_what_does_not_fit(mel: object, n_mels: int, message: str) -> None:
+    with pytest.raises(wire.WireError, match=message):
+        wire.decode_chunk({"MEL": mel}, n_mels=n_mels)
+
+
+# --- errors a client reads ------------------------------------------------------------------------------
+def test_error_texts() -> None:
+    assert wire.event_error({"error": "TextError: empty"}) == "TextError: empty"
+    assert wire.event_error({"MEL": []}) is None
+    assert wire.http_error_message(404, b'{"error":"Request for unknown model: \'x\' is not found"}') == \
+        "Request for unknown model: 'x' is not found"
+    sse = b'data: {"error":"TextError: text has nothing to speak: it is empty"}\n\n'
+    assert wire.http_error_message(400, sse) == "TextError: text has nothing to speak: it is empty"
+    assert wire.http_error_message(502, b"<html>bad gateway</html>") == "HTTP 502: <html>bad gateway</html>"
+    assert wire.http_error_message(503, b"") == "HTTP 503"
+    assert wire.http_error_message(500, b'["error"]') == 'HTTP 500: ["error"]'
+
+
+@pytest.mark.parametrize("message, options, kind", [
+    ("Request for unknown model: 'x' is not found", {"grpc_status": "StatusCode.NOT_FOUND"}, UnknownVoiceError),
+    ("Request for unknown model: 'x' is not found", {"http_status": 404}, UnknownVoiceError),
+    ("Request for unknown model: 'x' is not found", {}, UnknownVoiceError),  # a gRPC stream's error: the message alone
+    ("Request for unknown model: 'x' has no available versions", {"http_status": 400}, UnknownVoiceError),
+    ("TextError: text has nothing to speak: it is empty", {"http_status": 400}, InvalidInputError),
+    ("TextError: text has nothing to speak: it is empty", {}, InvalidInputError),
+    ("bad input", {"grpc_status": "INVALID_ARGUMENT"}, InvalidInputError),
+    ("failed to connect to all addresses", {"grpc_status": "StatusCode.UNAVAILABLE"}, ServerUnavailableError),
+    ("busy", {"http_status": 503}, ServerUnavailableError),
+    ("Deadline Exceeded", {"grpc_status": "StatusCode.DEADLINE_EXCEEDED"}, ClientTimeoutError),
+    ("SynthesisError: network failed", {"http_status": 500}, ClientError),
+])
+def test_client_errors_are_typed_and_keep_the_message(message: str, options: dict[str, object], kind: type) -> None:
+    error = client_error(message, where="voice 'x' at host:1", **options)  # type: ignore[arg-type]
+    assert type(error) is kind and str(error) == f"voice 'x' at host:1: {message}"
+
+
+# --- the voices a server serves -------------------------------------------------------------------------
+def test_addon_json_from_a_config() -> None:
+    http_config = {"name": "v", "parameters": {wire.ADDON_PARAMETER: {"string_value": '{"name": "v"}'}}}
+    assert wire.addon_json_from_config(http_config) == '{"name": "v"}'
+    assert wire.addon_json_from_config({"config": http_config}) == '{"name": "v"}'  # gRPC's as_json wrapper
+    assert wire.is_voice_config(http_config) and wire.is_voice_config({"config": http_config})
+    for config in ({"name": "v"}, {"parameters": {}}, {"parameters": {"other": {"string_value": "x"}}},
+                   {"parameters": {wire.ADDON_PARAMETER: {}}}):
+        with pytest.raises(wire.WireError, match=f"model 'v' is not a melstream voice: its config has no '{wire.ADDON_PARAMETER}' parameter"):
+            wire.addon_json_from_config(config, model="model 'v'")
+    assert not wire.is_voice_config({"parameters": {}}) and not wire.is_voice_config({})
+
+
+def test_voice_listing() -> None:
+    assert wire.network_model_name("fastvoice", "decoder") == "fastvoice__decoder"
+    assert wire.is_network_model("fastvoice__decoder") and not wire.is_network_model("fastvoice")
+    index = [{"name": "b", "state": "READY"}, {"name": "b__net", "state": "READY"}, {"name": "a", "state": "READY"},
+             {"name": "a__enc", "state": "READY"}, {"name": "a__dec", "state": "UNAVAILABLE"},
+             {"name": "c", "state": "LOADING"}, {"name": "c__net", "state": "READY"}, {"name": "d", "state": "READY"}]
+    ready = wire.ready_models(index)
+    assert ready == {"b", "b__net", "a", "a__enc", "d", "c__net"}
+    assert wire.ready_models({"models": index}) == ready  # gRPC's as_json index
+    networks = {"b": ["net"], "a": ["enc", "dec"], "c": ["net"], "d": []}
+    assert wire.servable_voices(ready, networks) == ["b", "d"]
+    assert wire.servable_voices(ready | {"a__dec"}, networks) == ["a", "b", "d"]  # sorted
+
+
+def test_runners_base_keeps_the_names() -> None:
+    from melstream.runners import base
+
+    assert base.servable_voices is wire.servable_voices and base.network_model_name is wire.network_model_name
+
+
+# --- requests -------------------------------------------------------------------------------------------
+def test_request_tensors_leave_out_absent_options() -> None:
+    tensors = wire.request_tensors("Hello.")
+    assert [(inp.name, v.dtype, v.shape) for inp, v in tensors] == [("TEXT", np.dtype(object), (1,))]
+    assert tensors[0][1][0] == b"Hello."
+    both = dict((inp.name, v) for inp, v in wire.request_tensors("x", pace=1.25, chunk_frames=0))  # 0 is sent
+    assert list(both) == ["TEXT", "PACE", "CHUNK_FRAMES"]  # config order
+    assert both["PACE"].dtype == np.float32 and both["PACE"].tolist() == [1.25]
+    assert both["CHUNK_FRAMES"].dtype == np.int32 and both["CHUNK_FRAMES"].tolist() == [0]
+    assert [inp.name for inp, _ in wire.request_tensors("x", chunk_frames=7)] == ["TEXT", "CHUNK_FRAMES"]
+
+
+def test_request_text_is_utf8() -> None:
+    text = "Grüße, 東京 — ½ 🎉"
+    assert wire.request_tensors(text)[0][1][0] == text.encode("utf-8")
+    body = wire.request_json(text, pace=0.5)
+    assert json.loads(body.decode("utf-8")) == {"TEXT": text, "PACE": 0.5}
+    assert json.loads(wire.request_json("x")) == {"TEXT": "x"}
+    assert json.loads(wire.request_json("x", chunk_frames=0)) == {"TEXT": "x", "CHUNK_FRAMES": 0}
+    with pytest.raises(wire.WireError, match="TEXT is not valid Unicode"):
+        wire.request_json("lone \ud800 surrogate")
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"pace": True}, "PACE must be a number"), ({"pace": "fast"}, "PACE must be a number"),
+    ({"chunk_frames": 2.5}, "CHUNK_FRAMES must be an integer"), ({"chunk_frames": 2**31}, "does not fit INT32"),
+])
+def test_request_options_are_checked(options: dict[str, object], message: str) -> None:
+    with pytest.raises(wire.WireError, match=message):
+        wire.request_tensors("x", **options)  # type: ignore[arg-type]
+
+
+def test_raw_contents_are_tritons_binary_form() -> None:
+    (text, t), (frames, f) = wire.request_tensors("héllo", chunk_frames=7)
+    data = "héllo".encode()
+    assert wire.raw_contents(text, t) == struct.pack("<I", len(data)) + data
+    assert wire.raw_contents(frames, f) == struct.pack("<i", 7)
+
+
+def test_http_paths() -> None:
+    assert wire.generate_stream_path("fastvoice") == "/v2/models/fastvoice/generate_stream"
+    assert wire.model_config_path("a b/c") == "/v2/models/a%20b%2Fc/config"
+
+
+# --- the client is light --------------------------------------------------------------------------------
+ADDON = {
+    "name": "tiny", "version": "0.0.1",
+    "audio": {"sample_rate": 16000, "hop_length": 200, "win_length": 800, "n_fft": 800, "n_mels": 5},
+    "text": {"frontend": "english-chars"},
+    "networks": {"net": {"file": "net.onnx", "role": "decoder", "inputs": {"x": {"dtype": "float32", "shape": [-1, 4]}},
+                         "outputs": {"mel": {"dtype": "float32", "shape": [-1, 5]}}}},
+    "stack": [{"type": "StreamablePipeline", "sequence_block": {"type": "Encoders"},
+               "streamable_block": {"type": "Decoder"}}],
+}
+
+CHILD = r"""
+import importlib.metadata, json, sys, threading
+calls = []
+real_entry_points = importlib.metadata.entry_points
+def spy(*args, **kwargs):
+    calls.append(repr((args, kwargs)))
+    return real_entry_points(*args, **kwargs)
+importlib.metadata.entry_points = spy
+
+import melstream.client
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+ADDON_JSON = sys.argv[1]
+class Triton(BaseHTTPRequestHandler):  # what a server answers: a voice's config and the repository index
+    def answer(self, body):
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    def do_GET(self):
+        self.answer({"name": "tiny", "parameters": {"addon_json": {"string_value": ADDON_JSON}}})
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.answer([{"name": "tiny", "state": "READY"}, {"name": "tiny__net", "state": "READY"}])
+    def log_message(self, *args):
+        pass
+
+server = ThreadingHTTPServer(("127.0.0.1", 0), Triton)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+client = melstream.client.HttpClient(f"127.0.0.1:{server.server_port}")
+spec = client.spec("tiny")
+voices = client.voices()
+server.shutdown()
+print(json.dumps({"modules": sorted(sys.modules), "entry_point_calls": calls, "n_mels": spec.audio.n_mels,
+                  "networks": list(spec.networks), "voices": voices}))
+"""
+
+
+def test_client_reads_specs_without_components_or_plugins() -> None:
+    """``import melstream.client`` and reading a voice's spec (and listing voices) import no component module,
+    not the stack builder, and load no entry-point plugin."""
+    result = subprocess.run([sys.executable, "-c", CHILD, json.dumps(ADDON)], capture_output=True, text=True,
+                            timeout=120, cwd=ROOT, check=False)
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout)
+    assert seen["n_mels"] == 5 and seen["networks"] == ["net"] and seen["voices"] == ["tiny"]
+    modules = set(seen["modules"])
+    assert "melstream.spec" in modules and "melstream.client" in modules  # the check sees melstream's modules
+    heavy = sorted(m for m in modules if m.startswith("melstream.components") or m in ("melstream.stack", "melstream.addon",
+                                                                                       "melstream.registry", "melstream.blocks"))
+    assert heavy == [], heavy
+    assert seen["entry_point_calls"] == []
+    plugins = {ep.module for ep in importlib.metadata.entry_points(group="melstream.components")}
+    assert not plugins & modules, plugins & modules
+    assert not {"onnxruntime", "torch"} & modules
