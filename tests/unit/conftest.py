@@ -154,8 +154,22 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
         _fail_report(outcome.get_result(), found)
 
 
+# Setup, call and teardown hooks reach this conftest only for tests below its directory (pytest calls them
+# through item.ihook); pytest_runtest_protocol would see every test of the session, other tiers' too.
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    with GUARD.on():
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    with GUARD.on():
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
     with GUARD.on():
         yield
 
