@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from melstream.errors import ClientError
-from melstream.runners.base import Call, Runner, network_model_name
+from melstream.runners.base import Call, Runner
+from melstream.wire import network_model_name
 
 if TYPE_CHECKING:
     from melstream.spec import AddonSpec, NetworkSpec
@@ -41,8 +41,10 @@ class TritonRemoteRunner(Runner):
             try:
                 result = self.client.infer(model, tensors, outputs=[g.InferRequestedOutput(n) for n in outputs],
                                            client_timeout=self.timeout_s)
-            except Exception as e:
-                raise ClientError(f"network model {model!r} at {self.url}: {e}") from e
+            except Exception as e:  # typed as the clients type it (unavailable, timeout...), the server's text kept
+                from melstream.client._errors import grpc_error
+
+                raise grpc_error(e, where=f"network model {model!r} at {self.url}") from e
             return {n: result.as_numpy(n) for n in outputs}
 
         return call
