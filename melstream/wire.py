@@ -8,6 +8,12 @@ A voice is one decoupled Triton model named after its addon:
 * responses: ``MEL`` FP32 ``[frames, n_mels]`` per chunk (and ``AUDIO`` FP32 ``[frames * hop]`` from voices
   whose stack ends in a vocoder), in order, then an empty final response;
 * the model config's ``addon_json`` parameter carries the addon, so a client can rebuild its stack.
+
+Besides the names: building a request (:func:`request_tensors`, :func:`request_json`, :func:`raw_contents`),
+reading server-sent events (:func:`sse_events`, :func:`timed_sse_events`), decoding a chunk with the voice's
+``n_mels`` (:func:`decode_chunk`), error texts (:func:`http_error_message`, :func:`event_error`), the addon JSON
+from a model config (:func:`addon_json_from_config`) and which voices can serve (:func:`servable_voices`).
+What breaks the contract raises :class:`WireError` (a ``ValueError``).
 """
 
 from __future__ import annotations
