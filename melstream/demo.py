@@ -32,6 +32,7 @@ def run_demo(out: Path, *, addons: Path, repo: Path) -> int:
         voices = grpc.voices()
         for voice in voices:  # warm-up: the first request opens the channel and runs each model once
             grpc.synthesize("Warm up.", voice=voice)
+            http.spec(voice)  # each client reads a voice's spec (its n_mels) once, before its first stream
         print("(after one warm-up request per voice)")
         print(f"\n{'voice':<12} {'protocol':<9} {'first frame ms':>14} {'total ms':>9} {'frames':>7} {'chunks':>7}  equals in-process")
         for voice in voices:
