@@ -275,3 +275,121 @@ def servable_voices(ready: Collection[str], addon_networks: Mapping[str, Iterabl
     names), those that are ``ready`` and whose network models are all ready too."""
     return sorted(v for v, networks in addon_networks.items()
                   if v in ready and all(network_model_name(v, n) in ready for n in networks))
+
+
+# --- input limits ---------------------------------------------------------------------------------------
+#: the ``PACE`` a voice accepts, inclusive (1 is the voice's own rate, 2 twice as fast); anything else,
+#: NaN and infinities included, is refused with INVALID_ARG
+PACE_RANGE: tuple[float, float] = (0.25, 4.0)
+#: the ``CHUNK_FRAMES`` a voice accepts, inclusive (0 = the whole utterance in one response); 100 000 frames
+#: are about 19 minutes of speech at 22050 Hz / hop 256, far beyond any utterance, so more is a mistake
+CHUNK_FRAMES_RANGE: tuple[int, int] = (0, 100_000)
+
+
+# --- errors ---------------------------------------------------------------------------------------------
+# Where an error's Triton code reaches a client in Triton 2.51 (tritonserver of nvidia-pytriton 0.7.0):
+#
+# * gRPC bidirectional stream (tritonclient ``start_stream``): an error response carries ``error_message``
+#   only; tritonclient's callback gets an InferenceServerException whose ``status()`` is None.  With the
+#   stream header ``triton_grpc_error: true`` a *model's* error response ends the whole stream with a real gRPC
+#   status (INVALID_ARG -> INVALID_ARGUMENT), the final response never comes, and the stream takes no more
+#   requests (a new one must be started); errors Triton raises before the model (unknown model, wrong datatype
+#   or shape, missing inputs) still come as message-only errors, with no final response after them.
+# * HTTP ``generate_stream`` (SSE): an error Triton raises before the model is a JSON body with a faithful
+#   status (400 INVALID_ARG, 404 NOT_FOUND, 500 INTERNAL, 503 UNAVAILABLE, 501 UNSUPPORTED).  An error the
+#   model sends as its first response is a ``data: {"error": ...}`` event whose HTTP status Triton reads from
+#   the error after freeing it (http_server.cc, GenerateRequestClass::InferResponseComplete): not to be
+#   trusted (an INTERNAL error was seen answered with 400).  A later error is an event after a 200.
+# * other gRPC calls (model metadata, config, unary infer) carry a real gRPC status.
+#
+# So a voice model states the code in the message itself, as a tag in front: ``[INVALID_ARG] input PACE: ...``
+# (:func:`error_message`), and :func:`error_code` reads the tag first, then a status that is sure, then
+# Triton's own messages, then the HTTP status.
+
+#: Triton's error codes (TRITONSERVER_Error_Code), named as the Python backend names them (``pb_utils.TritonError.INVALID_ARG``)
+ERROR_CODES: tuple[str, ...] = ("UNKNOWN", "INTERNAL", "NOT_FOUND", "INVALID_ARG", "UNAVAILABLE", "UNSUPPORTED",
+                                "ALREADY_EXISTS", "CANCELLED")
+#: the code of a request the voice refuses for its input; the message names the input
+INPUT_ERROR = "INVALID_ARG"
+#: the code of a fault inside the server; the message starts with :data:`INTERNAL_ERROR_PREFIX` after the tag
+INTERNAL_ERROR = "INTERNAL"
+INTERNAL_ERROR_PREFIX = "internal error: "
+
+# gRPC status -> Triton code: the inverse of Triton's GrpcStatusUtil::CodeToStatus (grpc_utils.cc), with
+# RESOURCE_EXHAUSTED (a gRPC server or proxy refusing load) read as UNAVAILABLE; others (DEADLINE_EXCEEDED...) are no Triton code
+_GRPC_STATUS_CODES = {"INTERNAL": "INTERNAL", "NOT_FOUND": "NOT_FOUND", "INVALID_ARGUMENT": "INVALID_ARG",
+                      "UNAVAILABLE": "UNAVAILABLE", "UNIMPLEMENTED": "UNSUPPORTED", "ALREADY_EXISTS": "ALREADY_EXISTS",
+                      "CANCELLED": "CANCELLED", "RESOURCE_EXHAUSTED": "UNAVAILABLE"}
+_GRPC_STATUS_NUMBERS = {1: "CANCELLED", 3: "INVALID_ARGUMENT", 5: "NOT_FOUND", 6: "ALREADY_EXISTS", 8: "RESOURCE_EXHAUSTED",
+                        12: "UNIMPLEMENTED", 13: "INTERNAL", 14: "UNAVAILABLE"}
+# HTTP status -> Triton code: Triton's HttpCodeFromError (http_server.cc) sends 400 for INVALID_ARG (and for the
+# rare UNKNOWN, ALREADY_EXISTS, CANCELLED); 409/429/502/504 come from proxies in front of it
+_HTTP_STATUS_CODES = {400: "INVALID_ARG", 404: "NOT_FOUND", 409: "ALREADY_EXISTS", 429: "UNAVAILABLE", 500: "INTERNAL",
+                      501: "UNSUPPORTED", 502: "UNAVAILABLE", 503: "UNAVAILABLE", 504: "UNAVAILABLE"}
+# Triton's own messages (core r24.10, python_backend r24.10) and their codes: what a gRPC stream gets without one
+_TRITON_MESSAGES = (("Request for unknown model", "NOT_FOUND"),  # "...: 'x' is not found" / "has no available versions"
+                    ("unexpected shape for input", "INVALID_ARG"),
+                    ("inference input '", "INVALID_ARG"),  # "... data-type is 'FP32', but model 'x' expects 'BYTES'"
+                    ("unexpected inference input", "INVALID_ARG"),
+                    ("expected number of inputs between", "INVALID_ARG"),
+                    ("The schema can not convert input", "INVALID_ARG"),  # HTTP generate: a JSON value of the wrong shape
+                    ("Exceeds maximum queue size", "UNAVAILABLE"),
+                    ("Server is stopping", "UNAVAILABLE"),
+                    ("Stub process", "INTERNAL"))  # the Python backend's stub died ("... is not healthy.")
+
+
+def error_message(code: str, detail: str) -> str:
+    """The message a voice model sends with an error: ``"[<code>] <detail>"``, e.g.
+    ``"[INVALID_ARG] input PACE: must be a finite number from 0.25 to 4.0 ..., got nan"``.  ``code`` is one of
+    :data:`ERROR_CODES` (the same code goes into the ``TritonError``); :func:`error_code` reads it back."""
+    if code not in ERROR_CODES:
+        raise WireError(f"unknown Triton error code {code!r}; known: {', '.join(ERROR_CODES)}")
+    return f"[{code}] {detail}"
+
+
+def _tagged_code(message: str) -> str | None:
+    text = message.lstrip()
+    if text.startswith("[request id: "):  # Triton puts this in front of its own request errors
+        text = text.partition("] ")[2]
+    if not text.startswith("["):
+        return None
+    tag, closed, _ = text[1:].partition("] ")
+    return tag if closed and tag in ERROR_CODES else None
+
+
+def _grpc_status_name(grpc_status: str | int) -> str:
+    if isinstance(grpc_status, int):
+        return _GRPC_STATUS_NUMBERS.get(grpc_status, str(grpc_status))
+    return str(grpc_status).removeprefix("StatusCode.").upper()
+
+
+def error_code(message: str, *, http_status: int | None = None, grpc_status: str | int | None = None) -> str:
+    """The Triton error code name (one of :data:`ERROR_CODES`: ``"INVALID_ARG"``, ``"NOT_FOUND"``,
+    ``"UNAVAILABLE"``, ``"INTERNAL"``, ...) of an error a client saw, from its message and, when the channel
+    has one, its HTTP status or gRPC status (``"INVALID_ARGUMENT"``, tritonclient's ``"StatusCode.INVALID_ARGUMENT"``,
+    or the number 3).  In order, the first that knows:
+
+    1. the ``[<CODE>]`` tag a voice model puts in front of its messages (:func:`error_message`);
+    2. a gRPC status other than OK/UNKNOWN that Triton has a code for (DEADLINE_EXCEEDED, a client's own
+       timeout, is none: the caller decides what that means);
+    3. Triton's own messages (unknown model, wrong shape or datatype, missing inputs, queue full, stub died),
+       which reach a gRPC stream without their code;
+    4. an HTTP error status (>= 400);
+    5. ``"UNKNOWN"``.
+    """
+    tagged = _tagged_code(message)
+    if tagged is not None:
+        return tagged
+    if grpc_status is not None:
+        code = _GRPC_STATUS_CODES.get(_grpc_status_name(grpc_status))
+        if code is not None:
+            return code
+    text = message.lstrip()
+    if text.startswith("[request id: "):
+        text = text.partition("] ")[2]
+    for start, code in _TRITON_MESSAGES:
+        if text.startswith(start):
+            return code
+    if http_status is not None and http_status >= 400:
+        return _HTTP_STATUS_CODES.get(http_status, "UNKNOWN")
+    return "UNKNOWN"

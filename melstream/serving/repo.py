@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from melstream import wire
 from melstream.addon import Addon, discover_addons, load_addon
 from melstream.errors import AddonError, MelstreamError
 from melstream.runners.base import UnboundRunner, network_model_name
+from melstream.serving import network_model, voice_model
 
 BACKENDS_DIR = Path(__file__).resolve().parent.parent.parent / "python_backends"
 
@@ -94,10 +96,10 @@ def network_config(addon: Addon, network: str, profile: Profile, *, network_file
         # variable dimensions get one small length, the same for every input (they often must agree)
         inp.dims.extend([WARMUP_LENGTH if d == -1 else d for d in (t.shape if spec.max_batch_size else (1, *t.shape))])
         inp.zero_data = True
-    cfg.parameters["network_file"].string_value = network_file
-    cfg.parameters["intra_op_threads"].string_value = str(profile.intra_op_threads)
+    cfg.parameters[network_model.NETWORK_FILE_PARAMETER].string_value = network_file
+    cfg.parameters[network_model.THREADS_PARAMETER].string_value = str(profile.intra_op_threads)
     if profile.ort_providers is not None:
-        cfg.parameters["ort_providers"].string_value = ",".join(profile.ort_providers)
+        cfg.parameters[network_model.PROVIDERS_PARAMETER].string_value = ",".join(profile.ort_providers)
     return cfg
 
 
@@ -105,27 +107,26 @@ def pipeline_config(addon: Addon, profile: Profile) -> Any:
     mc = _mc()
     cfg = mc.ModelConfig(name=addon.name, backend="python", max_batch_size=0)
     cfg.model_transaction_policy.decoupled = True
-    for name, dtype, optional in (("TEXT", "TYPE_STRING", False), ("PACE", "TYPE_FP32", True),
-                                  ("CHUNK_FRAMES", "TYPE_INT32", True)):
+    for inp in wire.INPUTS:
         io = cfg.input.add()
-        io.name = name
-        io.data_type = getattr(mc, dtype)
+        io.name = inp.name
+        io.data_type = getattr(mc, inp.config_type)
         io.dims.append(1)
-        io.optional = optional
+        io.optional = inp.optional
     out = cfg.output.add()
-    out.name = "MEL"
+    out.name = wire.MEL
     out.data_type = mc.TYPE_FP32
     out.dims.extend([-1, addon.audio.n_mels])
     if addon.build(UnboundRunner()).produces_audio:
         audio = cfg.output.add()
-        audio.name = "AUDIO"
+        audio.name = wire.AUDIO
         audio.data_type = mc.TYPE_FP32
         audio.dims.append(-1)
     group = cfg.instance_group.add()
     group.count = 1  # one instance: streams run in its worker threads
     group.kind = mc.ModelInstanceGroup.KIND_CPU
-    cfg.parameters["addon_json"].string_value = addon.to_json()
-    cfg.parameters["max_streams"].string_value = str(profile.max_streams)
+    cfg.parameters[wire.ADDON_PARAMETER].string_value = addon.to_json()
+    cfg.parameters[voice_model.MAX_STREAMS_PARAMETER].string_value = str(profile.max_streams)
     return cfg
 
 

@@ -1,8 +1,18 @@
 from __future__ import annotations
 
-import numpy as np
+import json
+import os
+from pathlib import Path
 
+import numpy as np
+from google.protobuf import json_format
+
+import melstream
 from melstream.serving.batching import run_grouped
+from melstream.serving.network_model import NetworkModel
+from melstream.serving.repo import get_profile, network_config
+
+from .test_voice_model import FakePb, FakeRequest, FakeTensor, FakeTritonError
 
 
 def test_groups_equal_shapes_and_splits_in_order() -> None:
@@ -29,3 +39,67 @@ def test_a_failing_group_does_not_fail_the_others() -> None:
     out = run_grouped(run, [{"x": np.zeros((1, 4))}, {"x": np.zeros((1, 2))}])
     assert isinstance(out[0], ValueError) and "bad width" in str(out[0])
     assert not isinstance(out[1], Exception)
+
+
+# --- the network model around it ------------------------------------------------------------------------
+
+class DoublingSession:
+    """An ONNX Runtime session stand-in: ``y = 2 * x``; a run with a row of width 4 fails."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[int, ...]] = []
+
+    def run(self, outputs: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        self.batches.append(feed["x"].shape)
+        if feed["x"].shape[1] == 4:
+            raise ValueError("bad width")
+        return [feed["x"] * 2]
+
+
+def network() -> tuple[NetworkModel, FakePb, DoublingSession]:
+    pb = FakePb()
+    model = NetworkModel(pb)
+    model.name, model.inputs, model.outputs = "tiny__net", ["x"], ["y"]
+    model.session = session = DoublingSession()
+    return model, pb, session
+
+
+def net_request(**inputs: np.ndarray) -> FakeRequest:
+    return FakeRequest({n: FakeTensor(n, v) for n, v in inputs.items()})
+
+
+def test_network_model_answers_each_request_in_order_one_batch_per_shape() -> None:
+    model, pb, session = network()
+    responses = model.execute([net_request(x=np.full((1, 3), 1.0)), net_request(x=np.full((2, 3), 5.0)), net_request(x=np.ones((1, 2)))])
+    assert [r.error for r in responses] == [None, None, None]
+    np.testing.assert_array_equal(responses[0].tensors["y"], np.full((1, 3), 2.0))
+    np.testing.assert_array_equal(responses[1].tensors["y"], np.full((2, 3), 10.0))
+    np.testing.assert_array_equal(responses[2].tensors["y"], np.full((1, 2), 2.0))
+    assert sorted(session.batches) == [(1, 2), (3, 3)]  # the two width-3 requests ran as one batch of 3 rows
+
+
+def test_network_model_errors_are_per_request_and_coded() -> None:
+    model, pb, _ = network()
+    responses = model.execute([net_request(x=np.zeros((1, 4))), net_request(z=np.zeros((1, 3))), net_request(x=np.zeros((1, 3)))])
+    failed, missing, fine = responses
+    assert FakeTritonError.NAMES[failed.error.code()] == "INTERNAL"
+    assert failed.error.message() == "[INTERNAL] internal error: ValueError: bad width"
+    assert FakeTritonError.NAMES[missing.error.code()] == "INVALID_ARG"
+    assert missing.error.message() == "[INVALID_ARG] input x is missing: model 'tiny__net' needs x"
+    assert fine.error is None and fine.tensors["y"].shape == (1, 3)
+    (level, logged), = pb.Logger.lines
+    assert level == "error" and "ValueError: bad width" in logged and "Traceback" in logged
+
+
+def test_network_model_initializes_from_the_config_build_repo_writes(fast_addon: melstream.Addon, tmp_path: Path) -> None:
+    model_dir = tmp_path / "repo" / "tinyfast__decoder"  # Triton's args["model_repository"] is the model's directory
+    model_dir.mkdir(parents=True)
+    rel = os.path.relpath(fast_addon.network_path("decoder"), model_dir)
+    cfg = network_config(fast_addon, "decoder", get_profile("cpu"), network_file=rel)
+    pb = FakePb()
+    model = NetworkModel(pb)
+    model.initialize({"model_config": json.dumps(json_format.MessageToDict(cfg, preserving_proto_field_name=True)),
+                      "model_repository": str(model_dir)})
+    assert (model.name, model.inputs, model.outputs) == ("tinyfast__decoder", ["upsampled"], ["mel"])
+    (response,) = model.execute([net_request(upsampled=np.zeros((1, 5, fast_addon.networks["decoder"].inputs[0].shape[-1]), np.float32))])
+    assert response.error is None and response.tensors["mel"].shape == (1, 5, 80)

@@ -1,0 +1,280 @@
+"""The voice model's logic: one addon as a decoupled Triton Python-backend model streaming MEL (and AUDIO) chunks.
+
+``python_backends/pipeline/model.py`` is a shim that subclasses :class:`VoiceModel` with the stub's
+``triton_python_backend_utils`` module (``pb_utils``); everything else lives here, where it can be tested
+with a fake ``pb_utils`` and no server.
+
+Triton's Python backend creates the model class with no arguments, calls ``initialize(args)`` once,
+``execute(requests)`` for each batch of requests and ``finalize()`` at unload (python_backend's
+pb_stub.cc).  Each request (stream) runs in its own worker thread, so ``execute`` returns at once; the
+stream sends one response per chunk, in order, then the final flag, always exactly once.
+
+Errors: a request whose input is wrong gets ``INVALID_ARG`` with a message naming the input; a fault inside
+the server gets ``INTERNAL`` ("internal error: ...") and its traceback in Triton's log.  Either way the
+message starts with the code as a tag (:func:`melstream.wire.error_message`), because a gRPC stream
+carries only the message.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+import traceback
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from melstream import wire
+from melstream.errors import InputError, TextError
+
+# Triton's own metrics count requests and time whole executions; a stream's listener cares about
+# what they cannot see: how soon the first chunk went out and how many chunks a stream took.
+FIRST_CHUNK_BUCKETS_S = [0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0]
+CHUNKS_BUCKETS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000]
+OUTCOMES = ("completed", "cancelled", "error")
+
+#: the config parameter (written by melstream.serving.repo.pipeline_config) with the streams served at once
+MAX_STREAMS_PARAMETER = "max_streams"
+#: worker threads (streams served at once) when the config has no such parameter
+DEFAULT_MAX_STREAMS = 64
+
+
+class Pipeline(Protocol):
+    """What the voice model needs of a StreamablePipeline."""
+
+    def stream_outputs(self, text: str | bytes, *, pace: float | None = None,
+                       chunk_frames: int | None = None) -> Iterator[dict[str, np.ndarray]]: ...
+
+    def inputs_for(self, text: str | bytes, *, pace: float | None = None,
+                   chunk_frames: int | None = None) -> dict[str, np.ndarray]: ...
+
+
+class StreamMetrics:
+    """Per-voice Prometheus metrics, exported on Triton's metrics port (:8002/metrics)."""
+
+    def __init__(self, pb: Any, voice: str) -> None:
+        family = pb.MetricFamily
+        labels = {"voice": voice}
+        first = family(name="melstream_first_chunk_seconds", kind=family.HISTOGRAM,
+                       description="Seconds from a stream's request reaching the voice model to its first chunk being sent")
+        chunks = family(name="melstream_chunks_per_stream", kind=family.HISTOGRAM, description="Chunks sent per finished stream")
+        frames = family(name="melstream_frames_total", kind=family.COUNTER, description="Mel frames sent")
+        streams = family(name="melstream_streams_total", kind=family.COUNTER,
+                         description="Streams ended, by outcome (completed, cancelled, error)")
+        active = family(name="melstream_active_streams", kind=family.GAUGE, description="Streams being synthesised now")
+        self.first_chunk_s = first.Metric(labels=labels, buckets=FIRST_CHUNK_BUCKETS_S)
+        self.chunks = chunks.Metric(labels=labels, buckets=CHUNKS_BUCKETS)
+        self.frames = frames.Metric(labels=labels)
+        self.outcomes = {o: streams.Metric(labels={**labels, "outcome": o}) for o in OUTCOMES}
+        self.active = active.Metric(labels=labels)
+        self._families = (first, chunks, frames, streams, active)  # the families must outlive their metrics
+        # The stub's metric calls are not thread-safe (Triton 2.51 segfaults with streams updating
+        # metrics from several threads at once), so one lock serialises them; each is one short IPC.
+        self._lock = threading.Lock()
+
+    def started(self) -> None:
+        with self._lock:
+            self.active.increment(1)
+
+    def first_chunk(self, seconds: float) -> None:
+        with self._lock:
+            self.first_chunk_s.observe(seconds)
+
+    def ended(self, outcome: str, *, chunks: int, frames: int) -> None:
+        with self._lock:
+            self.active.increment(-1)
+            self.outcomes[outcome].increment(1)
+            self.frames.increment(frames)
+            if outcome == "completed":  # a cancelled or failed stream's count says nothing about the voice
+                self.chunks.observe(chunks)
+
+
+# --- input parsing -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Inputs:
+    """One request's inputs, checked: ``text`` (the one element of TEXT, bytes), ``pace`` and ``chunk_frames``
+    (None when the request left them out: the voice's own)."""
+
+    text: bytes | str
+    pace: float | None
+    chunk_frames: int | None
+
+
+def _one_element(pb: Any, request: Any, inp: wire.WireInput) -> Any:
+    """The single element of input ``inp``; None if the request left an optional input out."""
+    tensor = pb.get_input_tensor_by_name(request, inp.name)
+    if tensor is None:
+        if inp.optional:
+            return None
+        raise InputError(f"input {inp.name} is missing: a voice needs {inp.name} ({inp.datatype} [1], the UTF-8 text to speak)")
+    values = tensor.as_numpy().reshape(-1)
+    if values.size != 1:
+        raise InputError(f"input {inp.name} must hold exactly one element ({inp.datatype} [1]), got {values.size}")
+    return values[0]
+
+
+def parse_inputs(pb: Any, request: Any) -> Inputs:
+    """The request's inputs, or :class:`InputError` naming the one that is wrong (missing TEXT, an input with
+    other than one element, TEXT that is not bytes, PACE outside :data:`wire.PACE_RANGE` or not finite,
+    CHUNK_FRAMES outside :data:`wire.CHUNK_FRAMES_RANGE`).  Whether the text can be spoken (UTF-8, not empty,
+    not too long) is the front end's to say, when the stream starts."""
+    text = _one_element(pb, request, wire.TEXT)
+    if not isinstance(text, (bytes, str)):
+        raise InputError(f"input {wire.TEXT.name} must be {wire.TEXT.datatype} (UTF-8 text), got {type(text).__name__}")
+    pace = _one_element(pb, request, wire.PACE)
+    if pace is not None:
+        pace = float(pace)
+        low, high = wire.PACE_RANGE
+        if not (math.isfinite(pace) and low <= pace <= high):
+            raise InputError(f"input {wire.PACE.name} must be a finite number from {low} to {high} "
+                             f"(1 is the voice's own rate, 2 twice as fast), got {pace}")
+    chunk_frames = _one_element(pb, request, wire.CHUNK_FRAMES)
+    if chunk_frames is not None:
+        chunk_frames = int(chunk_frames)
+        low_frames, high_frames = wire.CHUNK_FRAMES_RANGE
+        if not low_frames <= chunk_frames <= high_frames:
+            raise InputError(f"input {wire.CHUNK_FRAMES.name} must be from {low_frames} to {high_frames} frames "
+                             f"(0 = the whole utterance in one response), got {chunk_frames}")
+    return Inputs(text, pace, chunk_frames)
+
+
+def input_error_detail(error: InputError) -> str:
+    """The text of an input error as the client reads it: it names the input.  The front end's TextErrors
+    speak of "text"; they came from TEXT, so they are named so, keeping their own words."""
+    if isinstance(error, TextError):
+        return f"input {wire.TEXT.name}: {type(error).__name__}: {error}"
+    return str(error)
+
+
+# --- the model -----------------------------------------------------------------------------------------
+
+class VoiceModel:
+    """A voice as a decoupled Triton model.  ``pb_utils`` is the stub's ``triton_python_backend_utils``
+    module (or a stand-in with the same names); attributes are looked up on it when used, since the stub
+    sets some of them (TritonError, Tensor, InferenceResponse) only after importing the model."""
+
+    def __init__(self, pb_utils: Any) -> None:
+        self.pb = pb_utils
+        self.name = ""
+        self.pipeline: Pipeline | None = None
+        self.metrics: StreamMetrics | None = None
+        self.pool: ThreadPoolExecutor | None = None
+        self._closing = threading.Event()
+
+    # Triton's entry points ---------------------------------------------------------------------------
+    def initialize(self, args: Mapping[str, str]) -> None:
+        """Build the voice from its config (``args["model_config"]``, JSON): the addon comes from the
+        :data:`wire.ADDON_PARAMETER` parameter; its networks run as Triton models through BLS."""
+        from melstream.addon import addon_from_json
+        from melstream.runners.triton_bls import TritonBLSRunner
+
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        name = config["name"]
+        addon = addon_from_json(params[wire.ADDON_PARAMETER], source=f"model {name!r} parameter {wire.ADDON_PARAMETER}")
+        pipeline = addon.build(TritonBLSRunner(self.pb))
+        # The text front end's first call loads its data (espeak-ng's voice, if it uses it); pay it at load,
+        # not on a listener's first chunk.
+        pipeline.inputs_for("Warm up.")
+        self.serve(name, pipeline, max_streams=int(params.get(MAX_STREAMS_PARAMETER, DEFAULT_MAX_STREAMS)))
+
+    def execute(self, requests: list[Any]) -> None:
+        """Start a stream for each request and return at once (decoupled: responses go through each
+        request's sender, from a worker thread)."""
+        received = time.perf_counter()
+        assert self.pool is not None, "execute() before initialize()"
+        for request in requests:
+            try:
+                self.pool.submit(self.stream, request, received)
+            except RuntimeError:  # the pool is shut down: the model is being unloaded
+                self._refuse(request, "UNAVAILABLE", f"voice {self.name!r} is shutting down")
+        return None
+
+    def finalize(self) -> None:
+        """Unload: streams still running end with UNAVAILABLE (and their final flag) at their next chunk."""
+        self._closing.set()
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+
+    # the work ------------------------------------------------------------------------------------------
+    def serve(self, name: str, pipeline: Pipeline, *, max_streams: int = DEFAULT_MAX_STREAMS) -> None:
+        """Serve ``pipeline`` as voice ``name`` with up to ``max_streams`` streams at once (``initialize``
+        calls this with the addon's pipeline; tests with any object that has ``stream_outputs``)."""
+        self.name = name
+        self.pipeline = pipeline
+        self.metrics = StreamMetrics(self.pb, name)
+        self.pool = ThreadPoolExecutor(max_workers=max_streams, thread_name_prefix=name)
+
+    def stream(self, request: Any, received: float) -> None:
+        """Run one request to its end in this thread: a response per chunk (``MEL`` ``[frames, n_mels]``
+        float32, plus ``AUDIO`` ``[frames * hop]`` from a vocoder), then the final flag.  ``received`` is
+        ``time.perf_counter()`` when the request reached the model (for the first-chunk metric).
+
+        The pipeline is pulled one chunk at a time and the request's cancellation is checked before each
+        pull, so a cancelled or vanished client stops the work within a chunk; the generator is closed
+        whatever happens.  Outcomes: ``completed``, ``cancelled``, ``error``."""
+        pb, metrics, pipeline = self.pb, self.metrics, self.pipeline
+        assert metrics is not None and pipeline is not None, "stream() before serve()"
+        sender = request.get_response_sender()
+        chunks: Iterator[dict[str, np.ndarray]] | None = None
+        sent = frames = 0
+        outcome = "error"
+        metrics.started()
+        try:
+            inputs = parse_inputs(pb, request)
+            chunks = pipeline.stream_outputs(inputs.text, pace=inputs.pace, chunk_frames=inputs.chunk_frames)
+            outcome = "cancelled"
+            while not request.is_cancelled():  # a cancelled or disconnected client stops the work here
+                if self._closing.is_set():
+                    outcome = "error"
+                    self._send_error(sender, "UNAVAILABLE", f"voice {self.name!r} is shutting down")
+                    break
+                chunk = next(chunks, None)
+                if chunk is None:
+                    outcome = "completed"
+                    break
+                sender.send(pb.InferenceResponse(
+                    [pb.Tensor(wire.OUTPUTS[key], np.ascontiguousarray(value, np.float32)) for key, value in chunk.items()]))
+                if sent == 0:
+                    metrics.first_chunk(time.perf_counter() - received)
+                sent += 1
+                frames += len(chunk["mel"])
+        except InputError as e:
+            outcome = "error"
+            self._send_error(sender, wire.INPUT_ERROR, input_error_detail(e))
+        except Exception as e:  # a fault here still reaches the client, and the model keeps serving
+            outcome = "error"
+            pb.Logger.log_error(f"voice {self.name!r}: stream failed:\n{traceback.format_exc()}")
+            self._send_error(sender, wire.INTERNAL_ERROR, f"{wire.INTERNAL_ERROR_PREFIX}{type(e).__name__}: {e}")
+        finally:
+            if chunks is not None:
+                close = getattr(chunks, "close", None)
+                if close is not None:
+                    close()  # stop the pipeline's work (its generators' finally blocks run now)
+            self._send_final(sender)
+            metrics.ended(outcome, chunks=sent, frames=frames)
+
+    def _send_error(self, sender: Any, code: str, detail: str) -> None:
+        pb = self.pb
+        error = pb.TritonError(wire.error_message(code, detail), getattr(pb.TritonError, code))
+        try:
+            sender.send(pb.InferenceResponse(error=error))
+        except Exception:  # the client may be gone already; the final flag is still owed
+            pb.Logger.log_warn(f"voice {self.name!r}: could not send an error response:\n{traceback.format_exc()}")
+
+    def _send_final(self, sender: Any) -> None:
+        try:
+            sender.send(flags=self.pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        except Exception:  # nothing more can be told to this client; the model keeps serving the others
+            self.pb.Logger.log_error(f"voice {self.name!r}: could not send the final flag:\n{traceback.format_exc()}")
+
+    def _refuse(self, request: Any, code: str, detail: str) -> None:
+        sender = request.get_response_sender()
+        self._send_error(sender, code, detail)
+        self._send_final(sender)

@@ -1,0 +1,490 @@
+"""The voice model's stream loop, input checks, error codes and metrics, with a fake ``pb_utils``: no server.
+
+:class:`FakePb` stands in for the stub's ``triton_python_backend_utils`` (the names VoiceModel and
+NetworkModel use); :class:`ScriptedPipeline` yields given chunks and records how it was pulled and closed.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from google.protobuf import json_format
+
+import melstream
+from melstream import wire
+from melstream.errors import InputError
+from melstream.serving.repo import get_profile, pipeline_config
+from melstream.serving.voice_model import VoiceModel, parse_inputs
+from melstream.text import get_frontend
+
+WAIT_S = 10.0  # how long a test waits for a worker thread's stream to end (it takes milliseconds)
+
+
+# --- a fake pb_utils ------------------------------------------------------------------------------------
+
+class FakeTensor:
+    def __init__(self, name: str, array: Any) -> None:
+        self._name, self._array = name, np.asarray(array)
+
+    def name(self) -> str:
+        return self._name
+
+    def as_numpy(self) -> np.ndarray:
+        return self._array
+
+
+class FakeTritonError:
+    # distinct values, like the stub's enum; NAMES reads them back
+    UNKNOWN, INTERNAL, NOT_FOUND, INVALID_ARG, UNAVAILABLE, UNSUPPORTED, ALREADY_EXISTS, CANCELLED = range(100, 108)
+    NAMES = {100: "UNKNOWN", 101: "INTERNAL", 102: "NOT_FOUND", 103: "INVALID_ARG", 104: "UNAVAILABLE",
+             105: "UNSUPPORTED", 106: "ALREADY_EXISTS", 107: "CANCELLED"}
+
+    def __init__(self, message: str, code: int = 101) -> None:
+        self._message, self._code = message, code
+
+    def message(self) -> str:
+        return self._message
+
+    def code(self) -> int:
+        return self._code
+
+
+class FakeResponse:
+    def __init__(self, output_tensors: list[FakeTensor] | None = None, error: FakeTritonError | None = None) -> None:
+        self.tensors = {t.name(): t.as_numpy() for t in output_tensors or []}
+        self.error = error
+
+
+class FakeMetric:
+    def __init__(self, family: FakeMetricFamily, labels: dict[str, str], buckets: list[float] | None) -> None:
+        self.family, self.labels, self.buckets = family, labels, buckets
+        self.value = 0.0
+        self.observations: list[float] = []
+
+    def increment(self, by: float) -> None:
+        self.value += by
+
+    def observe(self, value: float) -> None:
+        self.observations.append(value)
+
+
+class FakeMetricFamily:
+    COUNTER, GAUGE, HISTOGRAM = "counter", "gauge", "histogram"
+    registry: list[FakeMetric]  # set per FakePb
+
+    def __init__(self, name: str, description: str, kind: str) -> None:
+        self.name, self.kind = name, kind
+
+    def Metric(self, labels: dict[str, str], buckets: list[float] | None = None) -> FakeMetric:  # noqa: N802 - pb_utils' name
+        metric = FakeMetric(self, labels, buckets)
+        self.registry.append(metric)
+        return metric
+
+
+class FakeLogger:
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []
+
+    def log_error(self, message: str) -> None:
+        self.lines.append(("error", message))
+
+    def log_warn(self, message: str) -> None:
+        self.lines.append(("warn", message))
+
+    def log_info(self, message: str) -> None:
+        self.lines.append(("info", message))
+
+
+class FakePb:
+    """The names of ``triton_python_backend_utils`` that the serving models use."""
+
+    TRITONSERVER_RESPONSE_COMPLETE_FINAL = 1
+    Tensor = FakeTensor
+    InferenceResponse = FakeResponse
+    TritonError = FakeTritonError
+
+    def __init__(self) -> None:
+        self.metrics: list[FakeMetric] = []
+        self.MetricFamily = type("MetricFamily", (FakeMetricFamily,), {"registry": self.metrics})
+        self.Logger = FakeLogger()
+
+    @staticmethod
+    def get_input_tensor_by_name(request: FakeRequest, name: str) -> FakeTensor | None:
+        return request.inputs.get(name)
+
+    def metric(self, name: str, **labels: str) -> FakeMetric:
+        found = [m for m in self.metrics if m.family.name == name and all(m.labels.get(k) == v for k, v in labels.items())]
+        assert len(found) == 1, (name, labels, found)
+        return found[0]
+
+
+class FakeSender:
+    """Records what a stream sends: ("chunk", tensors), ("error", (code name, message)) or ("final", flags)."""
+
+    def __init__(self, *, fail_chunks: bool = False) -> None:
+        self.sent: list[tuple[str, Any]] = []
+        self.done = threading.Event()
+        self.fail_chunks = fail_chunks
+
+    def send(self, response: FakeResponse | None = None, flags: int = 0) -> None:
+        if response is not None and response.error is not None:
+            err = response.error
+            self.sent.append(("error", (FakeTritonError.NAMES[err.code()], err.message())))
+        elif response is not None:
+            if self.fail_chunks:
+                raise RuntimeError("Unable to send response: the client is gone")
+            self.sent.append(("chunk", response.tensors))
+        if flags:
+            self.sent.append(("final", flags))
+            self.done.set()
+
+    def kinds(self) -> list[str]:
+        return [kind for kind, _ in self.sent]
+
+    def chunks(self) -> list[dict[str, np.ndarray]]:
+        return [value for kind, value in self.sent if kind == "chunk"]
+
+    def errors(self) -> list[tuple[str, str]]:
+        return [value for kind, value in self.sent if kind == "error"]
+
+
+class FakeRequest:
+    """A request with inputs; cancelled (as Triton reports it) once ``cancel_after`` chunks have been sent."""
+
+    def __init__(self, inputs: dict[str, FakeTensor], *, cancel_after: int | None = None, sender: FakeSender | None = None) -> None:
+        self.inputs = inputs
+        self.sender = sender or FakeSender()
+        self.cancel_after = cancel_after
+
+    def get_response_sender(self) -> FakeSender:
+        return self.sender
+
+    def is_cancelled(self) -> bool:
+        return self.cancel_after is not None and len(self.sender.chunks()) >= self.cancel_after
+
+
+def request(text: Any = b"Hello there.", *, pace: Any = None, chunk_frames: Any = None, **options: Any) -> FakeRequest:
+    """A request as Triton hands it over: TEXT BYTES [1] (an object array of bytes), PACE FP32, CHUNK_FRAMES INT32.
+    Pass an ndarray to send any shape; None leaves an input out."""
+    inputs = {}
+    for inp, value in ((wire.TEXT, text), (wire.PACE, pace), (wire.CHUNK_FRAMES, chunk_frames)):
+        if value is not None:
+            array = value if isinstance(value, np.ndarray) else np.array([value], dtype=inp.numpy_dtype)
+            inputs[inp.name] = FakeTensor(inp.name, array)
+    return FakeRequest(inputs, **options)
+
+
+# --- a pipeline that yields what it is told ---------------------------------------------------------------
+
+def mel(frames: int, value: float) -> dict[str, np.ndarray]:
+    return {"mel": np.full((frames, 4), value, np.float32)}
+
+
+class ScriptedPipeline:
+    """Yields ``chunks`` (then raises ``fail``, if given; ``chunks=None`` yields forever).  The text goes through
+    the real ``english-chars`` front end at the first pull, as a StreamablePipeline's does."""
+
+    def __init__(self, chunks: list[dict[str, np.ndarray]] | None, *, fail: Exception | None = None,
+                 gate: tuple[int, threading.Event] | None = None) -> None:
+        self.script, self.fail, self.gate = chunks, fail, gate
+        self.frontend = get_frontend("english-chars", max_chars=100)
+        self.pulled = 0
+        self.closed = False
+        self.calls: list[tuple[Any, Any, Any]] = []
+
+    def inputs_for(self, text: str | bytes, *, pace: float | None = None, chunk_frames: int | None = None) -> dict[str, np.ndarray]:
+        return {"tokens": self.frontend.encode(text)}
+
+    def stream_outputs(self, text: str | bytes, *, pace: float | None = None,
+                       chunk_frames: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+        self.calls.append((text, pace, chunk_frames))
+        return self._generate(text)
+
+    def _generate(self, text: str | bytes) -> Iterator[dict[str, np.ndarray]]:
+        try:
+            self.frontend.encode(text)
+            i = 0
+            while self.script is None or i < len(self.script):
+                if self.gate is not None and i == self.gate[0]:
+                    assert self.gate[1].wait(WAIT_S)
+                self.pulled += 1
+                yield self.script[i] if self.script is not None else mel(1, float(i))
+                i += 1
+            if self.fail is not None:
+                raise self.fail
+        finally:
+            self.closed = True
+
+
+def voice(pipeline: Any, *, max_streams: int = 4) -> tuple[VoiceModel, FakePb]:
+    pb = FakePb()
+    model = VoiceModel(pb)
+    model.serve("tiny", pipeline, max_streams=max_streams)
+    return model, pb
+
+
+def run(model: VoiceModel, req: FakeRequest) -> FakeSender:
+    """``execute`` one request, as Triton does, and wait for its stream to end."""
+    assert model.execute([req]) is None
+    assert req.sender.done.wait(WAIT_S), req.sender.sent
+    return req.sender
+
+
+def outcomes(pb: FakePb) -> dict[str, float]:
+    return {o: pb.metric("melstream_streams_total", outcome=o).value for o in ("completed", "cancelled", "error")}
+
+
+# --- streams ----------------------------------------------------------------------------------------------
+
+def test_chunks_go_out_in_order_then_one_final_flag() -> None:
+    pipeline = ScriptedPipeline([mel(2, 0.0), mel(3, 1.0), mel(1, 2.0)])
+    model, pb = voice(pipeline)
+    sender = run(model, request(b"Hello there.", pace=1.5, chunk_frames=3))
+    assert sender.kinds() == ["chunk", "chunk", "chunk", "final"]
+    assert sender.sent[-1] == ("final", 1)
+    assert [(len(c["MEL"]), float(c["MEL"][0, 0])) for c in sender.chunks()] == [(2, 0.0), (3, 1.0), (1, 2.0)]
+    assert all(set(c) == {"MEL"} and c["MEL"].dtype == np.float32 for c in sender.chunks())
+    assert pipeline.calls == [(b"Hello there.", 1.5, 3)]  # TEXT's bytes, PACE and CHUNK_FRAMES as sent
+    assert pipeline.closed
+    assert outcomes(pb) == {"completed": 1, "cancelled": 0, "error": 0}
+    assert pb.metric("melstream_frames_total").value == 6
+    assert pb.metric("melstream_chunks_per_stream").observations == [3]
+    assert len(pb.metric("melstream_first_chunk_seconds").observations) == 1
+    assert pb.metric("melstream_active_streams").value == 0
+    model.finalize()
+
+
+def test_a_vocoder_voice_sends_audio_with_each_chunk() -> None:
+    chunk = {"mel": np.zeros((2, 4), np.float32), "audio": np.arange(512, dtype=np.float64)}
+    model, _ = voice(ScriptedPipeline([chunk]))
+    sender = run(model, request())
+    (sent,) = sender.chunks()
+    assert set(sent) == {"MEL", "AUDIO"} and sent["AUDIO"].dtype == np.float32 and sent["AUDIO"][511] == 511.0
+    model.finalize()
+
+
+def test_an_empty_utterance_sends_only_the_final_flag() -> None:
+    model, pb = voice(ScriptedPipeline([]))
+    assert run(model, request()).kinds() == ["final"]
+    assert outcomes(pb) == {"completed": 1, "cancelled": 0, "error": 0}
+    assert pb.metric("melstream_chunks_per_stream").observations == [0]
+    model.finalize()
+
+
+def test_cancellation_between_chunks_stops_pulling_and_closes_the_pipeline() -> None:
+    pipeline = ScriptedPipeline(None)  # endless: only the cancellation ends it
+    model, pb = voice(pipeline)
+    sender = run(model, request(cancel_after=2))
+    assert sender.kinds() == ["chunk", "chunk", "final"]
+    assert pipeline.pulled == 2 and pipeline.closed  # no chunk computed after the cancellation was seen
+    assert outcomes(pb) == {"completed": 0, "cancelled": 1, "error": 0}
+    assert pb.metric("melstream_chunks_per_stream").observations == []  # a cancelled stream's count says nothing
+    assert pb.metric("melstream_frames_total").value == 2
+    assert pb.metric("melstream_active_streams").value == 0
+    model.finalize()
+
+
+def test_a_request_cancelled_before_it_starts_computes_nothing() -> None:
+    pipeline = ScriptedPipeline(None)
+    model, pb = voice(pipeline)
+    assert run(model, request(cancel_after=0)).kinds() == ["final"]
+    assert pipeline.pulled == 0
+    assert outcomes(pb) == {"completed": 0, "cancelled": 1, "error": 0}
+    model.finalize()
+
+
+def test_a_fault_in_the_middle_is_internal_and_the_stream_still_ends() -> None:
+    pipeline = ScriptedPipeline([mel(2, 0.0), mel(2, 1.0)], fail=ZeroDivisionError("division by zero"))
+    model, pb = voice(pipeline)
+    sender = run(model, request())
+    assert sender.kinds() == ["chunk", "chunk", "error", "final"]
+    assert sender.errors() == [("INTERNAL", "[INTERNAL] internal error: ZeroDivisionError: division by zero")]
+    assert pipeline.closed
+    assert outcomes(pb) == {"completed": 0, "cancelled": 0, "error": 1}
+    assert pb.metric("melstream_active_streams").value == 0
+    (level, logged), = pb.Logger.lines
+    assert level == "error" and "Traceback" in logged and "ZeroDivisionError: division by zero" in logged
+    # and the model keeps serving
+    model.pipeline = ScriptedPipeline([mel(1, 0.0)])
+    assert run(model, request()).kinds() == ["chunk", "final"]
+    model.finalize()
+
+
+def test_a_client_that_is_gone_still_gets_its_final_flag_and_the_stream_counts_as_an_error() -> None:
+    model, pb = voice(ScriptedPipeline([mel(1, 0.0)]))
+    sender = run(model, request(sender=FakeSender(fail_chunks=True)))
+    assert sender.kinds() == ["error", "final"]
+    assert sender.errors()[0][0] == "INTERNAL" and "the client is gone" in sender.errors()[0][1]
+    assert outcomes(pb) == {"completed": 0, "cancelled": 0, "error": 1}
+    model.finalize()
+
+
+def test_many_streams_at_once_each_get_their_own_chunks() -> None:
+    model, pb = voice(ScriptedPipeline([mel(1, 0.0), mel(1, 1.0)]), max_streams=3)
+    requests = [request() for _ in range(6)]
+    assert model.execute(requests) is None
+    for req in requests:
+        assert req.sender.done.wait(WAIT_S)
+        assert req.sender.kinds() == ["chunk", "chunk", "final"]
+    assert outcomes(pb) == {"completed": 6, "cancelled": 0, "error": 0}
+    assert pb.metric("melstream_active_streams").value == 0
+    model.finalize()
+
+
+def test_unloading_ends_running_streams_with_unavailable_and_refuses_new_ones() -> None:
+    go = threading.Event()
+    pipeline = ScriptedPipeline([mel(1, 0.0), mel(1, 1.0), mel(1, 2.0)], gate=(1, go))  # the second pull waits for go
+    model, pb = voice(pipeline)
+    running = request()
+    model.execute([running])
+    unloading = threading.Thread(target=model.finalize)
+    unloading.start()
+    assert model._closing.wait(WAIT_S)
+    go.set()
+    unloading.join(WAIT_S)
+    assert not unloading.is_alive()
+    assert running.sender.kinds() == ["chunk", "chunk", "error", "final"]
+    assert running.sender.errors() == [("UNAVAILABLE", "[UNAVAILABLE] voice 'tiny' is shutting down")]
+    late = request()
+    model.execute([late])
+    assert late.sender.kinds() == ["error", "final"] and late.sender.errors()[0][0] == "UNAVAILABLE"
+    assert pipeline.closed and outcomes(pb) == {"completed": 0, "cancelled": 0, "error": 1}
+
+
+# --- input errors -----------------------------------------------------------------------------------------
+
+PACE_MESSAGE = "[INVALID_ARG] input PACE must be a finite number from 0.25 to 4.0 (1 is the voice's own rate, 2 twice as fast), got "
+CHUNK_MESSAGE = "[INVALID_ARG] input CHUNK_FRAMES must be from 0 to 100000 frames (0 = the whole utterance in one response), got "
+
+
+@pytest.mark.parametrize("req, message", [
+    (request(None, pace=1.0), "[INVALID_ARG] input TEXT is missing: a voice needs TEXT (BYTES [1], the UTF-8 text to speak)"),
+    (request(np.array([b"a", b"b"], dtype=object)), "[INVALID_ARG] input TEXT must hold exactly one element (BYTES [1]), got 2"),
+    (request(np.array([], dtype=object)), "[INVALID_ARG] input TEXT must hold exactly one element (BYTES [1]), got 0"),
+    (request(np.array([5], dtype=object)), "[INVALID_ARG] input TEXT must be BYTES (UTF-8 text), got int"),
+    (request(b"\xff\xfe hello"),
+     "[INVALID_ARG] input TEXT: TextError: text is not valid UTF-8: byte 0xff at byte offset 0 (invalid start byte)"),
+    (request(b""), "[INVALID_ARG] input TEXT: TextError: text has nothing to speak: it is empty"),
+    (request(b" ?! "), "[INVALID_ARG] input TEXT: TextError: text has nothing to speak: ' ?! ' has no letters after normalisation"),
+    (request(b"a" * 101), "[INVALID_ARG] input TEXT: TextError: text is 101 characters; the limit is 100"),
+    (request(pace=0.0), PACE_MESSAGE + "0.0"),
+    (request(pace=-1.0), PACE_MESSAGE + "-1.0"),
+    (request(pace=float("nan")), PACE_MESSAGE + "nan"),
+    (request(pace=float("inf")), PACE_MESSAGE + "inf"),
+    (request(pace=float("-inf")), PACE_MESSAGE + "-inf"),
+    (request(pace=1e9), PACE_MESSAGE + "1000000000.0"),
+    (request(pace=0.2), PACE_MESSAGE + str(float(np.float32(0.2)))),
+    (request(pace=4.5), PACE_MESSAGE + "4.5"),
+    (request(pace=np.array([1.0, 1.0], np.float32)), "[INVALID_ARG] input PACE must hold exactly one element (FP32 [1]), got 2"),
+    (request(chunk_frames=-1), CHUNK_MESSAGE + "-1"),
+    (request(chunk_frames=100_001), CHUNK_MESSAGE + "100001"),
+    (request(chunk_frames=2**31 - 1), CHUNK_MESSAGE + "2147483647"),
+    (request(chunk_frames=np.array([], np.int32)), "[INVALID_ARG] input CHUNK_FRAMES must hold exactly one element (INT32 [1]), got 0"),
+], ids=["no TEXT", "two TEXTs", "no TEXT element", "TEXT not bytes", "TEXT not UTF-8", "empty TEXT", "unspeakable TEXT",
+        "TEXT too long", "PACE 0", "PACE -1", "PACE nan", "PACE inf", "PACE -inf", "PACE 1e9", "PACE 0.2", "PACE 4.5",
+        "two PACEs", "CHUNK_FRAMES -1", "CHUNK_FRAMES too big", "CHUNK_FRAMES int32 max", "no CHUNK_FRAMES element"])
+def test_each_input_error_is_invalid_arg_naming_the_input(req: FakeRequest, message: str) -> None:
+    pipeline = ScriptedPipeline([mel(1, 0.0)])
+    model, pb = voice(pipeline)
+    sender = run(model, req)
+    assert sender.kinds() == ["error", "final"]
+    assert sender.errors() == [("INVALID_ARG", message)]
+    assert wire.error_code(message) == "INVALID_ARG"  # what a client derives from the message alone
+    assert pipeline.pulled == 0
+    assert outcomes(pb) == {"completed": 0, "cancelled": 0, "error": 1}
+    assert pb.metric("melstream_active_streams").value == 0
+    assert pb.Logger.lines == []  # a client's mistake is not a server fault: no traceback in the log
+    model.finalize()
+
+
+@pytest.mark.parametrize("pace, chunk_frames", [(0.25, 0), (4.0, 100_000), (1.0, 1), (None, None)])
+def test_the_edges_of_the_ranges_are_accepted(pace: float | None, chunk_frames: int | None) -> None:
+    parsed = parse_inputs(FakePb(), request(b"hi", pace=pace, chunk_frames=chunk_frames))
+    assert (parsed.text, parsed.pace, parsed.chunk_frames) == (b"hi", pace, chunk_frames)
+    assert wire.PACE_RANGE == (0.25, 4.0) and wire.CHUNK_FRAMES_RANGE == (0, 100_000)
+
+
+def test_parse_inputs_raises_input_error() -> None:
+    with pytest.raises(InputError, match="^input PACE must be"):
+        parse_inputs(FakePb(), request(pace=float("nan")))
+
+
+# --- from a generated config ------------------------------------------------------------------------------
+
+def test_initialize_reads_the_config_build_repo_writes(fast_addon: melstream.Addon) -> None:
+    cfg = pipeline_config(fast_addon, get_profile("cpu"))
+    args = {"model_config": json.dumps(json_format.MessageToDict(cfg, preserving_proto_field_name=True))}
+    pb = FakePb()
+    model = VoiceModel(pb)
+    model.initialize(args)
+    assert model.name == fast_addon.name and model.pool is not None
+    assert model.pool._max_workers == get_profile("cpu").max_streams
+    assert model.pipeline is not None and model.pipeline.describe() == fast_addon.build().describe()  # type: ignore[attr-defined]
+    assert pb.metric("melstream_active_streams", voice=fast_addon.name).value == 0
+    model.finalize()
+
+
+def test_a_real_pipeline_streams_through_the_model(fast_pipeline: melstream.StreamablePipeline) -> None:
+    model, pb = voice(fast_pipeline)
+    sender = run(model, request(b"Hello there, world.", chunk_frames=4))
+    chunks = [c["MEL"] for c in sender.chunks()]
+    assert sender.kinds()[-1] == "final" and len(chunks) >= 2 and not sender.errors()
+    assert all(len(c) == 4 for c in chunks[:-1]) and 1 <= len(chunks[-1]) <= 4 and chunks[0].shape[1] == 80
+    assert pb.metric("melstream_frames_total").value == sum(len(c) for c in chunks)
+    model.finalize()
+
+
+# --- reading the code back: melstream.wire.error_code ------------------------------------------------------
+
+@pytest.mark.parametrize("code", wire.ERROR_CODES)
+def test_the_tag_carries_every_code(code: str) -> None:
+    message = wire.error_message(code, "something: went wrong")
+    assert message == f"[{code}] something: went wrong"
+    assert wire.error_code(message) == code
+    assert wire.error_code(message, http_status=400, grpc_status="StatusCode.INTERNAL") == code  # the tag is surest
+
+
+def test_error_message_refuses_an_unknown_code() -> None:
+    with pytest.raises(wire.WireError, match="unknown Triton error code 'BAD_ARG'"):
+        wire.error_message("BAD_ARG", "x")
+
+
+@pytest.mark.parametrize("message, options, code", [
+    # what a gRPC stream brings of Triton's own errors (seen from tritonserver 2.51): the message alone
+    ("Request for unknown model: 'nosuch' is not found", {}, "NOT_FOUND"),
+    ("Request for unknown model: 'fastvoice' has no available versions", {}, "NOT_FOUND"),
+    ("[request id: <id_unknown>] inference input 'TEXT' data-type is 'FP32', but model 'fastvoice' expects 'BYTES'", {}, "INVALID_ARG"),
+    ("[request id: <id_unknown>] unexpected shape for input 'TEXT' for model 'fastvoice'. Expected [1], got [2]. ", {}, "INVALID_ARG"),
+    ("[request id: <id_unknown>] expected number of inputs between 1 and 3 but got 0 inputs for model 'fastvoice'. "
+     "Got input(s) [], but missing required input(s) ['TEXT']. Please provide all required input(s).", {}, "INVALID_ARG"),
+    ("[request id: 7] unexpected inference input 'X' for model 'fastvoice'", {}, "INVALID_ARG"),
+    ("Exceeds maximum queue size", {}, "UNAVAILABLE"),
+    ("Server is stopping, scheduler for model has stopped accepting new inference requests", {}, "UNAVAILABLE"),
+    ("Stub process 'fastvoice_0_0' is not healthy.", {"http_status": 400}, "INTERNAL"),  # HTTP's status for it is unreliable
+    # HTTP statuses (Triton's HttpCodeFromError, and proxies)
+    ("The schema can not convert input 'TEXT' to tensor with proper shape", {"http_status": 400}, "INVALID_ARG"),
+    ("Unable to parse 'data': attempt to access JSON non-number as double", {"http_status": 500}, "INTERNAL"),
+    ("anything", {"http_status": 404}, "NOT_FOUND"),
+    ("anything", {"http_status": 503}, "UNAVAILABLE"),
+    ("anything", {"http_status": 501}, "UNSUPPORTED"),
+    ("<html>bad gateway</html>", {"http_status": 502}, "UNAVAILABLE"),
+    ("anything", {"http_status": 418}, "UNKNOWN"),
+    ("TextError: an old server's text", {"http_status": 200}, "UNKNOWN"),  # an error event after a 200: no status to go by
+    # gRPC statuses (triton_grpc_error streams, other calls, the transport)
+    ("bad", {"grpc_status": "StatusCode.INVALID_ARGUMENT"}, "INVALID_ARG"),
+    ("bad", {"grpc_status": "INVALID_ARGUMENT"}, "INVALID_ARG"),
+    ("bad", {"grpc_status": 3}, "INVALID_ARG"),
+    ("failed to connect to all addresses", {"grpc_status": "StatusCode.UNAVAILABLE"}, "UNAVAILABLE"),
+    ("ModelInfer RPC doesn't support models with decoupled transaction policy", {"grpc_status": "StatusCode.UNIMPLEMENTED"}, "UNSUPPORTED"),
+    ("Request for unknown model: 'x' is not found", {"grpc_status": "StatusCode.UNKNOWN"}, "NOT_FOUND"),
+    ("Deadline Exceeded", {"grpc_status": "StatusCode.DEADLINE_EXCEEDED"}, "UNKNOWN"),
+    ("something else", {}, "UNKNOWN"),
+    ("[NOT_A_CODE] text", {}, "UNKNOWN"),
+])
+def test_error_code_from_what_a_client_sees(message: str, options: dict[str, Any], code: str) -> None:
+    assert wire.error_code(message, **options) == code
