@@ -184,7 +184,7 @@ def test_error_reaches_the_client_and_the_stream_keeps_serving(raw: RawStream) -
     raw.send("fastvoice", "a" * 10001)
     assert "text is 10001 characters; the limit is 10000" in raw.collect()[1][0]
     raw.send("fastvoice", "ok", pace=-1.0)
-    assert "pace must be a positive number" in raw.collect()[1][0]
+    assert "input PACE must be a finite number from 0.25 to 4.0" in raw.collect()[1][0]
     raw.send("fastvoice", "Still serving on the same stream.")
     chunks, errors = raw.collect()
     assert not errors and chunks
