@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from melstream import wire
+from melstream.runners.onnx import onnx_session
 from melstream.serving.batching import Feed, run_grouped
 
 # the config parameters build-repo writes (melstream.serving.repo.network_config) and initialize reads
@@ -39,8 +40,6 @@ class NetworkModel:
         self.outputs: list[str] = []
 
     def initialize(self, args: Mapping[str, str]) -> None:
-        from melstream.runners.onnx import onnx_session
-
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         self.name = config["name"]

@@ -30,7 +30,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from melstream import wire
+from melstream.addon import addon_from_json
 from melstream.errors import InputError, TextError
+from melstream.runners.triton_bls import TritonBLSRunner
 
 # Triton's own metrics count requests and time whole executions; a stream's listener cares about
 # what they cannot see: how soon the first chunk went out and how many chunks a stream took.
@@ -112,7 +114,7 @@ def _one_element(pb: Any, request: Any, inp: wire.WireInput) -> Any:
     if tensor is None:
         if inp.optional:
             return None
-        raise InputError(f"input {inp.name} is missing: a voice needs {inp.name} ({inp.datatype} [1], the UTF-8 text to speak)")
+        raise InputError(f"input {inp.name} is missing: a voice needs {inp.name} ({inp.datatype} [1])")
     values = tensor.as_numpy().reshape(-1)
     if values.size != 1:
         raise InputError(f"input {inp.name} must hold exactly one element ({inp.datatype} [1]), got {values.size}")
@@ -171,9 +173,6 @@ class VoiceModel:
     def initialize(self, args: Mapping[str, str]) -> None:
         """Build the voice from its config (``args["model_config"]``, JSON): the addon comes from the
         :data:`wire.ADDON_PARAMETER` parameter; its networks run as Triton models through BLS."""
-        from melstream.addon import addon_from_json
-        from melstream.runners.triton_bls import TritonBLSRunner
-
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         name = config["name"]

@@ -363,7 +363,7 @@ CHUNK_MESSAGE = "[INVALID_ARG] input CHUNK_FRAMES must be from 0 to 100000 frame
 
 
 @pytest.mark.parametrize("req, message", [
-    (request(None, pace=1.0), "[INVALID_ARG] input TEXT is missing: a voice needs TEXT (BYTES [1], the UTF-8 text to speak)"),
+    (request(None, pace=1.0), "[INVALID_ARG] input TEXT is missing: a voice needs TEXT (BYTES [1])"),
     (request(np.array([b"a", b"b"], dtype=object)), "[INVALID_ARG] input TEXT must hold exactly one element (BYTES [1]), got 2"),
     (request(np.array([], dtype=object)), "[INVALID_ARG] input TEXT must hold exactly one element (BYTES [1]), got 0"),
     (request(np.array([5], dtype=object)), "[INVALID_ARG] input TEXT must be BYTES (UTF-8 text), got int"),
