@@ -77,6 +77,13 @@ def test_invalid_input(make_client: Callable[..., AnyClient], text: str, reason:
     assert len(client.synthesize(TEXT, voice="fastvoice")) > 0  # the client (and the server) go on serving
 
 
+@pytest.mark.parametrize("options, reason", [({"pace": 100.0}, r"\[INVALID_ARG\] input PACE"),
+                                             ({"chunk_frames": -1}, r"\[INVALID_ARG\] input CHUNK_FRAMES")])
+def test_invalid_option(make_client: Callable[..., AnyClient], options: dict[str, float], reason: str) -> None:
+    with pytest.raises(InvalidInputError, match=reason):
+        make_client().synthesize(TEXT, voice="fastvoice", **options)  # type: ignore[arg-type]
+
+
 def test_text_with_no_utf8_form_is_refused_before_sending(make_client: Callable[..., AnyClient]) -> None:
     with pytest.raises(InvalidInputError, match="TEXT is not valid Unicode"):
         make_client().synthesize("half a pair: \ud800", voice="fastvoice")

@@ -135,8 +135,9 @@ def test_error_texts() -> None:
     ("Request for unknown model: 'x' is not found", {"http_status": 404}, UnknownVoiceError),
     ("Request for unknown model: 'x' is not found", {}, UnknownVoiceError),  # a gRPC stream's error: the message alone
     ("Request for unknown model: 'x' has no available versions", {"http_status": 400}, UnknownVoiceError),
-    ("TextError: text has nothing to speak: it is empty", {"http_status": 400}, InvalidInputError),
-    ("TextError: text has nothing to speak: it is empty", {}, InvalidInputError),
+    ("[INVALID_ARG] input TEXT: TextError: text has nothing to speak: it is empty", {"http_status": 400}, InvalidInputError),
+    ("[INVALID_ARG] input PACE: must be a finite number", {}, InvalidInputError),  # a gRPC stream's: the tag alone
+    ("[INTERNAL] internal error: SynthesisError: boom", {"http_status": 400}, ClientError),  # the tag over a status
     ("bad input", {"grpc_status": "INVALID_ARGUMENT"}, InvalidInputError),
     ("failed to connect to all addresses", {"grpc_status": "StatusCode.UNAVAILABLE"}, ServerUnavailableError),
     ("busy", {"http_status": 503}, ServerUnavailableError),
