@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from melstream.serving.server import TritonServer
+from melstream.serving.server import TritonServer, not_ready
 from tests.servers import start_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,3 +51,23 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
         yield srv
     finally:
         srv.stop()
+
+
+@pytest.fixture(autouse=True)
+def _shared_server_survives(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that brings the shared server down fails, with the end of the server's log; the server is then
+    started again on the same ports, so the tests after it do not all fail with "connection refused"."""
+    yield
+    if "server" not in request.fixturenames:
+        return
+    srv: TritonServer = request.getfixturevalue("server")
+    why = not_ready(srv.http_url, timeout_s=5)
+    if why is None:
+        return
+    log = srv.log_file.read_text(errors="replace") if srv.log_file is not None and srv.log_file.exists() else ""
+    tail = "\n".join(line for line in log.splitlines() if not line.startswith(("|", "+")))[-3000:]
+    srv.stop()
+    srv.log_file = srv.log_file.with_name(srv.log_file.stem + "-restarted.log") if srv.log_file is not None else None
+    srv.start(timeout_s=180)
+    pytest.fail(f"the shared tritonserver went down during this test ({why}); restarted for the next tests. Its log ended:\n{tail}",
+                pytrace=False)

@@ -53,3 +53,13 @@ def wait_for(server: TritonServer, key: str, value: float, *, timeout_s: float =
 def streams_key(voice: str, outcome: str) -> str:
     """The sample of ``melstream_streams_total`` counting ``voice``'s streams that ended with ``outcome``."""
     return f'melstream_streams_total{{outcome="{outcome}",voice="{voice}"}}'
+
+
+def quiet(server: TritonServer, *voices: str, timeout_s: float = 30.0) -> dict[str, float]:
+    """All samples, once no stream of ``voices`` is active (every earlier stream has recorded its outcome), so
+    that what changes from here on is the caller's own streams' doing."""
+    keys = [f'melstream_active_streams{{voice="{v}"}}' for v in voices]
+    samples = poll(lambda: scrape(server), lambda s: all(s.get(k, 0.0) == 0 for k in keys), timeout_s=timeout_s)
+    busy = {k: samples[k] for k in keys if samples.get(k, 0.0) != 0}
+    assert not busy, f"streams still active after {timeout_s} s: {busy}"
+    return samples

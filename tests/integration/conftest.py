@@ -4,6 +4,6 @@ tests/servers.py, re-exported here for the tests that import them from this modu
 
 from __future__ import annotations
 
-from tests.servers import metric, poll, scrape, start_server, streams_key, wait_for
+from tests.servers import metric, poll, quiet, scrape, start_server, streams_key, wait_for
 
-__all__ = ["metric", "poll", "scrape", "start_server", "streams_key", "wait_for"]
+__all__ = ["metric", "poll", "quiet", "scrape", "start_server", "streams_key", "wait_for"]

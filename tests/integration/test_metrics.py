@@ -10,7 +10,7 @@ import pytest
 from melstream.client import Client
 from melstream.errors import ClientError
 from melstream.serving.server import TritonServer
-from tests.servers import scrape, streams_key, wait_for
+from tests.servers import quiet, scrape, streams_key, wait_for
 
 LONG = " ".join(["A long paragraph keeps the server busy for a good while, frame after frame."] * 20)
 
@@ -22,7 +22,7 @@ def delta(after: dict[str, float], before: dict[str, float], key: str) -> float:
 @pytest.mark.parametrize("voice", ["fastvoice", "tacovoice"])
 def test_first_chunk_latency_and_chunks_per_stream(server: TritonServer, voice: str) -> None:
     v = f'{{voice="{voice}"}}'
-    before = scrape(server)
+    before = quiet(server, voice)
     with Client(server.grpc_url) as client:
         t0 = time.perf_counter()
         chunks = list(client.stream("Metrics count what Triton cannot see.", voice=voice, chunk_frames=16))
@@ -43,7 +43,7 @@ def test_first_chunk_latency_and_chunks_per_stream(server: TritonServer, voice: 
 def test_errors_and_cancellations_are_counted(server: TritonServer) -> None:
     cancelled, error, completed = (streams_key("fastvoice", o) for o in ("cancelled", "error", "completed"))
     decoder_calls = 'nv_inference_request_success{model="fastvoice__decoder",version="1"}'
-    before = scrape(server)
+    before = quiet(server, "fastvoice")
     with Client(server.grpc_url) as client:
         with pytest.raises(ClientError, match="TextError"):
             list(client.stream("   ", voice="fastvoice"))
@@ -73,7 +73,7 @@ def test_metrics_from_many_concurrent_streams_add_up(server: TritonServer) -> No
     # once; the voice model serialises its metric calls.  16 streams at once, both voices.
     from concurrent.futures import ThreadPoolExecutor
 
-    before = scrape(server)
+    before = quiet(server, "fastvoice", "tacovoice")
     voices = ["fastvoice", "tacovoice"] * 8
     with Client(server.grpc_url) as client, ThreadPoolExecutor(max_workers=len(voices)) as pool:
         frames = list(pool.map(lambda v: sum(len(m) for m in client.stream("Sixteen streams at once.", voice=v, chunk_frames=4)), voices))

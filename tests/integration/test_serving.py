@@ -27,7 +27,7 @@ from melstream.client import Client, HttpClient
 from melstream.errors import ClientError
 from melstream.serving.repo import build_repository
 from melstream.serving.server import TritonServer
-from tests.servers import poll, scrape, start_server, streams_key, wait_for
+from tests.servers import poll, quiet, scrape, start_server, streams_key, wait_for
 
 VOICES = ["fastvoice", "tacovoice"]
 TEXT = "Hello from melstream, streaming 80 mel bins at a time."
@@ -215,17 +215,9 @@ def test_unknown_voice(server: TritonServer) -> None:
 
 DECODER_CALLS = 'nv_inference_request_success{model="fastvoice__decoder",version="1"}'
 SENT_FRAMES = 'melstream_frames_total{voice="fastvoice"}'
-ACTIVE = 'melstream_active_streams{voice="fastvoice"}'
 # chunks the server may send between the client's last read and its seeing the cancellation: at one frame
 # per chunk a chunk is one decoder call, so this is a fraction of a second of latency, and under 2% of the text
 MAX_IN_FLIGHT = 200
-
-
-def quiet(server: TritonServer) -> dict[str, float]:
-    """The metrics once no fastvoice stream is active (an earlier test's stream has recorded its outcome)."""
-    samples = poll(lambda: scrape(server), lambda s: s.get(ACTIVE, 0.0) == 0, timeout_s=30)
-    assert samples.get(ACTIVE, 0.0) == 0, f"{samples.get(ACTIVE)} fastvoice streams still active"
-    return samples
 
 
 def cancelled_stream_work(server: TritonServer, before: dict[str, float]) -> tuple[int, int]:
@@ -248,7 +240,7 @@ def assert_stopped_within_a_chunk(calls: int, sent: int, received: int) -> None:
 
 
 def test_cancel_stops_the_servers_work_within_a_chunk(server: TritonServer) -> None:
-    before = quiet(server)
+    before = quiet(server, "fastvoice")
     stream = RawStream(server)
     stream.send("fastvoice", LONG, chunk_frames=1)  # one decoder call per frame: thousands in all
     received = 0
@@ -266,7 +258,7 @@ def test_cancel_stops_the_servers_work_within_a_chunk(server: TritonServer) -> N
 
 
 def test_client_library_cancels_an_abandoned_stream(server: TritonServer) -> None:
-    before = quiet(server)
+    before = quiet(server, "fastvoice")
     with Client(server.grpc_url) as client:
         it = client.stream(LONG, voice="fastvoice", chunk_frames=1)
         for _ in range(3):
@@ -277,7 +269,7 @@ def test_client_library_cancels_an_abandoned_stream(server: TritonServer) -> Non
 
 
 def test_disconnected_client_stops_the_servers_work(server: TritonServer) -> None:
-    before = quiet(server)
+    before = quiet(server, "fastvoice")
     script = ("import sys; from melstream.client import Client\n"
               f"it = Client('{server.grpc_url}').stream({LONG!r}, voice='fastvoice', chunk_frames=1)\n"
               "for mel in it:\n    print(len(mel), flush=True)\n")
@@ -340,7 +332,7 @@ def test_stopping_a_crashed_server_ends_its_backend_stubs(root: Path, tmp_path: 
 
 
 def test_http_client_that_hangs_up_stops_the_servers_work(server: TritonServer) -> None:
-    before = quiet(server)
+    before = quiet(server, "fastvoice")
     conn = http.client.HTTPConnection("localhost", server.http_port, timeout=60)
     conn.request("POST", "/v2/models/fastvoice/generate_stream", body=json.dumps({"TEXT": LONG, "CHUNK_FRAMES": 1}))
     resp = conn.getresponse()
