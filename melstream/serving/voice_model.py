@@ -212,8 +212,9 @@ class VoiceModel:
 
     def stream(self, request: Any, received: float) -> None:
         """Run one request to its end in this thread: a response per chunk (``MEL`` ``[frames, n_mels]``
-        float32, plus ``AUDIO`` ``[frames * hop]`` from a vocoder), then the final flag.  ``received`` is
-        ``time.perf_counter()`` when the request reached the model (for the first-chunk metric).
+        float32, plus ``AUDIO`` ``[frames * hop]`` from a vocoder), then the final flag, sent exactly once:
+        alone after the last chunk (or a cancellation), or on the error response that ends the request.
+        ``received`` is ``time.perf_counter()`` when the request reached the model (for the first-chunk metric).
 
         The pipeline is pulled one chunk at a time and the request's cancellation is checked before each
         pull, so a cancelled or vanished client stops the work within a chunk; the generator is closed
@@ -224,6 +225,7 @@ class VoiceModel:
         chunks: Iterator[dict[str, np.ndarray]] | None = None
         sent = frames = 0
         outcome = "error"
+        error: tuple[str, str] | None = None  # (Triton code, detail) of the error that ends the request
         metrics.started()
         try:
             inputs = parse_inputs(pb, request)
@@ -231,8 +233,7 @@ class VoiceModel:
             outcome = "cancelled"
             while not request.is_cancelled():  # a cancelled or disconnected client stops the work here
                 if self._closing.is_set():
-                    outcome = "error"
-                    self._send_error(sender, "UNAVAILABLE", f"voice {self.name!r} is shutting down")
+                    outcome, error = "error", ("UNAVAILABLE", f"voice {self.name!r} is shutting down")
                     break
                 chunk = next(chunks, None)
                 if chunk is None:
@@ -245,35 +246,37 @@ class VoiceModel:
                 sent += 1
                 frames += len(chunk["mel"])
         except InputError as e:
-            outcome = "error"
-            self._send_error(sender, wire.INPUT_ERROR, input_error_detail(e))
+            outcome, error = "error", (wire.INPUT_ERROR, input_error_detail(e))
         except Exception as e:  # a fault here still reaches the client, and the model keeps serving
-            outcome = "error"
+            outcome, error = "error", (wire.INTERNAL_ERROR, f"{wire.INTERNAL_ERROR_PREFIX}{type(e).__name__}: {e}")
             pb.Logger.log_error(f"voice {self.name!r}: stream failed:\n{traceback.format_exc()}")
-            self._send_error(sender, wire.INTERNAL_ERROR, f"{wire.INTERNAL_ERROR_PREFIX}{type(e).__name__}: {e}")
         finally:
             if chunks is not None:
                 close = getattr(chunks, "close", None)
                 if close is not None:
                     close()  # stop the pipeline's work (its generators' finally blocks run now)
-            self._send_final(sender)
+            self._end(sender, error)
             metrics.ended(outcome, chunks=sent, frames=frames)
 
-    def _send_error(self, sender: Any, code: str, detail: str) -> None:
+    def _end(self, sender: Any, error: tuple[str, str] | None) -> None:
+        """Send the final flag: on the error response when there is one.  Never an error and then a separate
+        flag: with a client's ``triton_grpc_error`` stream header, Triton 2.51 frees the request's state at the
+        error and a later flag uses it after the free (a segfault of the whole server; fixed upstream in
+        triton-inference-server/server#8708, Triton 2.68)."""
         pb = self.pb
-        error = pb.TritonError(wire.error_message(code, detail), getattr(pb.TritonError, code))
+        final = pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+        if error is not None:
+            code, detail = error
+            response = pb.InferenceResponse(error=pb.TritonError(wire.error_message(code, detail), getattr(pb.TritonError, code)))
+            try:
+                sender.send(response, flags=final)
+                return
+            except Exception:  # the client may be gone; the flag alone is still owed to Triton
+                pb.Logger.log_warn(f"voice {self.name!r}: could not send the error response:\n{traceback.format_exc()}")
         try:
-            sender.send(pb.InferenceResponse(error=error))
-        except Exception:  # the client may be gone already; the final flag is still owed
-            pb.Logger.log_warn(f"voice {self.name!r}: could not send an error response:\n{traceback.format_exc()}")
-
-    def _send_final(self, sender: Any) -> None:
-        try:
-            sender.send(flags=self.pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+            sender.send(flags=final)
         except Exception:  # nothing more can be told to this client; the model keeps serving the others
-            self.pb.Logger.log_error(f"voice {self.name!r}: could not send the final flag:\n{traceback.format_exc()}")
+            pb.Logger.log_error(f"voice {self.name!r}: could not send the final flag:\n{traceback.format_exc()}")
 
     def _refuse(self, request: Any, code: str, detail: str) -> None:
-        sender = request.get_response_sender()
-        self._send_error(sender, code, detail)
-        self._send_final(sender)
+        self._end(request.get_response_sender(), (code, detail))

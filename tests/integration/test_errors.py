@@ -9,6 +9,7 @@ import http.client
 import json
 import queue
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ import tritonclient.grpc as grpcclient
 
 from melstream import wire
 from melstream.serving.server import TritonServer
+from tests.servers import start_server, streams_key, wait_for
 
 VOICE = "fastvoice"
 TIMEOUT_S = 60
@@ -64,17 +66,19 @@ class Stream:
         assert error is not None, f"expected an error, got a response: {result.get_response()}"
         return error
 
-    def until_final(self, request_id: str) -> tuple[int, list[Any]]:
-        """(chunks, errors) seen until the final response of ``request_id``."""
-        chunks, errors = 0, []
+    def until_final(self, request_id: str) -> tuple[int, list[Any], list[str]]:
+        """(chunks, errors, ids of other requests' final responses) seen until the final response of ``request_id``."""
+        chunks, errors, other_finals = 0, [], []
         while True:
             result, error = self.responses.get(timeout=TIMEOUT_S)
             if error is not None:
                 errors.append(error)
                 continue
             response = result.get_response()
-            if response.parameters[wire.FINAL_RESPONSE_PARAMETER].bool_param and response.id == request_id:
-                return chunks, errors
+            if response.parameters[wire.FINAL_RESPONSE_PARAMETER].bool_param:
+                if response.id == request_id:
+                    return chunks, errors, other_finals
+                other_finals.append(response.id)
             chunks += wire.MEL in {o.name for o in response.outputs}
 
     def close(self) -> None:
@@ -98,40 +102,41 @@ def test_grpc_stream_input_errors_are_invalid_arg_and_the_stream_keeps_serving(s
         assert error.status() is None  # a plain stream carries the message only: the code must come from it
         assert wire.error_code(message, grpc_status=error.status()) == "INVALID_ARG", message
         assert named in message, message
-        stream.send(GOOD, "good")  # the same stream serves the next request, and no other error came
-        chunks, errors = stream.until_final("good")
-        assert chunks > 0 and errors == []
+        # the error was the bad request's last response (no empty final follows it), and the same stream
+        # serves the next request
+        stream.send(GOOD, "good")
+        chunks, errors, other_finals = stream.until_final("good")
+        assert chunks > 0 and errors == [] and other_finals == []
     finally:
         stream.close()
     assert_ready(server)
 
 
-def test_voice_errors_arrive_before_the_final_response(server: TritonServer) -> None:
-    """The voice sends its error, then the final flag (Triton's own refusals have no final response)."""
-    stream = Stream(server)
+def test_with_triton_grpc_error_the_code_is_a_grpc_status_and_the_stream_ends(root: Path, tmp_path: Path) -> None:
+    """Triton 2.51's ``triton_grpc_error`` stream header: a model's error ends the stream with a real gRPC status,
+    and the stream takes no more requests.  2.51 frees the request's state at that error: a final flag sent
+    after the error (rather than on it) then segfaulted the server on every such request (fixed upstream in
+    Triton 2.68, server#8708); the voice sends its final flag on the error.  A rarer crash of 2.51's gRPC
+    frontend in this mode remains (about 1 in 1400 such requests here), so this runs on a server of its own."""
+    log = tmp_path / "tritonserver.log"
+    own = start_server(root / "model_repository", log)
     try:
-        stream.send([tensor(wire.TEXT, [b""])], "bad")
-        chunks, errors = stream.until_final("bad")
-        assert chunks == 0 and [e.message() for e in errors] == [
-            "[INVALID_ARG] input TEXT: TextError: text has nothing to speak: it is empty"]
+        stream = Stream(own, headers={"triton_grpc_error": "true"})
+        try:
+            stream.send([*GOOD, tensor(wire.PACE, [0.0])], "bad")
+            error = stream.first_error()
+            assert error.status() == "StatusCode.INVALID_ARGUMENT"
+            assert wire.error_code(error.message(), grpc_status=error.status()) == "INVALID_ARG"
+            with pytest.raises(Exception, match="A new stream should be started"):
+                stream.send(GOOD, "good")
+        finally:
+            stream.close()
+        # the voice counts a stream's outcome after its final flag has gone out; by then a use after free has happened
+        wait_for(own, streams_key(VOICE, "error"), 1)
+        assert "Signal (11)" not in log.read_text(errors="replace")
+        assert_ready(own)
     finally:
-        stream.close()
-
-
-def test_with_triton_grpc_error_the_code_is_a_grpc_status_and_the_stream_ends(server: TritonServer) -> None:
-    """Triton 2.51's ``triton_grpc_error`` stream header: a model's error ends the stream with a real gRPC
-    status; the stream then takes no more requests."""
-    stream = Stream(server, headers={"triton_grpc_error": "true"})
-    try:
-        stream.send([*GOOD, tensor(wire.PACE, [0.0])], "bad")
-        error = stream.first_error()
-        assert error.status() == "StatusCode.INVALID_ARGUMENT"
-        assert wire.error_code(error.message(), grpc_status=error.status()) == "INVALID_ARG"
-        with pytest.raises(Exception, match="A new stream should be started"):
-            stream.send(GOOD, "good")
-    finally:
-        stream.close()
-    assert_ready(server)
+        own.stop()
 
 
 # name -> (JSON body as bytes, the input the message must name)

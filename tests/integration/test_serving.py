@@ -64,7 +64,7 @@ class RawStream:
         """(MEL or None, error message or None, final flag) of the next response."""
         result, error = self.responses.get(timeout=60)
         if error is not None:
-            return None, str(error), False
+            return None, str(error), True  # an error is its request's last response
         final = result.get_response().parameters["triton_final_response"].bool_param
         return (None if final else result.as_numpy("MEL")), None, final
 
@@ -74,11 +74,11 @@ class RawStream:
             mel, err, final = self.next()
             if err is not None:
                 errors.append(err)
-            elif final:
-                return chunks, errors
-            else:
+            elif not final:
                 assert mel is not None
                 chunks.append(mel)
+            if final:
+                return chunks, errors
 
     def close(self, *, cancel: bool = False) -> None:
         self.client.stop_stream(cancel_requests=cancel)

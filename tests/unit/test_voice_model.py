@@ -124,33 +124,37 @@ class FakePb:
 
 
 class FakeSender:
-    """Records what a stream sends: ("chunk", tensors), ("error", (code name, message)) or ("final", flags)."""
+    """Records each send: ("chunk", tensors, flags), ("error", (code name, message), flags) or ("final", None, flags)."""
 
-    def __init__(self, *, fail_chunks: bool = False) -> None:
-        self.sent: list[tuple[str, Any]] = []
+    def __init__(self, *, fail_chunks: bool = False, fail_errors: bool = False) -> None:
+        self.sent: list[tuple[str, Any, int]] = []
         self.done = threading.Event()
-        self.fail_chunks = fail_chunks
+        self.fail_chunks, self.fail_errors = fail_chunks, fail_errors
 
     def send(self, response: FakeResponse | None = None, flags: int = 0) -> None:
         if response is not None and response.error is not None:
+            if self.fail_errors:
+                raise RuntimeError("Unable to send response: the client is gone")
             err = response.error
-            self.sent.append(("error", (FakeTritonError.NAMES[err.code()], err.message())))
+            self.sent.append(("error", (FakeTritonError.NAMES[err.code()], err.message()), flags))
         elif response is not None:
             if self.fail_chunks:
                 raise RuntimeError("Unable to send response: the client is gone")
-            self.sent.append(("chunk", response.tensors))
+            self.sent.append(("chunk", response.tensors, flags))
+        else:
+            self.sent.append(("final", None, flags))
         if flags:
-            self.sent.append(("final", flags))
             self.done.set()
 
     def kinds(self) -> list[str]:
-        return [kind for kind, _ in self.sent]
+        """One entry per send: "chunk", "error+final" (an error carrying the final flag), "final"..."""
+        return [kind + ("+final" if flags and kind != "final" else "") for kind, _, flags in self.sent]
 
     def chunks(self) -> list[dict[str, np.ndarray]]:
-        return [value for kind, value in self.sent if kind == "chunk"]
+        return [value for kind, value, _ in self.sent if kind == "chunk"]
 
     def errors(self) -> list[tuple[str, str]]:
-        return [value for kind, value in self.sent if kind == "error"]
+        return [value for kind, value, _ in self.sent if kind == "error"]
 
 
 class FakeRequest:
@@ -246,7 +250,7 @@ def test_chunks_go_out_in_order_then_one_final_flag() -> None:
     model, pb = voice(pipeline)
     sender = run(model, request(b"Hello there.", pace=1.5, chunk_frames=3))
     assert sender.kinds() == ["chunk", "chunk", "chunk", "final"]
-    assert sender.sent[-1] == ("final", 1)
+    assert sender.sent[-1] == ("final", None, 1)
     assert [(len(c["MEL"]), float(c["MEL"][0, 0])) for c in sender.chunks()] == [(2, 0.0), (3, 1.0), (1, 2.0)]
     assert all(set(c) == {"MEL"} and c["MEL"].dtype == np.float32 for c in sender.chunks())
     assert pipeline.calls == [(b"Hello there.", 1.5, 3)]  # TEXT's bytes, PACE and CHUNK_FRAMES as sent
@@ -302,7 +306,7 @@ def test_a_fault_in_the_middle_is_internal_and_the_stream_still_ends() -> None:
     pipeline = ScriptedPipeline([mel(2, 0.0), mel(2, 1.0)], fail=ZeroDivisionError("division by zero"))
     model, pb = voice(pipeline)
     sender = run(model, request())
-    assert sender.kinds() == ["chunk", "chunk", "error", "final"]
+    assert sender.kinds() == ["chunk", "chunk", "error+final"]
     assert sender.errors() == [("INTERNAL", "[INTERNAL] internal error: ZeroDivisionError: division by zero")]
     assert pipeline.closed
     assert outcomes(pb) == {"completed": 0, "cancelled": 0, "error": 1}
@@ -318,8 +322,17 @@ def test_a_fault_in_the_middle_is_internal_and_the_stream_still_ends() -> None:
 def test_a_client_that_is_gone_still_gets_its_final_flag_and_the_stream_counts_as_an_error() -> None:
     model, pb = voice(ScriptedPipeline([mel(1, 0.0)]))
     sender = run(model, request(sender=FakeSender(fail_chunks=True)))
-    assert sender.kinds() == ["error", "final"]
+    assert sender.kinds() == ["error+final"]
     assert sender.errors()[0][0] == "INTERNAL" and "the client is gone" in sender.errors()[0][1]
+    assert outcomes(pb) == {"completed": 0, "cancelled": 0, "error": 1}
+    model.finalize()
+
+
+def test_if_the_error_cannot_be_sent_the_final_flag_still_is() -> None:
+    model, pb = voice(ScriptedPipeline([]))
+    sender = run(model, request(b"", sender=FakeSender(fail_errors=True)))
+    assert sender.kinds() == ["final"]
+    assert [level for level, _ in pb.Logger.lines] == ["warn"]
     assert outcomes(pb) == {"completed": 0, "cancelled": 0, "error": 1}
     model.finalize()
 
@@ -348,11 +361,11 @@ def test_unloading_ends_running_streams_with_unavailable_and_refuses_new_ones() 
     go.set()
     unloading.join(WAIT_S)
     assert not unloading.is_alive()
-    assert running.sender.kinds() == ["chunk", "chunk", "error", "final"]
+    assert running.sender.kinds() == ["chunk", "chunk", "error+final"]
     assert running.sender.errors() == [("UNAVAILABLE", "[UNAVAILABLE] voice 'tiny' is shutting down")]
     late = request()
     model.execute([late])
-    assert late.sender.kinds() == ["error", "final"] and late.sender.errors()[0][0] == "UNAVAILABLE"
+    assert late.sender.kinds() == ["error+final"] and late.sender.errors()[0][0] == "UNAVAILABLE"
     assert pipeline.closed and outcomes(pb) == {"completed": 0, "cancelled": 0, "error": 1}
 
 
@@ -392,7 +405,7 @@ def test_each_input_error_is_invalid_arg_naming_the_input(req: FakeRequest, mess
     pipeline = ScriptedPipeline([mel(1, 0.0)])
     model, pb = voice(pipeline)
     sender = run(model, req)
-    assert sender.kinds() == ["error", "final"]
+    assert sender.kinds() == ["error+final"]  # the error is the request's last response: it carries the final flag
     assert sender.errors() == [("INVALID_ARG", message)]
     assert wire.error_code(message) == "INVALID_ARG"  # what a client derives from the message alone
     assert pipeline.pulled == 0
