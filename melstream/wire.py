@@ -290,11 +290,15 @@ CHUNK_FRAMES_RANGE: tuple[int, int] = (0, 100_000)
 # Where an error's Triton code reaches a client in Triton 2.51 (tritonserver of nvidia-pytriton 0.7.0):
 #
 # * gRPC bidirectional stream (tritonclient ``start_stream``): an error response carries ``error_message``
-#   only; tritonclient's callback gets an InferenceServerException whose ``status()`` is None.  With the
-#   stream header ``triton_grpc_error: true`` a *model's* error response ends the whole stream with a real gRPC
-#   status (INVALID_ARG -> INVALID_ARGUMENT), the final response never comes, and the stream takes no more
-#   requests (a new one must be started); errors Triton raises before the model (unknown model, wrong datatype
-#   or shape, missing inputs) still come as message-only errors, with no final response after them.
+#   only; tritonclient's callback gets an InferenceServerException whose ``status()`` is None.  An error is
+#   its request's last response: a voice sends it with the final flag, and Triton's own refusals (unknown
+#   model, wrong datatype or shape, missing inputs) have no final response at all.  With the stream header
+#   ``triton_grpc_error: true`` a *model's* error ends the whole stream with a real gRPC status (INVALID_ARG ->
+#   INVALID_ARGUMENT) and the stream takes no more requests (a new one must be started); Triton's own refusals
+#   stay message-only.  Clients should not send that header to 2.51: its gRPC frontend frees the request's
+#   state at the error (a flag sent after the error segfaulted the server every time, which is why the voice
+#   sends them together) and still crashes now and then (about 1 in 1400 such errors here); fixed in
+#   Triton 2.68 (triton-inference-server/server#8708).
 # * HTTP ``generate_stream`` (SSE): an error Triton raises before the model is a JSON body with a faithful
 #   status (400 INVALID_ARG, 404 NOT_FOUND, 500 INTERNAL, 503 UNAVAILABLE, 501 UNSUPPORTED).  An error the
 #   model sends as its first response is a ``data: {"error": ...}`` event whose HTTP status Triton reads from
