@@ -24,17 +24,26 @@ TESTS = ROOT / "tests"
 TIERS = {"unit": ("unit",), "integration": ("integration",), "system": ("system",), "quality": ("quality", "slow")}
 
 
+def tier_of(item: pytest.Item) -> str | None:
+    try:
+        return item.path.resolve().relative_to(TESTS).parts[0]
+    except ValueError:
+        return None  # not under tests/ (a path given on the command line elsewhere)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark every test with its tier (its directory under tests/); a test outside the tiers is an error."""
+    """Mark every test with its tier (its directory under tests/; a test outside the tiers is an error), and run
+    the tiers in the order above: the fast one first, and the unit tier before anything loads libespeak-ng."""
+    order = list(TIERS)
     for item in items:
-        try:
-            tier = item.path.resolve().relative_to(TESTS).parts[0]
-        except ValueError:
-            continue  # not under tests/ (a path given on the command line elsewhere)
+        tier = tier_of(item)
+        if tier is None:
+            continue
         if tier not in TIERS:
             raise pytest.UsageError(f"{item.nodeid}: tests live in a tier directory: tests/{{{','.join(TIERS)}}}/")
         for marker in TIERS[tier]:
             item.add_marker(marker)
+    items.sort(key=lambda item: order.index(tier) if (tier := tier_of(item)) in TIERS else len(order))  # stable: files stay together
 
 
 @pytest.fixture(scope="session")

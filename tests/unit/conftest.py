@@ -11,6 +11,7 @@ test even if the code under test swallowed the error it raised.
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -44,7 +45,8 @@ class Guard:
     * ``subprocess.Popen`` of a forbidden program (args: executable, args, cwd, env).
 
     ONNX Runtime opens model files in C++, where no audit event is raised, so ``InferenceSession``
-    is wrapped to apply the same path rule.
+    is wrapped to apply the same path rule; and melstream.espeak's entry points are wrapped, since a run
+    of several tiers may have loaded libespeak-ng before the unit tests (no dlopen left to see).
 
     The hook raises :class:`UnitTierViolation` (the operation does not happen) and records it; the
     test's report is turned into a failure when anything was recorded during it.
@@ -138,6 +140,31 @@ def _wrap_onnxruntime() -> None:
 
 
 _wrap_onnxruntime()
+
+
+def _wrap_espeak() -> None:
+    """libespeak-ng is loaded once per process: in a run of several tiers another tier may have loaded it
+    already (no dlopen left to see), so using it through melstream.espeak is refused too."""
+    import melstream.espeak as espeak
+
+    def refusing(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if GUARD.active:
+                GUARD.violation(f"melstream.espeak.{name} (libespeak-ng)")
+            return original(*args, **kwargs)
+
+        call.unit_tier_guard = True  # type: ignore[attr-defined]
+        return call
+
+    if getattr(espeak.get_espeak, "unit_tier_guard", False):
+        return
+    espeak.get_espeak = refusing("get_espeak", espeak.get_espeak)  # type: ignore[assignment]
+    for name, member in vars(espeak.Espeak).items():
+        if inspect.isfunction(member) and not name.startswith("__"):  # methods (a plain function binds as they do)
+            setattr(espeak.Espeak, name, refusing(f"Espeak.{name}", member))
+
+
+_wrap_espeak()
 
 
 def _fail_report(report: Any, found: list[str]) -> None:
