@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import os
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -70,7 +71,10 @@ class Guard:
         return False
 
     def violation(self, what: str) -> None:
-        self.violations.append(what)
+        here = os.path.realpath(__file__)
+        stack = [f for f in traceback.extract_stack() if os.path.realpath(f.filename) != here]
+        where = "".join(traceback.format_list(stack[-6:])).rstrip()
+        self.violations.append(f"{what}, from\n{where}")
         raise UnitTierViolation(f"unit tier: {what} (move the test to tests/quality/ or tests/system/, or use the synthetic voices)")
 
     def audit(self, event: str, args: tuple[Any, ...]) -> None:
@@ -169,7 +173,7 @@ _wrap_espeak()
 
 def _fail_report(report: Any, found: list[str]) -> None:
     report.outcome = "failed"
-    report.longrepr = "broke the unit tier's rules:\n  " + "\n  ".join(found)
+    report.longrepr = "broke the unit tier's rules:\n" + "\n".join(found)
 
 
 @pytest.hookimpl(hookwrapper=True)
