@@ -37,8 +37,10 @@ def _teacher(root: Path, addon_dir: Path) -> None:
             for i, text in enumerate(texts):
                 uid = f"{split}-{i:05d}"
                 wav = root / split / "wavs" / f"{uid}.wav"
-                if shutil.which("espeak-ng") and split == "test":
-                    subprocess.run(["espeak-ng", "-w", str(wav), text], check=True, capture_output=True, timeout=30)
+                if split == "test":  # the quality tier has espeak-ng (`make sysdeps`)
+                    exe = shutil.which("espeak-ng")
+                    assert exe is not None, "espeak-ng is not installed: run `make sysdeps`"
+                    subprocess.run([exe, "-w", str(wav), text], check=True, capture_output=True, timeout=30)
                     audio, _ = read_wav(wav)
                 else:
                     audio = 0.1 * rng.standard_normal(spec.sample_rate)
