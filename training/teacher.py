@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from melstream.spec import AudioSpec
 from melstream.audio import log_mel, write_wav
 from melstream.espeak import HOP_LENGTH, get_espeak
+from melstream.spec import AudioSpec
 from melstream.text import EOS, PAD
 
 __all__ = ["SPEC", "SPLITS", "build_teacher", "main"]
