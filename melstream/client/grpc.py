@@ -13,17 +13,16 @@ import numpy as np
 
 from melstream import wire
 from melstream.client._errors import grpc_error
-from melstream.errors import AddonError, ClientError, ClientTimeoutError, InvalidInputError, UnknownVoiceError
+from melstream.client._voices import VoiceDirectory
+from melstream.errors import ClientError, ClientTimeoutError, InvalidInputError
 
 if TYPE_CHECKING:
-    from melstream.addon import Addon
     from melstream.blocks import StreamablePipeline
-    from melstream.spec import AddonSpec
 
 DEFAULT_GRPC_URL = "localhost:8001"
 
 
-class Client:
+class Client(VoiceDirectory):
     """A connection to a melstream server's gRPC endpoint.  Options are keyword-only; times in seconds.
 
     Failures are :class:`~melstream.errors.ClientError`\\ s carrying the server's message:
@@ -34,7 +33,8 @@ class Client:
     def __init__(self, url: str = DEFAULT_GRPC_URL, *, timeout_s: float = 60.0) -> None:
         import tritonclient.grpc as grpcclient
 
-        self.url = url
+        super().__init__()
+        self.url = self.where = url
         self.timeout_s = timeout_s
         self._g = grpcclient
         try:
@@ -45,7 +45,6 @@ class Client:
         # so idle stream clients are kept for the next utterance.
         self._idle: list[Any] = []
         self._lock = threading.Lock()
-        self._specs: dict[str, AddonSpec] = {}
 
     def _stream_client(self) -> Any:
         with self._lock:
@@ -73,58 +72,18 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # --- what the server serves -------------------------------------------------------------
+    # --- what the server serves (the rest is VoiceDirectory's) ----------------------------------
+    def _index(self) -> Any:
+        try:
+            return self._client.get_model_repository_index(as_json=True, client_timeout=self.timeout_s)
+        except Exception as e:
+            raise grpc_error(e, where=f"cannot list voices at {self.url}") from e
+
     def _config(self, model: str) -> dict[str, Any]:
         try:
             return dict(self._client.get_model_config(model, as_json=True, client_timeout=self.timeout_s)["config"])
         except Exception as e:
             raise grpc_error(e, where=f"voice {model!r} at {self.url}") from e
-
-    def _spec_of(self, voice: str, addon_json: str) -> AddonSpec:
-        from melstream.spec import addon_spec_from_json
-
-        try:
-            spec = addon_spec_from_json(addon_json, source=f"voice {voice!r} at {self.url}")
-        except AddonError as e:
-            raise ClientError(f"voice {voice!r} at {self.url}: the server's addon JSON is not valid here: {e}") from e
-        self._specs[voice] = spec
-        return spec
-
-    def voices(self) -> list[str]:
-        """Names of the voices that can serve: a ready voice model (a model carrying an addon)
-        whose network models are all ready too."""
-        try:
-            index = self._client.get_model_repository_index(as_json=True, client_timeout=self.timeout_s)
-        except Exception as e:
-            raise grpc_error(e, where=f"cannot list voices at {self.url}") from e
-        ready = wire.ready_models(index)
-        networks = {}
-        for name in sorted(ready):
-            if wire.is_network_model(name):
-                continue
-            config = self._config(name)
-            if wire.is_voice_config(config):
-                networks[name] = list(self._spec_of(name, wire.addon_json_from_config(config)).networks)
-        return wire.servable_voices(ready, networks)
-
-    def addon_json(self, voice: str) -> str:
-        """The addon JSON that the server's voice model carries in its config."""
-        try:
-            return wire.addon_json_from_config(self._config(voice), model=f"model {voice!r} at {self.url}")
-        except wire.WireError as e:
-            raise UnknownVoiceError(str(e)) from None
-
-    def spec(self, voice: str) -> AddonSpec:
-        """The voice's addon as plain data (audio parameters, networks), from its model config; kept per voice.
-        Nothing is built: no component or plugin is imported."""
-        spec = self._specs.get(voice)
-        return spec if spec is not None else self._spec_of(voice, self.addon_json(voice))
-
-    def addon(self, voice: str) -> Addon:
-        """The voice's addon, with its stack validated here (this imports the stack's components)."""
-        from melstream.addon import Addon
-
-        return Addon(self.spec(voice))
 
     def remote_pipeline(self, voice: str) -> StreamablePipeline:
         """The voice's stack, rebuilt here, with networks running on the server's network models."""
@@ -195,14 +154,6 @@ class Client:
                 client.stop_stream(cancel_requests=not finished)
             finally:
                 self._release(client, reusable=finished)
-
-    def synthesize(self, text: str, *, voice: str, pace: float | None = None, chunk_frames: int | None = None,
-                   timeout_s: float | None = None) -> np.ndarray:
-        """The whole utterance ``[frames, n_mels]``: the concatenation of :meth:`stream`."""
-        chunks = list(self.stream(text, voice=voice, pace=pace, chunk_frames=chunk_frames, timeout_s=timeout_s))
-        if not chunks:
-            return np.zeros((0, self.spec(voice).audio.n_mels), np.float32)
-        return np.concatenate(chunks, axis=0)
 
 
 def stream(text: str, *, voice: str, url: str = DEFAULT_GRPC_URL, pace: float | None = None,

@@ -11,23 +11,21 @@ import numpy as np
 
 from melstream import wire
 from melstream.client._errors import client_error
+from melstream.client._voices import VoiceDirectory
 from melstream.errors import (
-    AddonError,
     ClientError,
     ClientTimeoutError,
     InvalidInputError,
     ServerUnavailableError,
-    UnknownVoiceError,
 )
 
 if TYPE_CHECKING:
-    from melstream.addon import Addon
-    from melstream.spec import AddonSpec
+    pass
 
 DEFAULT_HTTP_URL = "localhost:8000"
 
 
-class HttpClient:
+class HttpClient(VoiceDirectory):
     """Streams mel chunks over Triton's HTTP generate_stream (SSE).  Times in seconds, keyword-only.
 
     Failures are :class:`~melstream.errors.ClientError`\\ s carrying the server's message (Triton's
@@ -37,9 +35,10 @@ class HttpClient:
     """
 
     def __init__(self, url: str = DEFAULT_HTTP_URL, *, timeout_s: float = 60.0) -> None:
+        super().__init__()
         self.url = url.removeprefix("http://").rstrip("/")
+        self.where = f"http://{self.url}"
         self.timeout_s = timeout_s
-        self._specs: dict[str, AddonSpec] = {}
 
     def _connection(self, timeout_s: float) -> http.client.HTTPConnection:
         host, _, port = self.url.partition(":")
@@ -65,50 +64,12 @@ class HttpClient:
         except ValueError as e:
             raise ClientError(f"{where}: the answer is not JSON: {data[:80]!r}") from e
 
-    # --- what the server serves -------------------------------------------------------------
-    def addon_json(self, voice: str) -> str:
-        """The addon JSON that the server's voice model carries in its config (``GET /v2/models/<voice>/config``)."""
-        where = f"voice {voice!r} at http://{self.url}"
-        config = self._json("GET", wire.model_config_path(voice), where=where)
-        try:
-            return wire.addon_json_from_config(config, model=f"model {voice!r} at http://{self.url}")
-        except wire.WireError as e:
-            raise UnknownVoiceError(str(e)) from None
+    # --- what the server serves (the rest is VoiceDirectory's) ----------------------------------
+    def _index(self) -> Any:
+        return self._json("POST", wire.REPOSITORY_INDEX_PATH, body=b"{}", where=f"cannot list voices at {self.where}")
 
-    def spec(self, voice: str) -> AddonSpec:
-        """The voice's addon as plain data (audio parameters, networks), from its model config; kept per voice.
-        Nothing is built: no component or plugin is imported."""
-        spec = self._specs.get(voice)
-        return spec if spec is not None else self._spec_of(voice, self.addon_json(voice))
-
-    def _spec_of(self, voice: str, addon_json: str) -> AddonSpec:
-        from melstream.spec import addon_spec_from_json
-
-        try:
-            spec = addon_spec_from_json(addon_json, source=f"voice {voice!r} at http://{self.url}")
-        except AddonError as e:
-            raise ClientError(f"voice {voice!r} at http://{self.url}: the server's addon JSON is not valid here: {e}") from e
-        self._specs[voice] = spec
-        return spec
-
-    def addon(self, voice: str) -> Addon:
-        """The voice's addon, with its stack validated here (this imports the stack's components)."""
-        from melstream.addon import Addon
-
-        return Addon(self.spec(voice))
-
-    def voices(self) -> list[str]:
-        """Names of the voices that can serve (as :meth:`melstream.client.Client.voices`)."""
-        index = self._json("POST", wire.REPOSITORY_INDEX_PATH, body=b"{}", where=f"cannot list voices at http://{self.url}")
-        ready = wire.ready_models(index)
-        networks = {}
-        for name in sorted(ready):
-            if wire.is_network_model(name):
-                continue
-            config = self._json("GET", wire.model_config_path(name), where=f"voice {name!r} at http://{self.url}")
-            if wire.is_voice_config(config):
-                networks[name] = list(self._spec_of(name, wire.addon_json_from_config(config)).networks)
-        return wire.servable_voices(ready, networks)
+    def _config(self, model: str) -> dict[str, Any]:
+        return dict(self._json("GET", wire.model_config_path(model), where=f"voice {model!r} at {self.where}"))
 
     # --- streaming ----------------------------------------------------------------------------
     def stream(self, text: str, *, voice: str, pace: float | None = None, chunk_frames: int | None = None,
@@ -149,9 +110,3 @@ class HttpClient:
             raise ClientError(f"{where}: {e}") from e
         finally:
             conn.close()
-
-    def synthesize(self, text: str, *, voice: str, pace: float | None = None, chunk_frames: int | None = None,
-                   timeout_s: float | None = None) -> np.ndarray:
-        """The whole utterance ``[frames, n_mels]``: the concatenation of :meth:`stream`."""
-        chunks = list(self.stream(text, voice=voice, pace=pace, chunk_frames=chunk_frames, timeout_s=timeout_s))
-        return np.concatenate(chunks) if chunks else np.zeros((0, self.spec(voice).audio.n_mels), np.float32)
