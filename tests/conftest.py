@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+import melstream
 from melstream.serving.server import TritonServer, not_ready
 from tests.servers import start_server
 
@@ -49,6 +50,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT
+
+
+# Each tier that builds voices in-process defines fast_addon and taco_addon (unit: the synthetic voices,
+# quality: the shipped ones); their pipelines are built the same way everywhere.
+@pytest.fixture(scope="session")
+def fast_pipeline(fast_addon: melstream.Addon) -> melstream.StreamablePipeline:
+    return fast_addon.build()
+
+
+@pytest.fixture(scope="session")
+def taco_pipeline(taco_addon: melstream.Addon) -> melstream.StreamablePipeline:
+    return taco_addon.build()
 
 
 @pytest.fixture(scope="session")

@@ -19,13 +19,3 @@ def fast_addon() -> melstream.Addon:
 @pytest.fixture(scope="session")
 def taco_addon() -> melstream.Addon:
     return melstream.load_addon(ADDONS / "tacovoice")
-
-
-@pytest.fixture(scope="session")
-def fast_pipeline(fast_addon: melstream.Addon) -> melstream.StreamablePipeline:
-    return fast_addon.build()
-
-
-@pytest.fixture(scope="session")
-def taco_pipeline(taco_addon: melstream.Addon) -> melstream.StreamablePipeline:
-    return taco_addon.build()

@@ -236,13 +236,3 @@ def fast_addon(synthetic_addons: Path) -> melstream.Addon:
 def taco_addon(synthetic_addons: Path) -> melstream.Addon:
     """The synthetic attention voice (tacovoice's architecture and stack, toy sizes)."""
     return melstream.load_addon(synthetic_addons / synthetic.TACO)
-
-
-@pytest.fixture(scope="session")
-def fast_pipeline(fast_addon: melstream.Addon) -> melstream.StreamablePipeline:
-    return fast_addon.build()
-
-
-@pytest.fixture(scope="session")
-def taco_pipeline(taco_addon: melstream.Addon) -> melstream.StreamablePipeline:
-    return taco_addon.build()
