@@ -152,3 +152,36 @@ def test_empty_result_has_the_voices_width(make_client: Callable[..., AnyClient]
     monkeypatch.setattr(client, "stream", lambda text, **options: iter(()))
     empty = client.synthesize(TEXT, voice="fastvoice")
     assert empty.shape == (0, 7) and empty.dtype == np.float32
+
+
+LIGHT_CHILD = r"""
+import importlib.metadata, json, sys
+calls = []
+real_entry_points = importlib.metadata.entry_points
+importlib.metadata.entry_points = lambda *a, **k: calls.append(repr((a, k))) or real_entry_points(*a, **k)
+import melstream.client
+with melstream.client.Client(sys.argv[1], timeout_s=30) as client:
+    specs = {voice: client.spec(voice) for voice in client.voices()}
+print(json.dumps({"modules": sorted(sys.modules), "entry_point_calls": calls,
+                  "specs": {v: [s.audio.n_mels, list(s.networks)] for v, s in specs.items()}}))
+"""
+
+
+def test_reading_a_served_voices_spec_imports_no_component_or_plugin(server: TritonServer, root: Path) -> None:
+    """A fresh interpreter: ``import melstream.client``, list the served voices and read their specs over gRPC."""
+    import json
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", LIGHT_CHILD, server.grpc_url], capture_output=True, text=True,
+                            timeout=120, cwd=root, check=False)
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout)
+    for voice in VOICES:  # the specs are the shipped voices'
+        local = read_addon_spec(root / "addons" / voice)
+        assert seen["specs"][voice] == [local.audio.n_mels, list(local.networks)]
+    modules = set(seen["modules"])
+    assert {"melstream.client", "melstream.spec"} <= modules  # the check sees melstream's own modules
+    assert sorted(m for m in modules if m.startswith(("melstream.components", "melstream.stack", "melstream.addon",
+                                                      "melstream.registry", "melstream.blocks"))) == []
+    assert seen["entry_point_calls"] == []
