@@ -43,7 +43,7 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
-integration: $(STAMP)
+integration: $(STAMP) sysdeps
 	$(BIN)/pytest -q tests/integration
 
 system: $(STAMP) sysdeps
