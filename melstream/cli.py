@@ -15,9 +15,10 @@ from melstream.errors import MelstreamError
 
 
 def cmd_build_repo(args: argparse.Namespace) -> int:
-    from melstream.serving.repo import build_repository
+    from melstream.serving.repo import build_repository, parse_max_streams
 
-    report = build_repository(args.addons, args.out, profile=args.profile, network_instances=args.network_instances)
+    report = build_repository(args.addons, args.out, profile=args.profile, network_instances=args.network_instances,
+                              max_streams=parse_max_streams(args.max_streams or []))
     for where, message in report.refused.items():
         print(f"refused addon {where}: {message}", file=sys.stderr)
     print(f"wrote {args.out} (profile {args.profile}): voices {', '.join(report.voices) or 'none'}; "
@@ -163,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--profile", default="cpu")
     b.add_argument("--network-instances", type=int, default=None, metavar="N",
                    help="instances per network model (default: the profile's; about one per core on CPU hosts)")
+    b.add_argument("--max-streams", action="append", metavar="[VOICE=]N",
+                   help="streams a voice admits at once, the next refused as busy: N for every voice, VOICE=N for "
+                        "one; repeatable (default: the profile's, measured per voice)")
     b.add_argument("--out", default="model_repository")
     b.set_defaults(func=cmd_build_repo)
 

@@ -52,5 +52,10 @@ class ServerUnavailableError(ClientError):
     """The server cannot be reached, or is too busy to take the request now; trying again later may work."""
 
 
+class ServerBusyError(ServerUnavailableError):
+    """The server is up but at capacity: the voice already serves as many streams as it admits (or a network
+    model's bounded queue is full).  Refused at once, nothing computed; trying again later may work."""
+
+
 class ClientTimeoutError(ClientError):
     """No response came within the client's ``timeout_s``."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import numbers
+import re
 import struct
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -318,6 +319,13 @@ INPUT_ERROR = "INVALID_ARG"
 #: the code of a fault inside the server; the message starts with :data:`INTERNAL_ERROR_PREFIX` after the tag
 INTERNAL_ERROR = "INTERNAL"
 INTERNAL_ERROR_PREFIX = "internal error: "
+#: the code of a request refused because the server is at capacity (:func:`busy_detail`) or unloading
+BUSY_ERROR = "UNAVAILABLE"
+#: Triton's own refusals by a network model's bounded queue (``dynamic_batching { default_queue_policy }``):
+#: the queue is full, or the request waited in it past the queue's timeout (core r24.10, dynamic_batch_scheduler.cc)
+QUEUE_REFUSALS = ("Exceeds maximum queue size", "Request timeout")  # the latter: "Request timeout expired"
+# the detail of a busy refusal, after the tag: "voice 'tacovoice' is busy: <why>; try again later"
+_BUSY = re.compile(r"voice '[^']+' is busy: .*; try again later", re.S)
 
 # gRPC status -> Triton code: the inverse of Triton's GrpcStatusUtil::CodeToStatus (grpc_utils.cc), with
 # RESOURCE_EXHAUSTED (a gRPC server or proxy refusing load) read as UNAVAILABLE; others (DEADLINE_EXCEEDED...) are no Triton code
@@ -337,7 +345,7 @@ _TRITON_MESSAGES = (("Request for unknown model", "NOT_FOUND"),  # "...: 'x' is 
                     ("unexpected inference input", "INVALID_ARG"),
                     ("expected number of inputs between", "INVALID_ARG"),
                     ("The schema can not convert input", "INVALID_ARG"),  # HTTP generate: a JSON value of the wrong shape
-                    ("Exceeds maximum queue size", "UNAVAILABLE"),
+                    *((refusal, BUSY_ERROR) for refusal in QUEUE_REFUSALS),
                     ("Server is stopping", "UNAVAILABLE"),
                     ("Stub process", "INTERNAL"))  # the Python backend's stub died ("... is not healthy.")
 
@@ -351,10 +359,36 @@ def error_message(code: str, detail: str) -> str:
     return f"[{code}] {detail}"
 
 
-def _tagged_code(message: str) -> str | None:
+def busy_detail(voice: str, why: str) -> str:
+    """The detail of a request a voice refuses because it is at capacity, with :data:`BUSY_ERROR` as its code:
+    ``"voice 'tacovoice' is busy: it serves 16 streams at once; try again later"``; :func:`is_busy` recognises it."""
+    return f"voice {voice!r} is busy: {why}; try again later"
+
+
+def is_queue_refusal(message: str) -> bool:
+    """Whether ``message`` holds one of Triton's :data:`QUEUE_REFUSALS` (a network model's queue refused a call)."""
+    return any(refusal in message for refusal in QUEUE_REFUSALS)
+
+
+def is_busy(message: str) -> bool:
+    """Whether an error a client saw says the server is at capacity (try again later), not down: a voice's
+    refusal (``[UNAVAILABLE] voice '...' is busy: ...; try again later``, :func:`busy_detail`) or a network
+    model's bounded queue refusing a call made to it directly (:data:`QUEUE_REFUSALS`)."""
+    text = _without_request_id(message)
+    if _tagged_code(message) == BUSY_ERROR:
+        return _BUSY.match(text.partition("] ")[2]) is not None
+    return text.startswith(QUEUE_REFUSALS)
+
+
+def _without_request_id(message: str) -> str:
     text = message.lstrip()
     if text.startswith("[request id: "):  # Triton puts this in front of its own request errors
         text = text.partition("] ")[2]
+    return text
+
+
+def _tagged_code(message: str) -> str | None:
+    text = _without_request_id(message)
     if not text.startswith("["):
         return None
     tag, closed, _ = text[1:].partition("] ")
@@ -388,9 +422,7 @@ def error_code(message: str, *, http_status: int | None = None, grpc_status: str
         code = _GRPC_STATUS_CODES.get(_grpc_status_name(grpc_status))
         if code is not None:
             return code
-    text = message.lstrip()
-    if text.startswith("[request id: "):
-        text = text.partition("] ")[2]
+    text = _without_request_id(message)
     for start, code in _TRITON_MESSAGES:
         if text.startswith(start):
             return code

@@ -12,6 +12,7 @@ from melstream.errors import (
     ClientError,
     ClientTimeoutError,
     InvalidInputError,
+    ServerBusyError,
     ServerUnavailableError,
     UnknownVoiceError,
 )
@@ -25,11 +26,14 @@ ERROR_CLASSES: dict[str, type[ClientError]] = {"NOT_FOUND": UnknownVoiceError,  
 def client_error(message: str, *, where: str, http_status: int | None = None, grpc_status: str | None = None) -> ClientError:
     """The typed error for a failure the server (or the connection to it) reported; its text is
     ``"<where>: <message>"``, the server's message kept whole.  gRPC's DEADLINE_EXCEEDED (the client's own
-    ``timeout_s`` ran out) is a :class:`ClientTimeoutError`."""
+    ``timeout_s`` ran out) is a :class:`ClientTimeoutError`; an UNAVAILABLE that says the server is at capacity
+    (:func:`melstream.wire.is_busy`) is a :class:`ServerBusyError`."""
     text = f"{where}: {message}"
     if grpc_status is not None and grpc_status.removeprefix("StatusCode.").upper() == "DEADLINE_EXCEEDED":
         return ClientTimeoutError(text)
     code = wire.error_code(message, http_status=http_status, grpc_status=grpc_status)
+    if code == wire.BUSY_ERROR and wire.is_busy(message):
+        return ServerBusyError(text)
     return ERROR_CLASSES.get(code, ClientError)(text)
 
 

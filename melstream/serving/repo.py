@@ -11,6 +11,7 @@ import dataclasses
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,27 +31,51 @@ _TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int64": "TYPE_INT64",
 
 @dataclass(frozen=True)
 class Profile:
-    """Where and how networks run: the hardware is a deployment profile, not a code path."""
+    """Where and how networks run: the hardware is a deployment profile, not a code path.
+
+    Admission: a voice admits at most :meth:`streams_for` streams at once (``voice_max_streams`` for the
+    voices measured on this profile's hardware, ``max_streams`` for any other) and refuses the next at once
+    (melstream.serving.voice_model).  Each network model's queue holds at most ``queue_per_stream`` requests
+    per stream its voice admits, and a request waits in it at most ``queue_timeout_us``: work can never pile
+    up without bound, and the voice's own streams (one call per network at a time each) never fill it."""
 
     name: str
     description: str
     network_instances: int = 1
     intra_op_threads: int = 1
     max_queue_delay_us: int = 100
-    max_streams: int = 64
+    max_streams: int = 16
+    voice_max_streams: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    queue_per_stream: int = 2
+    queue_timeout_us: int = 5_000_000
     network_kind: str = "KIND_CPU"  # Triton instance kind of the network models; voices always run on CPU
     # ONNX Runtime execution providers in order of preference; None writes no parameter (CPU only)
     ort_providers: tuple[str, ...] | None = None
 
+    def streams_for(self, voice: str) -> int:
+        """The streams ``voice`` admits at once."""
+        return self.voice_max_streams.get(voice, self.max_streams)
+
+
+# Streams each shipped voice admits at once on the 2-core CPU machine of BENCHMARKS.md (section 1, each
+# voice alone): fastvoice streams to 32 listeners with no stalls (RTF 0.17, first chunk p99 211 ms);
+# tacovoice makes ~23 s of speech per second in all, so 16 listeners (RTF 0.65; 14 % of utterances stall
+# once for a few ms right after the first chunk) leave it a third of headroom, where 20 would run within
+# the ±25 % run-to-run spread of saturation and 32 stall every utterance (RTF 1.2).  A voice not measured
+# gets the profile's max_streams; `melstream build-repo --max-streams [VOICE=]N` overrides either.
+MEASURED_MAX_STREAMS = {"fastvoice": 32, "tacovoice": 16}
 
 PROFILES = {
     # Two instances per network: with one, every stream's calls to a network queue behind each other on
     # one core, and a new stream's first chunk waits behind the others' chunks (benchmarks/streams.py:
     # on 2 cores, 2 instances cut fastvoice's first chunk p50 at 32 streams by a third and raise RTFX).
     "cpu": Profile("cpu", "Python backend with ONNX Runtime on CPU, two instances of one thread per network",
-                   network_instances=2),
+                   network_instances=2, voice_max_streams=MEASURED_MAX_STREAMS),
+    # Not measured on a GPU yet: the voice pipelines stay on CPU (tacovoice's per-frame calls are bound by
+    # them), so the CPU figures are the safe start; raise them with --max-streams once benchmarks show room.
     "gpu": Profile("gpu", "Python backend with ONNX Runtime's CUDA provider, one network instance per GPU "
                           "(CPU if CUDA is missing); the voice pipelines stay on CPU",
+                   voice_max_streams=MEASURED_MAX_STREAMS,
                    network_kind="KIND_GPU", ort_providers=("CUDAExecutionProvider", "CPUExecutionProvider")),
 }
 
@@ -82,6 +107,15 @@ def network_config(addon: Addon, network: str, profile: Profile, *, network_file
             io.dims.extend(list(t.shape) if spec.max_batch_size else [1, *t.shape])
     if spec.max_batch_size:
         cfg.dynamic_batching.max_queue_delay_microseconds = profile.max_queue_delay_us
+        # a bounded queue: each admitted stream of the voice has at most one call to this network waiting, so
+        # its streams never fill it; the rest is room for remote pipelines (clients calling the network
+        # directly).  A full queue refuses at once, and a call that waited past the timeout is refused
+        # (REJECT): both UNAVAILABLE (wire.QUEUE_REFUSALS), never an unbounded backlog.
+        policy = cfg.dynamic_batching.default_queue_policy
+        policy.max_queue_size = profile.queue_per_stream * profile.streams_for(addon.name)
+        policy.timeout_action = mc.ModelQueuePolicy.REJECT
+        policy.default_timeout_microseconds = profile.queue_timeout_us
+        policy.allow_timeout_override = False
     group = cfg.instance_group.add()
     group.count = profile.network_instances  # per GPU for KIND_GPU
     group.kind = getattr(mc.ModelInstanceGroup, profile.network_kind)
@@ -126,7 +160,7 @@ def pipeline_config(addon: Addon, profile: Profile) -> Any:
     group.count = 1  # one instance: streams run in its worker threads
     group.kind = mc.ModelInstanceGroup.KIND_CPU
     cfg.parameters[wire.ADDON_PARAMETER].string_value = addon.to_json()
-    cfg.parameters[voice_model.MAX_STREAMS_PARAMETER].string_value = str(profile.max_streams)
+    cfg.parameters[voice_model.MAX_STREAMS_PARAMETER].string_value = str(profile.streams_for(addon.name))
     return cfg
 
 
@@ -171,19 +205,51 @@ class BuildReport:
     refused: dict[str, str]  # addon directory -> error message
 
 
+def parse_max_streams(values: Iterable[str]) -> dict[str | None, int]:
+    """``--max-streams`` values (``N`` for every voice, ``VOICE=N`` for one) as ``{None or voice: N}``; a later
+    value for the same key wins.  A value that is not of that form, or N < 1, raises :class:`MelstreamError`."""
+    limits: dict[str | None, int] = {}
+    for value in values:
+        voice, _, number = value.rpartition("=")
+        try:
+            streams = int(number)
+        except ValueError:
+            streams = 0
+        if streams < 1 or (voice == "" and "=" in value):
+            raise MelstreamError(f"max streams must be N or VOICE=N with N >= 1, got {value!r}")
+        limits[voice or None] = streams
+    return limits
+
+
+def with_max_streams(profile: Profile, limits: Mapping[str | None, int]) -> Profile:
+    """``profile`` with its admission limits overridden: ``limits[None]`` for every voice (the profile's
+    per-voice figures included), ``limits[voice]`` for one."""
+    for key, streams in limits.items():
+        if streams < 1:
+            raise MelstreamError(f"max streams of {'every voice' if key is None else repr(key)} must be >= 1, got {streams}")
+    per_voice = {} if None in limits else dict(profile.voice_max_streams)
+    per_voice.update({k: v for k, v in limits.items() if k is not None})
+    return dataclasses.replace(profile, max_streams=limits.get(None, profile.max_streams), voice_max_streams=per_voice)
+
+
 def build_repository(addons_dir: str | Path = "addons", out: str | Path = "model_repository", *,
-                     profile: str = "cpu", network_instances: int | None = None) -> BuildReport:
+                     profile: str = "cpu", network_instances: int | None = None,
+                     max_streams: Mapping[str | None, int] | None = None) -> BuildReport:
     """(Re)write ``out`` from every addon under ``addons_dir``.
 
     An addon that fails validation is refused (its error kept in the report) and the others are
     still written, so one broken addon never takes the service down.  ``network_instances``
     overrides the profile's instances per network model (about one per core suits CPU hosts).
+    ``max_streams`` overrides the streams a voice admits at once (:func:`with_max_streams`: key None for
+    every voice, a voice's name for one; a name that is no addon's is refused).
     """
     prof = get_profile(profile)
     if network_instances is not None:
         if network_instances < 1:
             raise MelstreamError(f"network_instances must be >= 1, got {network_instances}")
         prof = dataclasses.replace(prof, network_instances=network_instances)
+    if max_streams:
+        prof = with_max_streams(prof, max_streams)
     out = Path(out)
     report = BuildReport([], [], {})
     addons: list[Addon] = []
@@ -197,6 +263,10 @@ def build_repository(addons_dir: str | Path = "addons", out: str | Path = "model
     for a in [a for a in addons if a.name in dupes]:
         report.refused[str(a.path)] = f"{a.source}: name: {a.name!r} is used by more than one addon"
     addons = [a for a in addons if a.name not in dupes]
+    unknown = sorted(k for k in (max_streams or {}) if k is not None and k not in names)
+    if unknown:
+        raise MelstreamError(f"max streams name voices that no addon under {addons_dir} has: {', '.join(unknown)}; "
+                             f"voices: {', '.join(sorted(names)) or 'none'}")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=out.parent))
     try:

@@ -6,8 +6,15 @@ with a fake ``pb_utils`` and no server.
 
 Triton's Python backend creates the model class with no arguments, calls ``initialize(args)`` once,
 ``execute(requests)`` for each batch of requests and ``finalize()`` at unload (python_backend's
-pb_stub.cc).  Each request (stream) runs in its own worker thread, so ``execute`` returns at once; the
-stream sends one response per chunk, in order, then the final flag, always exactly once.
+pb_stub.cc).  Each request (stream) runs in its own thread, so ``execute`` returns at once; the stream sends
+one response per chunk, in order, then the final flag, always exactly once.
+
+Admission: a voice serves at most ``max_streams`` streams at once (the :data:`MAX_STREAMS_PARAMETER` config
+parameter, sized per voice and profile by ``melstream build-repo``).  A stream counts from the moment
+``execute`` admits it to its final flag; the next request is refused at once, in ``execute``, before any work:
+``[UNAVAILABLE] voice 'tacovoice' is busy: it serves 16 streams at once; try again later``
+(:func:`melstream.wire.busy_detail`), and counted as outcome ``refused``.  Every admitted stream gets a thread
+of its own at once, so it never waits for a worker.
 
 Errors: a request whose input is wrong gets ``INVALID_ARG`` with a message naming the input; a fault inside
 the server gets ``INTERNAL`` ("internal error: ...") and its traceback in Triton's log.  Either way the
@@ -23,7 +30,6 @@ import threading
 import time
 import traceback
 from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -38,12 +44,13 @@ from melstream.runners.triton_bls import TritonBLSRunner
 # what they cannot see: how soon the first chunk went out and how many chunks a stream took.
 FIRST_CHUNK_BUCKETS_S = [0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0]
 CHUNKS_BUCKETS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000]
-OUTCOMES = ("completed", "cancelled", "error")
+#: how streams end: ``refused`` is a request turned away at admission (the voice was busy, or unloading)
+OUTCOMES = ("completed", "cancelled", "error", "refused")
 
-#: the config parameter (written by melstream.serving.repo.pipeline_config) with the streams served at once
+#: the config parameter (written by melstream.serving.repo.pipeline_config) with the streams a voice admits at once
 MAX_STREAMS_PARAMETER = "max_streams"
-#: worker threads (streams served at once) when the config has no such parameter
-DEFAULT_MAX_STREAMS = 64
+#: streams admitted at once when the config has no such parameter
+DEFAULT_MAX_STREAMS = 16
 
 
 class Pipeline(Protocol):
@@ -67,7 +74,7 @@ class StreamMetrics:
         chunks = family(name="melstream_chunks_per_stream", kind=family.HISTOGRAM, description="Chunks sent per finished stream")
         frames = family(name="melstream_frames_total", kind=family.COUNTER, description="Mel frames sent")
         streams = family(name="melstream_streams_total", kind=family.COUNTER,
-                         description="Streams ended, by outcome (completed, cancelled, error)")
+                         description="Streams ended, by outcome (completed, cancelled, error, refused)")
         active = family(name="melstream_active_streams", kind=family.GAUGE, description="Streams being synthesised now")
         self.first_chunk_s = first.Metric(labels=labels, buckets=FIRST_CHUNK_BUCKETS_S)
         self.chunks = chunks.Metric(labels=labels, buckets=CHUNKS_BUCKETS)
@@ -86,6 +93,11 @@ class StreamMetrics:
     def first_chunk(self, seconds: float) -> None:
         with self._lock:
             self.first_chunk_s.observe(seconds)
+
+    def refused(self) -> None:
+        """A request turned away at admission: never active, no chunks."""
+        with self._lock:
+            self.outcomes["refused"].increment(1)
 
     def ended(self, outcome: str, *, chunks: int, frames: int) -> None:
         with self._lock:
@@ -166,8 +178,11 @@ class VoiceModel:
         self.name = ""
         self.pipeline: Pipeline | None = None
         self.metrics: StreamMetrics | None = None
-        self.pool: ThreadPoolExecutor | None = None
+        self.max_streams = DEFAULT_MAX_STREAMS
         self._closing = threading.Event()
+        self._admission = threading.Lock()  # guards _threads, _started, and admission against _closing
+        self._threads: set[threading.Thread] = set()  # the admitted streams' threads, each until its final flag
+        self._started = 0
 
     # Triton's entry points ---------------------------------------------------------------------------
     def initialize(self, args: Mapping[str, str]) -> None:
@@ -184,31 +199,68 @@ class VoiceModel:
         self.serve(name, pipeline, max_streams=int(params.get(MAX_STREAMS_PARAMETER, DEFAULT_MAX_STREAMS)))
 
     def execute(self, requests: list[Any]) -> None:
-        """Start a stream for each request and return at once (decoupled: responses go through each
-        request's sender, from a worker thread)."""
+        """Admit each request and start its stream in a thread of its own, or refuse it at once with
+        UNAVAILABLE when the voice already serves ``max_streams`` streams (or is unloading); return at once
+        (decoupled: responses go through each request's sender)."""
         received = time.perf_counter()
-        assert self.pool is not None, "execute() before initialize()"
+        assert self.metrics is not None, "execute() before initialize()"
         for request in requests:
-            try:
-                self.pool.submit(self.stream, request, received)
-            except RuntimeError:  # the pool is shut down: the model is being unloaded
-                self._refuse(request, "UNAVAILABLE", f"voice {self.name!r} is shutting down")
+            refusal = self._admit(request, received)
+            if refusal is not None:
+                self._refuse(request, wire.BUSY_ERROR, refusal)
+                self.metrics.refused()
         return None
 
     def finalize(self) -> None:
-        """Unload: streams still running end with UNAVAILABLE (and their final flag) at their next chunk."""
-        self._closing.set()
-        if self.pool is not None:
-            self.pool.shutdown(wait=True)
+        """Unload: streams still running end with UNAVAILABLE (and their final flag) at their next chunk; new
+        requests are refused; returns once every stream has ended."""
+        with self._admission:
+            self._closing.set()
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join()
+
+    @property
+    def active_streams(self) -> int:
+        """Streams admitted and not yet ended (their final flag not yet sent)."""
+        with self._admission:
+            return len(self._threads)
+
+    def _admit(self, request: Any, received: float) -> str | None:
+        """Start ``request``'s stream if the voice has room: None; else the detail of the refusal."""
+        with self._admission:
+            if self._closing.is_set():
+                return f"voice {self.name!r} is shutting down"
+            if len(self._threads) >= self.max_streams:
+                return wire.busy_detail(self.name, f"it serves {self.max_streams} streams at once")
+            self._started += 1
+            thread = threading.Thread(target=self._run, args=(request, received), daemon=True,
+                                      name=f"{self.name}-stream-{self._started}")
+            self._threads.add(thread)  # before start: the thread removes itself when its stream has ended
+            try:
+                thread.start()
+            except RuntimeError as e:  # no thread to be had (a resource limit): refuse, as when busy
+                self._threads.discard(thread)
+                return wire.busy_detail(self.name, f"no thread for a new stream ({e})")
+        return None
+
+    def _run(self, request: Any, received: float) -> None:
+        try:
+            self.stream(request, received)
+        finally:  # the final flag has been sent (stream() always sends it): the slot is free
+            with self._admission:
+                self._threads.discard(threading.current_thread())
 
     # the work ------------------------------------------------------------------------------------------
     def serve(self, name: str, pipeline: Pipeline, *, max_streams: int = DEFAULT_MAX_STREAMS) -> None:
-        """Serve ``pipeline`` as voice ``name`` with up to ``max_streams`` streams at once (``initialize``
+        """Serve ``pipeline`` as voice ``name``, admitting up to ``max_streams`` streams at once (``initialize``
         calls this with the addon's pipeline; tests with any object that has ``stream_outputs``)."""
+        if max_streams < 1:
+            raise ValueError(f"voice {name!r}: {MAX_STREAMS_PARAMETER} must be >= 1, got {max_streams}")
         self.name = name
         self.pipeline = pipeline
+        self.max_streams = max_streams
         self.metrics = StreamMetrics(self.pb, name)
-        self.pool = ThreadPoolExecutor(max_workers=max_streams, thread_name_prefix=name)
 
     def stream(self, request: Any, received: float) -> None:
         """Run one request to its end in this thread: a response per chunk (``MEL`` ``[frames, n_mels]``
@@ -247,9 +299,13 @@ class VoiceModel:
                 frames += len(chunk["mel"])
         except InputError as e:
             outcome, error = "error", (wire.INPUT_ERROR, input_error_detail(e))
-        except Exception as e:  # a fault here still reaches the client, and the model keeps serving
-            outcome, error = "error", (wire.INTERNAL_ERROR, f"{wire.INTERNAL_ERROR_PREFIX}{type(e).__name__}: {e}")
-            pb.Logger.log_error(f"voice {self.name!r}: stream failed:\n{traceback.format_exc()}")
+        except Exception as e:
+            if wire.is_queue_refusal(str(e)):  # a network model's bounded queue refused the call: overload, not a fault
+                outcome, error = "error", (wire.BUSY_ERROR, wire.busy_detail(self.name, str(e)))
+                pb.Logger.log_warn(f"voice {self.name!r}: stream refused by a network model: {e}")
+            else:  # a fault here still reaches the client, and the model keeps serving
+                outcome, error = "error", (wire.INTERNAL_ERROR, f"{wire.INTERNAL_ERROR_PREFIX}{type(e).__name__}: {e}")
+                pb.Logger.log_error(f"voice {self.name!r}: stream failed:\n{traceback.format_exc()}")
         finally:
             if chunks is not None:
                 close = getattr(chunks, "close", None)

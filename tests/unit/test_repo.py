@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import filecmp
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -17,8 +18,11 @@ from melstream.serving.repo import (
     get_profile,
     network_config,
     parse_config,
+    parse_max_streams,
     pipeline_config,
+    with_max_streams,
 )
+from melstream.serving.voice_model import MAX_STREAMS_PARAMETER
 from tests import synthetic
 
 PYTHON_BACKENDS = Path(__file__).resolve().parents[2] / "python_backends"
@@ -170,3 +174,81 @@ def test_every_network_instance_warms_up_on_zeros_of_a_fixed_shape(fast_addon: A
                 inp = warm.inputs[t.name]
                 assert inp.zero_data and inp.data_type == next(i.data_type for i in cfg.input if i.name == t.name)
                 assert len(inp.dims) == len(cfg.input[[i.name for i in cfg.input].index(t.name)].dims) and min(inp.dims) > 0
+
+
+# --- admission and bounded queues -------------------------------------------------------------------------
+
+def _limits(repo: Path) -> dict[str, int]:
+    """Each voice's admitted streams and each network's queue size, as written in ``repo``."""
+    out = {}
+    for path in sorted(repo.glob("*/config.pbtxt")):
+        cfg = parse_config(path.read_text())
+        if "__" in cfg.name:
+            out[cfg.name] = cfg.dynamic_batching.default_queue_policy.max_queue_size
+        else:
+            out[cfg.name] = int(cfg.parameters[MAX_STREAMS_PARAMETER].string_value)
+    return out
+
+
+def test_the_shipped_voices_admit_what_the_benchmarks_measured() -> None:
+    for name in ("cpu", "gpu"):
+        profile = get_profile(name)
+        assert profile.streams_for("fastvoice") == 32 and profile.streams_for("tacovoice") == 16
+        assert profile.streams_for("anyvoice") == profile.max_streams == 16
+
+
+@pytest.mark.parametrize("profile_name", sorted(PROFILES))
+def test_network_queues_are_bounded_above_what_the_voice_admits(taco_addon: Addon, profile_name: str) -> None:
+    profile = get_profile(profile_name)
+    for network in taco_addon.networks:
+        cfg = network_config(taco_addon, network, profile, network_file="x")
+        policy = cfg.dynamic_batching.default_queue_policy
+        admitted = profile.streams_for(taco_addon.name)
+        # each admitted stream has at most one call to a network waiting: the voice's own streams never fill it
+        assert policy.max_queue_size == profile.queue_per_stream * admitted >= admitted > 0
+        assert policy.timeout_action == policy.REJECT and policy.default_timeout_microseconds == profile.queue_timeout_us > 0
+        assert not policy.allow_timeout_override
+        assert parse_config(config_text(cfg)) == cfg
+
+
+def test_max_streams_from_the_command_line_for_every_voice_or_one(workdir: Path) -> None:
+    build_repository(workdir / "addons", workdir / "default")
+    default = _limits(workdir / "default")
+    cpu = get_profile("cpu")
+    assert default[synthetic.FAST] == default[synthetic.TACO] == cpu.max_streams  # synthetic voices are not measured
+    assert default[f"{synthetic.TACO}__decoder_step"] == cpu.queue_per_stream * cpu.max_streams
+    args = ["build-repo", "--addons", str(workdir / "addons")]
+    assert main([*args, "--out", str(workdir / "two"), "--max-streams", "2"]) == 0
+    two = _limits(workdir / "two")
+    assert two[synthetic.FAST] == two[synthetic.TACO] == 2 and two[f"{synthetic.TACO}__encoder"] == 2 * cpu.queue_per_stream
+    assert main([*args, "--out", str(workdir / "mixed"), "--max-streams", "3", "--max-streams", f"{synthetic.TACO}=5"]) == 0
+    mixed = _limits(workdir / "mixed")
+    assert (mixed[synthetic.FAST], mixed[synthetic.TACO], mixed[f"{synthetic.TACO}__encoder"]) == (3, 5, 5 * cpu.queue_per_stream)
+
+
+def test_the_measured_limits_give_way_to_an_override_for_every_voice() -> None:
+    cpu = get_profile("cpu")
+    assert with_max_streams(cpu, {None: 4}).streams_for("fastvoice") == 4
+    assert with_max_streams(cpu, {None: 4, "tacovoice": 2}).streams_for("tacovoice") == 2
+    one = with_max_streams(cpu, {"tacovoice": 2})
+    assert (one.streams_for("tacovoice"), one.streams_for("fastvoice"), one.streams_for("other")) == (2, 32, 16)
+    assert cpu.streams_for("tacovoice") == 16  # the profile itself is untouched
+
+
+@pytest.mark.parametrize("values, message", [
+    (["0"], "max streams must be N or VOICE=N with N >= 1, got '0'"),
+    (["x=-1"], "got 'x=-1'"),
+    (["many"], "got 'many'"),
+    (["=4"], "got '=4'"),
+])
+def test_bad_max_streams_are_refused(values: list[str], message: str) -> None:
+    with pytest.raises(MelstreamError, match=re.escape(message)):
+        parse_max_streams(values)
+
+
+def test_max_streams_for_a_voice_no_addon_has_is_refused(workdir: Path) -> None:
+    with pytest.raises(MelstreamError, match=f"max streams name voices that no addon under .* has: tacovoic; voices: "
+                                             f"{synthetic.FAST}, {synthetic.TACO}"):
+        build_repository(workdir / "addons", workdir / "repo", max_streams={"tacovoic": 2})
+    assert not (workdir / "repo").exists()
+    assert parse_max_streams(["4", "a=2", "a=3"]) == {None: 4, "a": 3}

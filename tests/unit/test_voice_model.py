@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,9 +18,10 @@ from google.protobuf import json_format
 
 import melstream
 from melstream import wire
-from melstream.errors import InputError
+from melstream.client._errors import client_error
+from melstream.errors import InputError, ServerBusyError, ServerUnavailableError, SynthesisError
 from melstream.serving.repo import get_profile, pipeline_config
-from melstream.serving.voice_model import VoiceModel, parse_inputs
+from melstream.serving.voice_model import MAX_STREAMS_PARAMETER, VoiceModel, parse_inputs
 from melstream.text import get_frontend
 
 WAIT_S = 10.0  # how long a test waits for a worker thread's stream to end (it takes milliseconds)
@@ -338,7 +340,7 @@ def test_if_the_error_cannot_be_sent_the_final_flag_still_is() -> None:
 
 
 def test_many_streams_at_once_each_get_their_own_chunks() -> None:
-    model, pb = voice(ScriptedPipeline([mel(1, 0.0), mel(1, 1.0)]), max_streams=3)
+    model, pb = voice(ScriptedPipeline([mel(1, 0.0), mel(1, 1.0)]), max_streams=6)
     requests = [request() for _ in range(6)]
     assert model.execute(requests) is None
     for req in requests:
@@ -367,6 +369,167 @@ def test_unloading_ends_running_streams_with_unavailable_and_refuses_new_ones() 
     model.execute([late])
     assert late.sender.kinds() == ["error+final"] and late.sender.errors()[0][0] == "UNAVAILABLE"
     assert pipeline.closed and outcomes(pb) == {"completed": 0, "cancelled": 0, "error": 1}
+    assert pb.metric("melstream_streams_total", outcome="refused").value == 1
+
+
+# --- admission --------------------------------------------------------------------------------------------
+
+BUSY = "[UNAVAILABLE] voice 'tiny' is busy: it serves 2 streams at once; try again later"
+
+
+def refused(pb: FakePb) -> float:
+    return pb.metric("melstream_streams_total", outcome="refused").value
+
+
+def wait_until(condition: Any) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.001)
+
+
+def test_the_stream_beyond_the_limit_is_refused_at_once_and_computes_nothing() -> None:
+    go = threading.Event()
+    pipeline = ScriptedPipeline(None, gate=(1, go))  # every admitted stream sends one chunk, then waits for go
+    model, pb = voice(pipeline, max_streams=2)
+    admitted = [request(cancel_after=3) for _ in range(2)]
+    model.execute(admitted)
+    wait_until(lambda: all(len(r.sender.chunks()) == 1 for r in admitted))
+    pulls = pipeline.pulled
+    extra = request()
+    started = time.perf_counter()
+    assert model.execute([extra]) is None
+    took = time.perf_counter() - started
+    assert extra.sender.kinds() == ["error+final"]  # answered inside execute: nothing was left to a thread
+    assert extra.sender.errors() == [("UNAVAILABLE", BUSY)]
+    assert took < 0.5, took  # generous on a busy machine: it is one lock and one send
+    assert len(pipeline.calls) == 2 and pipeline.pulled == pulls  # the refused request computed nothing
+    assert wire.error_code(BUSY) == "UNAVAILABLE" and wire.is_busy(BUSY)
+    assert model.active_streams == 2 and pb.metric("melstream_active_streams").value == 2
+    assert refused(pb) == 1 and outcomes(pb) == {"completed": 0, "cancelled": 0, "error": 0}
+    assert pb.Logger.lines == []  # a busy voice is not a fault
+    go.set()
+    for req in admitted:
+        assert req.sender.done.wait(WAIT_S)
+    model.finalize()
+    assert model.active_streams == 0
+
+
+def test_a_batch_of_requests_admits_up_to_the_limit_and_refuses_the_rest() -> None:
+    go = threading.Event()
+    model, pb = voice(ScriptedPipeline([mel(1, 0.0), mel(1, 1.0)], gate=(0, go)), max_streams=2)
+    requests = [request() for _ in range(5)]
+    model.execute(requests)
+    assert [r.sender.kinds() for r in requests[2:]] == [["error+final"]] * 3
+    assert all(r.sender.errors() == [("UNAVAILABLE", BUSY)] for r in requests[2:])
+    go.set()
+    for req in requests[:2]:
+        assert req.sender.done.wait(WAIT_S)
+        assert req.sender.kinds() == ["chunk", "chunk", "final"]
+    assert refused(pb) == 3 and outcomes(pb) == {"completed": 2, "cancelled": 0, "error": 0}
+    model.finalize()
+
+
+def endings() -> list[tuple[str, Any, dict[str, Any]]]:
+    """How a stream can end, each freeing its slot: (outcome, pipeline, request options)."""
+    return [("completed", ScriptedPipeline([mel(1, 0.0)]), {}),
+            ("error", ScriptedPipeline([mel(1, 0.0)], fail=RuntimeError("boom")), {}),
+            ("error", ScriptedPipeline([mel(1, 0.0)]), {"text": b""}),  # an input error
+            ("cancelled", ScriptedPipeline(None), {"cancel_after": 2})]
+
+
+@pytest.mark.parametrize("outcome, pipeline, options", endings(), ids=["completed", "fault", "input error", "cancelled"])
+def test_a_slot_frees_when_its_stream_ends(outcome: str, pipeline: ScriptedPipeline, options: dict[str, Any]) -> None:
+    model, pb = voice(pipeline, max_streams=1)
+    for _ in range(3):  # each stream ends before the next comes: the one slot serves them all in turn
+        sender = run(model, request(**options))
+        assert sender.kinds()[-1].endswith("final") and "UNAVAILABLE" not in [code for code, _ in sender.errors()]
+        wait_until(lambda: model.active_streams == 0)  # the slot is freed right after the final flag
+    assert pb.metric("melstream_streams_total", outcome=outcome).value == 3 and refused(pb) == 0
+    assert pb.metric("melstream_active_streams").value == 0
+    model.finalize()
+
+
+def test_a_slot_is_held_until_the_final_flag_is_sent() -> None:
+    """The slot counts to the final flag: a request that comes while a stream sends its flag is refused."""
+    flagging, release = threading.Event(), threading.Event()
+
+    class SlowFlag(FakeSender):
+        def send(self, response: FakeResponse | None = None, flags: int = 0) -> None:
+            if flags:
+                flagging.set()
+                assert release.wait(WAIT_S)
+            super().send(response, flags)
+
+    model, pb = voice(ScriptedPipeline([mel(1, 0.0)]), max_streams=1)
+    first = request(sender=SlowFlag())
+    model.execute([first])
+    assert flagging.wait(WAIT_S)
+    second = request()
+    model.execute([second])
+    assert second.sender.kinds() == ["error+final"] and second.sender.errors()[0][0] == "UNAVAILABLE"
+    release.set()
+    assert first.sender.done.wait(WAIT_S)
+    wait_until(lambda: model.active_streams == 0)
+    third = run(model, request())
+    assert third.kinds() == ["chunk", "final"]
+    model.finalize()
+
+
+def test_concurrent_executes_never_admit_more_than_the_limit() -> None:
+    go = threading.Event()
+    model, pb = voice(ScriptedPipeline([mel(1, 0.0)], gate=(0, go)), max_streams=5)
+    requests = [request() for _ in range(40)]
+    callers = [threading.Thread(target=model.execute, args=([r],)) for r in requests]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join(WAIT_S)
+    busy = [r for r in requests if r.sender.kinds() == ["error+final"]]
+    assert len(busy) == 35 and model.active_streams == 5
+    go.set()
+    for req in requests:
+        assert req.sender.done.wait(WAIT_S)
+    assert refused(pb) == 35 and outcomes(pb)["completed"] == 5
+    model.finalize()
+
+
+def test_a_full_network_queue_ends_the_stream_as_busy_not_as_a_fault() -> None:
+    failing = ScriptedPipeline([mel(1, 0.0)], fail=SynthesisError("network model 'tiny__decoder': Exceeds maximum queue size"))
+    model, pb = voice(failing)
+    sender = run(model, request())
+    assert sender.kinds() == ["chunk", "error+final"]
+    [(code, message)] = sender.errors()
+    assert code == "UNAVAILABLE" and wire.is_busy(message)
+    assert message == ("[UNAVAILABLE] voice 'tiny' is busy: network model 'tiny__decoder': Exceeds maximum queue size; "
+                       "try again later")
+    assert [level for level, _ in pb.Logger.lines] == ["warn"]
+    model.finalize()
+
+
+def test_max_streams_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_streams must be >= 1, got 0"):
+        VoiceModel(FakePb()).serve("tiny", ScriptedPipeline([]), max_streams=0)
+
+
+@pytest.mark.parametrize("message, busy", [
+    (BUSY, True),
+    ("[UNAVAILABLE] voice 'tacovoice' is busy: it serves 16 streams at once; try again later", True),
+    ("Exceeds maximum queue size", True),
+    ("[request id: 7] Exceeds maximum queue size", True),
+    ("Request timeout expired", True),
+    ("[UNAVAILABLE] voice 'tiny' is shutting down", False),
+    ("[INVALID_ARG] voice 'tiny' is busy: it serves 2 streams at once; try again later", False),
+    ("Server is stopping", False),
+    ("failed to connect to all addresses", False),
+])
+def test_is_busy_tells_capacity_from_other_unavailability(message: str, busy: bool) -> None:
+    assert wire.is_busy(message) is busy
+    error = client_error(message, where="tiny")
+    assert isinstance(error, ServerBusyError) is busy  # what a client raises for it
+    if busy:
+        assert isinstance(error, ServerUnavailableError) and wire.error_code(message) == "UNAVAILABLE"
+        assert str(error) == f"tiny: {message}"  # the server's message kept whole
 
 
 # --- input errors -----------------------------------------------------------------------------------------
@@ -435,8 +598,8 @@ def test_initialize_reads_the_config_build_repo_writes(fast_addon: melstream.Add
     pb = FakePb()
     model = VoiceModel(pb)
     model.initialize(args)
-    assert model.name == fast_addon.name and model.pool is not None
-    assert model.pool._max_workers == get_profile("cpu").max_streams
+    assert model.name == fast_addon.name and model.metrics is not None
+    assert model.max_streams == get_profile("cpu").streams_for(fast_addon.name) == int(cfg.parameters[MAX_STREAMS_PARAMETER].string_value)
     assert model.pipeline is not None and model.pipeline.describe() == fast_addon.build().describe()  # type: ignore[attr-defined]
     assert pb.metric("melstream_active_streams", voice=fast_addon.name).value == 0
     model.finalize()
