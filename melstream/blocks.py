@@ -27,13 +27,15 @@ name              shape / dtype    meaning
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from melstream.errors import StackError
+from melstream import wire
+from melstream.errors import InputError, StackError
 
 if TYPE_CHECKING:
     from melstream.runners.base import Network, Runner
@@ -347,9 +349,24 @@ class StreamablePipeline(StreamableBlock):
         yield from self.streamable_block.generate(env, upstream)
 
     def inputs_for(self, text: str | bytes, *, pace: float | None = None, chunk_frames: int | None = None) -> Tensors:
-        """The root context for ``text``: token ids from the front end plus per-request options."""
+        """The root context for ``text``: token ids from the front end plus per-request options.
+
+        ``pace`` outside :data:`melstream.wire.PACE_RANGE` (NaN and infinities included) and ``chunk_frames``
+        outside :data:`melstream.wire.CHUNK_FRAMES_RANGE` are refused with an :class:`InputError` naming the
+        input, as a voice model refuses them on the wire."""
         if self.frontend is None:
             raise StackError(f"{self.path}: this pipeline has no text front end (only an addon's root pipeline has one)")
+        if pace is not None:
+            low, high = wire.PACE_RANGE
+            value = float(pace)
+            if not (math.isfinite(value) and low <= value <= high):
+                raise InputError(f"input {wire.PACE.name} must be a finite number from {low} to {high} "
+                                 f"(1 is the voice's own rate, 2 twice as fast), got {value}")
+        if chunk_frames is not None:
+            low_frames, high_frames = wire.CHUNK_FRAMES_RANGE
+            if not low_frames <= int(chunk_frames) <= high_frames:
+                raise InputError(f"input {wire.CHUNK_FRAMES.name} must be from {low_frames} to {high_frames} frames "
+                                 f"(0 = the whole utterance in one response), got {chunk_frames}")
         env: Tensors = {"tokens": self.frontend.encode(text)}
         if pace is not None:
             env["pace"] = np.asarray(pace, dtype=np.float32)
@@ -365,11 +382,23 @@ class StreamablePipeline(StreamableBlock):
     def stream_outputs(self, text: str | bytes, *, pace: float | None = None,
                        chunk_frames: int | None = None) -> Iterator[Tensors]:
         """Yield the output tensors of each non-empty chunk: ``mel`` ``[T_i, n_mels]`` and, if the
-        stack ends in a vocoder, ``audio`` ``[T_i * hop]`` (lazily)."""
+        stack ends in a vocoder, ``audio`` ``[T_i * hop]`` (lazily).
+
+        A request that makes no frames at all (every token spoken in 0 frames, e.g. a short text at a
+        high ``pace``) is an :class:`InputError` at the end of the stream, not an empty stream."""
         keys = ("mel", "audio") if self.produces_audio else ("mel",)
+        frames = 0
         for chunk in self.generate(self.inputs_for(text, pace=pace, chunk_frames=chunk_frames)):
             if len(chunk[self.output]):
+                frames += len(chunk[self.output])
                 yield {k: chunk[k] for k in keys}
+        if frames == 0:
+            said = text if isinstance(text, str) else bytes(text).decode("utf-8", "replace")
+            preview = repr(said if len(said) <= 40 else said[:40] + "...")
+            at = f" at {wire.PACE.name} {float(pace)}" if pace is not None else ""
+            hint = f"a lower {wire.PACE.name} or a longer text" if pace is not None and pace > 1 else "a longer text"
+            raise InputError(f"input {wire.TEXT.name} makes no audio{at}: this voice speaks {preview} in 0 frames "
+                             f"({hint} would make some)")
 
     def stream(self, text: str | bytes, *, pace: float | None = None, chunk_frames: int | None = None) -> Iterator[np.ndarray]:
         """Yield ``[T_i, n_mels]`` float32 chunks for ``text`` as they are produced (lazily)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -267,6 +267,53 @@ def _preview(text: str, limit: int = 40) -> str:
 
 
 
+def _script(char: str) -> str:
+    """The script ``char`` is written in, as Unicode names it (``CJK``, ``Cyrillic``, ``Arabic``, ``Latin``, ...)."""
+    words = [w for w in unicodedata.name(char, "").split() if w not in ("EXTENDED", "FULLWIDTH", "HALFWIDTH")]
+    if not words:
+        return f"U+{ord(char):04X}"
+    word = words[0].removesuffix("-INDIC")
+    return word if word in ("CJK",) else word.title()
+
+
+def _unpronounceable(original: str, speaks: Callable[[str], bool]) -> str | None:
+    """Why ``original``, which left nothing to speak, cannot be spoken when it is because it holds letters or
+    digits that the voice does not speak (``speaks(char)`` is false): the scripts they are written in, and the
+    Latin letters the voice does not know.  ``None`` when it holds no letters or digits at all."""
+    scripts: list[str] = []
+    latin: list[str] = []
+    for char in original:
+        if unicodedata.category(char)[0] not in "LN" or speaks(char):
+            continue
+        script = _script(char)
+        if script == "Latin":
+            if char not in latin:
+                latin.append(char)
+        elif script not in scripts:
+            scripts.append(script)
+    if not scripts and not latin:
+        return None
+    reasons = []
+    if scripts:
+        written = "a script" if len(scripts) == 1 else "scripts"
+        reasons.append(f"is written in {written} it does not speak ({', '.join(scripts)})")
+    if latin:
+        shown = ", ".join(latin[:10]) + (", ..." if len(latin) > 10 else "")
+        reasons.append(f"has letters it does not know ({shown})")
+    return f"text has nothing this voice can pronounce: {_preview(original)} {' and '.join(reasons)}"
+
+
+def _char_speaks(char: str) -> bool:
+    """True if :class:`CharFrontend` turns ``char`` into something it speaks (a letter a-z or an ASCII digit)."""
+    folded = _clean_characters(char).translate(_TYPOGRAPHY).lower().translate(_LETTER_MAP)
+    return any(c in _LETTERS or c in "0123456789" for c in folded)
+
+
+def _espeak_speaks(char: str) -> bool:
+    """True if :class:`EspeakFrontend` keeps something of ``char`` for espeak to read (an ASCII letter or digit)."""
+    return any(c.isascii() and c.isalnum() for c in _clean_characters(char).translate(_TYPOGRAPHY))
+
+
 def _checked(text: str | bytes, max_chars: int) -> str:
     """``text`` decoded, refused if longer than ``max_chars`` characters or empty (both front ends)."""
     text = _decode(text)
@@ -323,8 +370,12 @@ class CharFrontend:
        ``-`` collapse to one; runs of commas collapse to one; a comma next to ``. ? ! ; :`` is dropped;
        a space is added after ``, ; : ? !`` when a letter follows directly; leading and trailing spaces and
        commas are stripped.
-    10. If no letter remains (empty, whitespace-only, punctuation-only, emoji-only input), :class:`TextError`
-        ``"text has nothing to speak: ..."``.
+    10. If no letter remains, :class:`TextError`: ``"text has nothing to speak: ..."`` for input without
+        letters or digits (empty, whitespace-only, punctuation-only, emoji-only), and ``"text has nothing this
+        voice can pronounce: '你好' is written in a script it does not speak (CJK)"`` for input whose letters or
+        digits are all in scripts it does not speak (named from their Unicode names: ``CJK``, ``Cyrillic``,
+        ``Arabic``, ...) or Latin letters it does not know (``ŋ``, ``ə``: ``"has letters it does not know (ŋ,
+        ə)"``).
     """
 
     name = "english-chars"
@@ -356,7 +407,8 @@ class CharFrontend:
         text = "".join(char for char in text if char in _SPEAKABLE)
         text = _tidy(text)
         if not any(char in _LETTERS for char in text):
-            raise TextError(f"text has nothing to speak: {_preview(original)} has no letters after normalisation")
+            why = _unpronounceable(original, _char_speaks)
+            raise TextError(why or f"text has nothing to speak: {_preview(original)} has no letters after normalisation")
         return text
 
     def encode(self, text: str | bytes) -> np.ndarray:
@@ -380,7 +432,9 @@ class EspeakFrontend:
     :meth:`normalize` applies the :class:`CharFrontend` input checks (``bytes`` must be UTF-8, at most
     ``max_chars`` characters, something to speak), then NFKD with combining marks, control and format
     characters dropped, whitespace to single spaces, the typographic quotes and dashes of
-    :class:`CharFrontend` to ASCII, and every other non-ASCII character dropped.  Digits, punctuation and
+    :class:`CharFrontend` to ASCII, and every other non-ASCII character dropped.  Text left without an
+    ASCII letter or digit is refused as in :class:`CharFrontend` (rule 10): text in scripts the voice does not
+    speak says so (``"text has nothing this voice can pronounce: ... (Cyrillic)"``).  Digits, punctuation and
     case stay: espeak reads numbers, abbreviations and clause punctuation itself.  :meth:`encode` is the
     ids of the tokens of the normalised text, then the end id 1; tokens missing from ``symbols`` are
     dropped (logged at debug level).
@@ -419,6 +473,9 @@ class EspeakFrontend:
         text = "".join(char for char in text if char.isascii() and (char.isprintable() or char == " "))
         text = _ESPEAK_SPACE_RE.sub(" ", text).strip()
         if not any(char.isalnum() for char in text):
+            why = _unpronounceable(original, _espeak_speaks)
+            if why is not None:
+                raise TextError(why)
             raise TextError(f"text has nothing to speak: {_preview(original)} has no letters or digits after normalisation")
         return text
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from melstream.blocks import Block, Contract, SequenceBlock, Shapes, StreamableBlock, Tensors, chunk_size
 from melstream.components.segments import declared_context, encode_span, segment_bounds
+from melstream.components.stretch import pace_of, stretch
 from melstream.errors import StackError, SynthesisError
 from melstream.registry import register_component
 
@@ -41,6 +42,12 @@ class AttentionDecoder(StreamableBlock):
     exactly zero and the memory there is not needed yet; each segment is encoded exactly (with
     the encoder's declared ``context_tokens``), so the frames equal those of a whole-text
     encoding, and time to the first frame no longer grows with the text.
+
+    ``pace`` (optional, in the context; >1 faster) means what it means on a duration-based voice: the
+    attention makes its frames at its own rate, and they leave time-stretched by ``1 / pace`` (linear
+    interpolation in time of ``mel`` and ``alignment``, ``round(T / pace)`` frames; see
+    :class:`melstream.components.stretch.TimeStretch`), streamed exactly as the whole utterance
+    stretched at once.  Without ``pace``, or at 1, the frames are exactly the attention's own.
     """
 
     child_slots: ClassVar[dict[str, tuple[str, bool]]] = {"encoder": ("sequence", False)}
@@ -108,13 +115,21 @@ class AttentionDecoder(StreamableBlock):
         return memory, fill()
 
     def generate(self, context: Mapping[str, np.ndarray], upstream: Iterator[Tensors] | None = None) -> Iterator[Tensors]:
+        step = chunk_size(context, self.chunk_frames)
+        pace = pace_of(context)
+        if pace is None:
+            yield from self._frames(context, step)
+        else:  # frame by frame into the stretch, which makes chunks of `step` as soon as they are exact
+            yield from stretch(self._frames(context, 1), pace, step)
+
+    def _frames(self, context: Mapping[str, np.ndarray], step: int) -> Iterator[Tensors]:
+        """The attention's own frames, in chunks of ``step``."""
         memory, filler = self._memory(context)
         n = memory.shape[1]
         if n == 0:
             return
         encoded = next(filler, n)
         limit = min(self.max_frames, self.max_frames_per_token * n)
-        step = chunk_size(context, self.chunk_frames)
         prev = np.zeros((1, self.n_mels), np.float32)
         state = np.zeros((1, self.hidden), np.float32)
         alignment = np.zeros((1, n), np.float32)

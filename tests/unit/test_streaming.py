@@ -16,7 +16,7 @@ from melstream.components.decoder import Decoder
 from melstream.components.diagnostics import Timed
 from melstream.components.segments import segment_bounds
 from melstream.components.upsampler import Upsampler, frame_counts
-from melstream.errors import StackError, SynthesisError, TextError
+from melstream.errors import InputError, StackError, SynthesisError, TextError
 from melstream.runners.base import Call
 from melstream.runners.onnx import OnnxRuntimeRunner
 
@@ -210,8 +210,10 @@ def test_pace_changes_length(fast_pipeline: StreamablePipeline) -> None:
     normal = fast_pipeline.synthesize("Pace check, one two three.")
     fast = fast_pipeline.synthesize("Pace check, one two three.", pace=2.0)
     assert 0.35 * len(normal) < len(fast) < 0.65 * len(normal)
-    with pytest.raises(SynthesisError, match="pace must be a positive number"):
+    with pytest.raises(InputError, match="input PACE must be a finite number from 0.25 to 4.0"):
         fast_pipeline.synthesize("x", pace=0.0)
+    with pytest.raises(SynthesisError, match="pace must be a positive number"):  # a block given a bad pace directly
+        frame_counts(np.ones(3), pace=0.0)
 
 
 def test_frame_counts_rounding() -> None:

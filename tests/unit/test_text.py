@@ -338,12 +338,46 @@ def test_normalize_output_only_speakable_symbols():
 # ------------------------------------------------------------------------------------- rule 7: errors
 
 
-@pytest.mark.parametrize("text", ["", " ", "   \n\t  ", "...", "?!,;:", "-", "'", "😀", "日本", "()", b""])
+@pytest.mark.parametrize("text", ["", " ", "   \n\t  ", "...", "?!,;:", "-", "'", "😀", "()", b""])
 def test_nothing_to_speak(fe, text):
     with pytest.raises(TextError, match="nothing to speak"):
         fe.encode(text)
     with pytest.raises(TextError, match="nothing to speak"):
         fe.normalize(text)
+
+
+def test_letterless_text_keeps_its_message(fe):
+    with pytest.raises(TextError) as info:
+        fe.encode(" ?! ")
+    assert str(info.value) == "text has nothing to speak: ' ?! ' has no letters after normalisation"
+
+
+@pytest.mark.parametrize("text, says", [
+    ("你好", "'你好' is written in a script it does not speak (CJK)"),
+    ("日本", "'日本' is written in a script it does not speak (CJK)"),
+    ("こんにちは。", "is written in a script it does not speak (Hiragana)"),
+    ("안녕하세요", "is written in a script it does not speak (Hangul)"),
+    ("Привет, мир!", "'Привет, мир!' is written in a script it does not speak (Cyrillic)"),
+    ("مرحبا", "is written in a script it does not speak (Arabic)"),
+    ("٣٤", "is written in a script it does not speak (Arabic)"),  # Arabic-Indic digits
+    ("Αθήνα", "is written in a script it does not speak (Greek)"),
+    ("שלום", "is written in a script it does not speak (Hebrew)"),
+    ("你好, привет; مرحبا!", "is written in scripts it does not speak (CJK, Cyrillic, Arabic)"),
+    ("ŋə", "'ŋə' has letters it does not know (ŋ, ə)"),
+    ("你 ŋ", "is written in a script it does not speak (CJK) and has letters it does not know (ŋ)"),
+])
+def test_text_no_voice_letter_can_pronounce_says_so(fe, text, says):
+    """Letters, but none this voice speaks: said in those words, naming the scripts (not "no letters")."""
+    for call in (fe.encode, fe.normalize):
+        with pytest.raises(TextError) as info:
+            call(text)
+        message = str(info.value)
+        assert message.startswith("text has nothing this voice can pronounce: "), message
+        assert says in message and "no letters" not in message, message
+
+
+def test_foreign_letters_beside_speakable_text_are_dropped_not_refused(fe):
+    assert fe.normalize("hello 你好 привет world") == "hello world"
 
 
 def test_exactly_max_chars_accepted():
