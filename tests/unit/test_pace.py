@@ -231,3 +231,18 @@ def test_empty_chunks_alone_are_no_audio_and_frames_are() -> None:
 def test_frames_from_the_shipped_stacks_raise_nothing(fast_pipeline: StreamablePipeline, taco_pipeline: StreamablePipeline) -> None:
     for pipeline in (fast_pipeline, taco_pipeline):
         assert len(pipeline.synthesize("a", pace=4.0)) > 0
+
+
+def test_a_voice_model_sends_no_audio_as_invalid_arg(fast_addon: Addon) -> None:
+    """Through the voice model (Triton's stand-ins of tests/unit/test_voice_model.py): INVALID_ARG with the final
+    flag, no chunk, and the stream counted as an error."""
+    from tests.unit.test_voice_model import request, run, voice
+
+    stack = [{"type": "SegmentedPipeline", "sequence_block": {"type": "Encoders"},
+              "streamable_block": {"type": "Upsampler", "max_frames_per_token": 0}}, {"type": "Decoder"}]
+    model, _ = voice(fast_addon.build(stack=stack))
+    sender = run(model, request(b"Hi.", pace=2.0))
+    assert sender.kinds() == ["error+final"]
+    ((code, message),) = sender.errors()
+    assert code == "INVALID_ARG" and message.startswith("[INVALID_ARG] input TEXT makes no audio at PACE 2.0: "), message
+    model.finalize()
