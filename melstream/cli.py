@@ -35,30 +35,52 @@ def _model_states(http_url: str) -> list[dict[str, str]]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from melstream.serving.server import TritonServer
+    """Run tritonserver until SIGTERM or Ctrl-C (then stop it: 0 if it stopped cleanly, 1 if not) or until it
+    dies by itself (then say how, with the end of its log, clean up after it, and exit 1)."""
+    from melstream.serving.server import TritonServer, describe_exit
 
     server = TritonServer(repo=Path(args.repo), http_port=args.http_port, grpc_port=args.grpc_port,
                           metrics_port=args.metrics_port, log_verbose=args.log_verbose,
-                          triton_home=Path(args.triton_home) if args.triton_home else None)
+                          triton_home=Path(args.triton_home) if args.triton_home else None,
+                          exit_timeout_s=args.exit_timeout_s)
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
     try:
-        server.start(timeout_s=args.timeout_s)
-        for m in _model_states(server.http_url):
-            state = m.get("state", "?")
-            note = f" ({m['reason']})" if m.get("reason") and state != "READY" else ""
-            print(f"  {m['name']:<32} {state}{note}", file=sys.stderr)
-        print(f"melstream serving {args.repo}: HTTP :{args.http_port}, gRPC :{args.grpc_port}, "
-              f"metrics :{args.metrics_port}; Ctrl-C stops", file=sys.stderr)
-        return server.wait()
-    except KeyboardInterrupt:
-        print("stopping tritonserver", file=sys.stderr)
-        return 0
+        try:
+            server.start(timeout_s=args.timeout_s)
+            for m in _model_states(server.http_url):
+                state = m.get("state", "?")
+                note = f" ({m['reason']})" if m.get("reason") and state != "READY" else ""
+                print(f"  {m['name']:<32} {state}{note}", file=sys.stderr)
+            print(f"melstream serving {args.repo}: HTTP :{args.http_port}, gRPC :{args.grpc_port}, "
+                  f"metrics :{args.metrics_port}; tritonserver pid {server.pid}; Ctrl-C stops", file=sys.stderr)
+            returncode = server.wait()
+        except KeyboardInterrupt:
+            # A second signal must not interrupt the stop: it is bounded (exit timeout, then a kill).
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            print("melstream serve: stopping tritonserver", file=sys.stderr)
+            report = server.stop()
+            if report.clean:
+                print(f"melstream serve: tritonserver stopped cleanly in {report.seconds:.1f} s", file=sys.stderr)
+                return 0
+            print(f"melstream serve: tritonserver did not stop cleanly: {report.describe()}; its processes and "
+                  "shared memory are removed. An open client gRPC stream keeps its voice loaded in Triton 2.51, "
+                  f"until the exit timeout ({server.exit_timeout_s} s) runs out", file=sys.stderr)
+            return 1
+        report = server.cleanup()
+        tail = server.log_tail(20)
+        print(f"melstream serve: tritonserver died ({describe_exit(returncode or 0)}); cleaned up after it: "
+              f"{report.describe()}. The last lines of its log:", file=sys.stderr)
+        for line in tail:
+            print(f"  | {line}", file=sys.stderr)
+        return 1
     finally:
-        server.stop()
+        if server.pid is not None:  # start() or the model listing failed: stop what started
+            server.stop()
 
 
 def cmd_health(args: argparse.Namespace) -> int:
@@ -180,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--triton-home", default=None, metavar="DIR",
                    help="run an installed Triton (DIR/bin/tritonserver, DIR/backends) instead of the wheel's, "
                         "e.g. /opt/tritonserver in NVIDIA's container")
+    s.add_argument("--exit-timeout-s", type=int, default=5, metavar="S",
+                   help="on SIGTERM/Ctrl-C, how long Triton may drain and unload (its --exit-timeout-secs); it is "
+                        "killed 3 s later")
     s.set_defaults(func=cmd_serve)
 
     h = sub.add_parser("health", help="exit 0 if a server is ready (GET /v2/health/ready), else 1 with the reason")

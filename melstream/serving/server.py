@@ -6,24 +6,35 @@ interpreter running melstream, so both ``PATH`` and ``LD_LIBRARY_PATH`` are set 
 
 An installed Triton (``triton_home``, e.g. ``/opt/tritonserver`` in NVIDIA's container) works the same
 way once its ``backends/python/triton_python_backend_stub`` is the wheel's stub for this Python.
+
+Stopping (:meth:`TritonServer.stop`): SIGINT, then Triton drains, unloads its models and exits within
+``exit_timeout_s`` (``--exit-timeout-secs``); whatever is left after that (the server, its Python backend stubs
+in its process group, their shared-memory regions in ``/dev/shm``) is removed by :meth:`TritonServer.cleanup`.
+Each server names its regions with its own prefix (the Python backend's ``shm-region-prefix-name``), so the
+cleanup removes exactly its own and never another server's.  Why a stop with clients' gRPC streams still open
+is not clean in Triton 2.51: see :meth:`TritonServer.stop`.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 from melstream.errors import ServerError
 
@@ -113,6 +124,94 @@ def server_env(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+#: where POSIX shared memory lives (boost::interprocess, which the Python backend uses, makes its files here)
+SHM_DIR = Path("/dev/shm")
+#: the Python backend's own prefix when none is given (python_backend src/python_be.cc)
+DEFAULT_SHM_PREFIX = "triton_python_backend_shm_region_"
+
+
+def shm_regions(prefix: str, shm_dir: Path = SHM_DIR) -> list[Path]:
+    """The shared-memory regions named with ``prefix`` (one per Python backend stub: prefix + a UUID)."""
+    if not prefix or "/" in prefix:
+        raise ValueError(f"a shared-memory prefix is a plain, non-empty file name prefix, got {prefix!r}")
+    try:
+        return sorted(p for p in shm_dir.iterdir() if p.name.startswith(prefix))
+    except FileNotFoundError:
+        return []
+
+
+def remove_shm_regions(prefix: str, shm_dir: Path = SHM_DIR) -> list[Path]:
+    """Remove the shared-memory regions named with ``prefix``; the ones removed (a region another process
+    removed first is not counted).  Never call it with the Python backend's default prefix: every server that
+    does not set its own shares it."""
+    if prefix == DEFAULT_SHM_PREFIX:
+        raise ValueError(f"{prefix!r} is the Python backend's default prefix, shared by every server that does not "
+                         "set its own: its regions are not this server's to remove")
+    removed = []
+    for region in shm_regions(prefix, shm_dir):
+        with contextlib.suppress(FileNotFoundError):
+            region.unlink()
+            removed.append(region)
+    return removed
+
+
+def group_members(pgid: int, proc_dir: Path = Path("/proc")) -> list[int]:
+    """Live processes (not zombies) in process group ``pgid``."""
+    members = []
+    for entry in proc_dir.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return members
+
+
+def describe_exit(returncode: int) -> str:
+    """``exit status 1`` or ``killed by signal 9 (SIGKILL)``, from a Popen return code."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = "unknown signal"
+        return f"killed by signal {-returncode} ({name})"
+    return f"exit status {returncode}"
+
+
+@dataclass
+class StopReport:
+    """What :meth:`TritonServer.stop` (or :meth:`TritonServer.cleanup`) found and did."""
+
+    #: tritonserver's return code (negative: the signal that ended it); None if it was not running
+    returncode: int | None = None
+    #: it did not exit within the stop's deadline and was killed
+    killed: bool = False
+    #: processes of its group (Python backend stubs) still alive after it had exited, then killed
+    leftover_processes: list[int] = field(default_factory=list)
+    #: its shared-memory regions still in /dev/shm after it had exited, then removed
+    leftover_regions: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def clean(self) -> bool:
+        """Triton exited by itself with status 0 within the deadline (every model unloaded; Triton exits 1 when
+        its exit timeout runs out with models still loaded) and left nothing behind."""
+        return self.returncode in (0, None) and not self.killed and not self.leftover_processes and not self.leftover_regions
+
+    def describe(self) -> str:
+        parts = [] if self.returncode is None else [describe_exit(self.returncode)]
+        if self.killed:
+            parts.append("killed after the stop deadline")
+        if self.leftover_processes:
+            parts.append(f"{len(self.leftover_processes)} leftover process(es) killed")
+        if self.leftover_regions:
+            parts.append(f"{len(self.leftover_regions)} shared-memory region(s) removed")
+        return f"{'clean' if self.clean else 'not clean'} ({', '.join(parts) or 'nothing to stop'}) in {self.seconds:.1f} s"
+
+
 @dataclass
 class TritonServer:
     """A running ``tritonserver`` process; use as a context manager or call start/stop."""
@@ -126,7 +225,17 @@ class TritonServer:
     extra_args: list[str] = field(default_factory=list)
     # an installed Triton to run instead of the wheel's (its bin/tritonserver and backends/)
     triton_home: Path | None = None
+    #: Triton's own deadline to drain and unload (``--exit-timeout-secs``; Triton's default is 30 s)
+    exit_timeout_s: int = 5
+    #: names this server's Python backend shared-memory regions in /dev/shm (unique per server by default)
+    shm_prefix: str = field(default_factory=lambda: f"melstream_{os.getpid()}_{secrets.token_hex(4)}_")
+    #: where its regions are (POSIX shared memory; a tmp dir in tests)
+    shm_dir: Path = SHM_DIR
     _proc: subprocess.Popen[bytes] | None = None
+    _log: IO[bytes] | None = None
+    #: the last lines of the server's output when it has no log file (kept by a reader thread)
+    _tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=200))
+    _reader: threading.Thread | None = None
 
     @property
     def http_url(self) -> str:
@@ -161,6 +270,8 @@ class TritonServer:
             "--exit-on-error=false",
             "--strict-readiness=false",  # one voice that fails to load must not hide the others
             f"--log-verbose={self.log_verbose}",
+            f"--exit-timeout-secs={self.exit_timeout_s}",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             *self.extra_args,
         ]
 
@@ -169,10 +280,20 @@ class TritonServer:
             raise ServerError("server already started")
         if not Path(self.repo).is_dir():
             raise ServerError(f"model repository {self.repo} does not exist; run `melstream build-repo` first")
-        out = open(self.log_file, "wb") if self.log_file else None  # noqa: SIM115 - closed in stop()
+        if not self.shm_prefix or "/" in self.shm_prefix or self.shm_prefix == DEFAULT_SHM_PREFIX:
+            raise ServerError(f"shm_prefix {self.shm_prefix!r}: give this server a prefix of its own (no '/')")
+        out = open(self.log_file, "wb") if self.log_file else None  # noqa: SIM115 - closed in cleanup()
         self._log = out
-        self._proc = subprocess.Popen(self.command(), env=server_env(), stdout=out, stderr=subprocess.STDOUT if out else None,
-                                      start_new_session=True)
+        self._tail.clear()
+        # Without a log file the output is passed on to our stderr line by line, keeping the last lines for
+        # a report when the server dies.
+        self._proc = subprocess.Popen(self.command(), env=server_env(), stdout=out or subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, start_new_session=True)
+        if out is None:
+            assert self._proc.stdout is not None
+            self._reader = threading.Thread(target=self._pass_on, args=(self._proc.stdout,), daemon=True,
+                                            name="tritonserver-output")
+            self._reader.start()
         try:
             self.wait_ready(timeout_s=timeout_s)
         except BaseException:
@@ -194,27 +315,101 @@ class TritonServer:
                 raise ServerError(f"tritonserver not ready after {timeout_s:.0f} s" + (f"; see {self.log_file}" if self.log_file else ""))
             time.sleep(0.1)  # polling interval of the health probe, not a readiness guess
 
-    def wait(self) -> int:
-        assert self._proc is not None
-        return self._proc.wait()
+    def _pass_on(self, stream: IO[bytes]) -> None:
+        for raw in stream:
+            line = raw.decode(errors="replace")
+            self._tail.append(line.rstrip("\n"))
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.write(line)
+                sys.stderr.flush()
 
-    def stop(self, *, timeout_s: float = 30.0) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGINT)  # Triton drains in-flight requests and unloads models on SIGINT
+    def poll(self) -> int | None:
+        """tritonserver's return code if it has exited (negative: the signal that ended it), else None."""
+        return None if self._proc is None else self._proc.poll()
+
+    def wait(self, timeout_s: float | None = None) -> int | None:
+        """Wait until tritonserver exits: its return code, or None if it still runs after ``timeout_s``.  A
+        supervisor loops on this, then calls :meth:`cleanup` (what the server left) before starting it again."""
+        assert self._proc is not None, "wait() before start()"
+        try:
+            return self._proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def log_tail(self, lines: int = 20) -> list[str]:
+        """The last ``lines`` lines of the server's output (its log file, or what was passed on to stderr),
+        without Triton's tables."""
+        if self.log_file is not None:
             try:
-                proc.wait(timeout=timeout_s)
+                text = Path(self.log_file).read_text(errors="replace").splitlines()
+            except OSError:
+                text = []
+        else:
+            text = list(self._tail)
+        return [line for line in text if line.strip() and not line.startswith(("|", "+"))][-lines:]
+
+    def stop(self, *, timeout_s: float | None = None) -> StopReport:
+        """Stop the server: SIGINT, then Triton refuses new requests (also the voice models' calls to their
+        networks, so streams in flight end with an error), waits for in-flight inferences, unloads every model
+        (a voice model's ``finalize`` ends what is still running) and exits, 0 when all unloaded within
+        ``exit_timeout_s``.  After ``timeout_s`` (default ``exit_timeout_s`` + 3 s) it is killed: when its exit
+        timeout runs out Triton logs "Exiting immediately" and calls exit(1), which then hangs in 2.51 (seen here:
+        still running 10 s later).  Then :meth:`cleanup` removes what it left.
+
+        A client's gRPC stream that stays open holds its voice model in Triton 2.51: each request of a stream
+        keeps its ``TRITONSERVER_InferenceRequest`` (which holds the model) in the stream's state until the
+        stream ends (server src/grpc/stream_infer_handler.cc, ``state->inference_request_``), and the gRPC
+        endpoint closes its streams only after the models are unloaded (src/main.cc).  Such a model never
+        unloads; Triton exits 1 when ``exit_timeout_s`` runs out, which is why that is short here (Triton's
+        default is 30 s).  Triton 2.56 (server#7969) closes gRPC streams at shutdown."""
+        proc = self._proc
+        report = StopReport()
+        started = time.monotonic()
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=self.exit_timeout_s + 3.0 if timeout_s is None else timeout_s)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+                report.killed = True
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+        after = self.cleanup()
+        report.returncode = after.returncode
+        report.leftover_processes, report.leftover_regions = after.leftover_processes, after.leftover_regions
+        report.seconds = time.monotonic() - started
+        return report
+
+    def cleanup(self) -> StopReport:
+        """After tritonserver has exited (stopped, crashed or killed): kill what is left of its process group
+        (Python backend stubs, each holding a model and its shared memory; they are in the server's own
+        session) and remove its shared-memory regions from /dev/shm.  Kills the server too if it still runs.
+        What it found is in the report; afterwards :meth:`start` may be called again."""
+        proc, self._proc = self._proc, None
+        report = StopReport()
         if proc is not None:
-            # A server that crashed (or was killed) leaves its Python backend stubs running, each holding
-            # a model and its shared memory; they are in the server's own session, so end what is left.
+            if proc.poll() is None:
+                report.killed = True
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            report.returncode = proc.returncode
+            report.leftover_processes = group_members(proc.pid)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
-        if getattr(self, "_log", None) is not None:
-            self._log.close()  # type: ignore[union-attr]
+            deadline = time.monotonic() + 5.0
+            while group_members(proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.02)  # SIGKILL is delivered asynchronously; a dead stub may still map its region
+        report.leftover_regions = remove_shm_regions(self.shm_prefix, self.shm_dir)
+        if self._reader is not None:
+            self._reader.join(timeout=2.0)  # the last lines of its output (EOF once every process of it is gone)
+            if not self._reader.is_alive() and proc is not None and proc.stdout is not None:
+                proc.stdout.close()
+            self._reader = None
+        if self._log is not None:
+            self._log.close()
             self._log = None
+        return report
 
     def __enter__(self) -> TritonServer:
         return self.start() if self._proc is None else self
