@@ -202,9 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--triton-home", default=None, metavar="DIR",
                    help="run an installed Triton (DIR/bin/tritonserver, DIR/backends) instead of the wheel's, "
                         "e.g. /opt/tritonserver in NVIDIA's container")
-    s.add_argument("--exit-timeout-s", type=int, default=5, metavar="S",
+    s.add_argument("--exit-timeout-s", type=int, default=7, metavar="S",
                    help="on SIGTERM/Ctrl-C, how long Triton may drain and unload (its --exit-timeout-secs); it is "
-                        "killed 3 s later")
+                        "killed 2 s later")
     s.set_defaults(func=cmd_serve)
 
     h = sub.add_parser("health", help="exit 0 if a server is ready (GET /v2/health/ready), else 1 with the reason")

@@ -187,7 +187,7 @@ class StopReport:
 
     #: tritonserver's return code (negative: the signal that ended it); None if it was not running
     returncode: int | None = None
-    #: it did not exit within the stop's deadline and was killed
+    #: it did not exit by itself within its exit timeout (or the stop's deadline) and was killed
     killed: bool = False
     #: processes of its group (Python backend stubs) still alive after it had exited, then killed
     leftover_processes: list[int] = field(default_factory=list)
@@ -204,7 +204,7 @@ class StopReport:
     def describe(self) -> str:
         parts = [] if self.returncode is None else [describe_exit(self.returncode)]
         if self.killed:
-            parts.append("killed after the stop deadline")
+            parts.append("killed once its exit timeout had run out")
         if self.leftover_processes:
             parts.append(f"{len(self.leftover_processes)} leftover process(es) killed")
         if self.leftover_regions:
@@ -226,7 +226,7 @@ class TritonServer:
     # an installed Triton to run instead of the wheel's (its bin/tritonserver and backends/)
     triton_home: Path | None = None
     #: Triton's own deadline to drain and unload (``--exit-timeout-secs``; Triton's default is 30 s)
-    exit_timeout_s: int = 5
+    exit_timeout_s: int = 7
     #: names this server's Python backend shared-memory regions in /dev/shm (unique per server by default)
     shm_prefix: str = field(default_factory=lambda: f"melstream_{os.getpid()}_{secrets.token_hex(4)}_")
     #: where its regions are (POSIX shared memory; a tmp dir in tests)
@@ -348,32 +348,50 @@ class TritonServer:
             text = list(self._tail)
         return [line for line in text if line.strip() and not line.startswith(("|", "+"))][-lines:]
 
+    def _gave_up(self) -> bool:
+        """Whether Triton's log ends with its exit timeout having run out."""
+        if self.log_file is None:
+            last = list(self._tail)[-5:]
+        else:
+            try:
+                with open(self.log_file, "rb") as f:
+                    f.seek(max(0, f.seek(0, os.SEEK_END) - 2048))
+                    last = f.read().decode(errors="replace").splitlines()
+            except OSError:
+                return False
+        return any("Exit timeout expired" in line for line in last)
+
     def stop(self, *, timeout_s: float | None = None) -> StopReport:
         """Stop the server: SIGINT, then Triton refuses new requests (also the voice models' calls to their
         networks, so streams in flight end with an error), waits for in-flight inferences, unloads every model
         (a voice model's ``finalize`` ends what is still running) and exits, 0 when all unloaded within
-        ``exit_timeout_s``.  After ``timeout_s`` (default ``exit_timeout_s`` + 3 s) it is killed: when its exit
-        timeout runs out Triton logs "Exiting immediately" and calls exit(1), which then hangs in 2.51 (seen here:
-        still running 10 s later).  Then :meth:`cleanup` removes what it left.
+        ``exit_timeout_s``.  It is killed when its exit timeout has run out (Triton logs "Exit timeout expired.
+        Exiting immediately." and calls exit(1), which then hangs in 2.51: seen here still running 10 s later), or
+        after ``timeout_s`` (default ``exit_timeout_s`` + 2 s).  Then :meth:`cleanup` removes what it left.
 
         A client's gRPC stream that stays open holds its voice model in Triton 2.51: each request of a stream
         keeps its ``TRITONSERVER_InferenceRequest`` (which holds the model) in the stream's state until the
         stream ends (server src/grpc/stream_infer_handler.cc, ``state->inference_request_``), and the gRPC
         endpoint closes its streams only after the models are unloaded (src/main.cc).  Such a model never
         unloads; Triton exits 1 when ``exit_timeout_s`` runs out, which is why that is short here (Triton's
-        default is 30 s).  Triton 2.56 (server#7969) closes gRPC streams at shutdown."""
+        default is 30 s).  Later Triton releases end gRPC streams at shutdown (server#7969, a gRPC shutdown timer)."""
         proc = self._proc
         report = StopReport()
         started = time.monotonic()
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=self.exit_timeout_s + 3.0 if timeout_s is None else timeout_s)
-            except subprocess.TimeoutExpired:
-                report.killed = True
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            deadline = started + (self.exit_timeout_s + 2.0 if timeout_s is None else timeout_s)
+            while proc.poll() is None:
+                # Once Triton has given up ("Exit timeout expired. Exiting immediately.") its exit(1) hangs in
+                # 2.51: nothing more will happen, so it is killed at once instead of at the deadline.
+                if time.monotonic() > deadline or self._gave_up():
+                    report.killed = True
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                    break
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=0.1)
         after = self.cleanup()
         report.returncode = after.returncode
         report.leftover_processes, report.leftover_regions = after.leftover_processes, after.leftover_regions
