@@ -1,5 +1,6 @@
 """TritonServer's process handling, on a stand-in server (a Python script that answers the readiness probe):
-starting, a server that dies before it is ready, and stopping a crashed server that left children behind."""
+starting, a server that dies before it is ready, stopping a crashed server that left children behind, a server
+that does not stop in time; and removing a server's shared-memory regions (fake files in a tmp dir)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,16 @@ from pathlib import Path
 import pytest
 
 from melstream.errors import ServerError
-from melstream.serving.server import TritonServer, free_port
+from melstream.serving.server import (
+    DEFAULT_SHM_PREFIX,
+    StopReport,
+    TritonServer,
+    describe_exit,
+    free_port,
+    group_members,
+    remove_shm_regions,
+    shm_regions,
+)
 
 # Started as the server: leaves a child in its process group (as tritonserver leaves its Python backend stubs),
 # writes the child's pid, then answers /v2/health/ready with 200 (or exits at once with "die").
@@ -22,6 +32,9 @@ import http.server, subprocess, sys
 port, pid_file, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 if mode == "die":
     sys.exit(3)
+if mode == "deaf":  # ignores SIGINT, as a server that hangs while stopping
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])  # survives its parent's death
 open(pid_file, "w").write(str(child.pid))
 
@@ -72,11 +85,12 @@ def test_stop_after_a_crash_ends_what_the_server_left_running(tmp_path: Path) ->
         while alive(pgid) and time.monotonic() < deadline:
             time.sleep(0.02)  # until the kernel has reaped the server (stop() below also waits for it)
         assert alive(child), "the child died with the server: this stand-in would not show what stop() does"
-        srv.stop()
-        deadline = time.monotonic() + 10
-        while alive(child) and time.monotonic() < deadline:
-            time.sleep(0.02)  # SIGKILL is delivered asynchronously
+        assert srv.poll() == -signal.SIGKILL and srv.wait(0) == -signal.SIGKILL  # what a supervisor sees
+        report = srv.stop()
         assert not alive(child), "stop() left the crashed server's child running"
+        assert report.returncode == -signal.SIGKILL and report.leftover_processes == [child] and not report.clean
+        assert "killed by signal 9 (SIGKILL)" in report.describe() and "1 leftover process" in report.describe()
+        assert group_members(pgid) == []
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(child, signal.SIGKILL)
@@ -92,3 +106,84 @@ def test_a_server_that_exits_before_it_is_ready(tmp_path: Path) -> None:
 def test_start_refuses_a_missing_repository(tmp_path: Path) -> None:
     with pytest.raises(ServerError, match="does not exist; run `melstream build-repo` first"):
         StandIn(repo=tmp_path / "nothing", http_port=free_port()).start(timeout_s=5)
+
+
+def test_stop_kills_a_server_that_does_not_stop_in_time_and_removes_its_regions(tmp_path: Path) -> None:
+    srv = stand_in(tmp_path, "deaf")
+    srv.shm_dir = tmp_path / "shm"
+    srv.shm_dir.mkdir()
+    srv.start(timeout_s=30)
+    pgid = srv.pid
+    assert pgid is not None
+    child = int(srv.pid_file.read_text())
+    (srv.shm_dir / f"{srv.shm_prefix}0f1e").write_bytes(b"x")  # as a stub that died without removing its region
+    other = srv.shm_dir / f"{DEFAULT_SHM_PREFIX}0f1e"  # another server's
+    other.write_bytes(b"x")
+    try:
+        t0 = time.monotonic()
+        report = srv.stop(timeout_s=1.0)
+        assert time.monotonic() - t0 < 8
+        assert report.killed and report.returncode == -signal.SIGKILL and not report.clean
+        assert [p.name for p in report.leftover_regions] == [f"{srv.shm_prefix}0f1e"]
+        assert other.exists() and not shm_regions(srv.shm_prefix, srv.shm_dir)
+        assert not alive(child) and group_members(pgid) == []
+        assert srv.pid is None and srv.stop().clean  # stopping again: nothing to do
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+
+
+def test_a_stopped_server_that_exits_by_itself_is_clean(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    srv = stand_in(tmp_path)
+    srv.shm_dir = tmp_path
+    srv.start(timeout_s=30)
+    child = int(srv.pid_file.read_text())
+    os.kill(child, signal.SIGKILL)  # this stand-in's child is not a stub: a real server ends its stubs itself
+    report = srv.stop(timeout_s=20)  # SIGINT: the stand-in ends with KeyboardInterrupt
+    assert not report.killed and report.returncode is not None and report.leftover_processes == []
+    monkeypatch.setattr("melstream.serving.server.triton_home", lambda: tmp_path)  # no copy of the wheel's server
+    args = TritonServer(repo=tmp_path).command()[1:]  # a real server is started with its own prefix
+    assert any(a.startswith("--backend-config=python,shm-region-prefix-name=melstream_") for a in args)
+    assert any(a.startswith("--exit-timeout-secs=") for a in args)
+
+
+def test_remove_shm_regions_removes_exactly_the_prefixed_files(tmp_path: Path) -> None:
+    mine = ["melstream_1_ab_0000", "melstream_1_ab_ffff"]
+    others = ["melstream_1_abc_0000", "melstream_2_ab_0000", f"{DEFAULT_SHM_PREFIX}0000", "x_melstream_1_ab_0"]
+    for name in mine + others:
+        (tmp_path / name).write_bytes(b"\0" * 16)
+    assert [p.name for p in shm_regions("melstream_1_ab_", tmp_path)] == mine
+    assert [p.name for p in remove_shm_regions("melstream_1_ab_", tmp_path)] == mine
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(others)
+    assert remove_shm_regions("melstream_1_ab_", tmp_path) == []
+    assert remove_shm_regions("melstream_1_ab_", tmp_path / "missing") == []
+
+
+@pytest.mark.parametrize("prefix", ["", "a/b", "../x"])
+def test_remove_shm_regions_refuses_what_is_not_a_prefix(tmp_path: Path, prefix: str) -> None:
+    with pytest.raises(ValueError, match="prefix"):
+        remove_shm_regions(prefix, tmp_path)
+
+
+def test_remove_shm_regions_refuses_the_python_backends_shared_default(tmp_path: Path) -> None:
+    (tmp_path / f"{DEFAULT_SHM_PREFIX}0000").write_bytes(b"x")
+    with pytest.raises(ValueError, match="default prefix"):
+        remove_shm_regions(DEFAULT_SHM_PREFIX, tmp_path)
+    assert (tmp_path / f"{DEFAULT_SHM_PREFIX}0000").exists()
+    with pytest.raises(ServerError, match="prefix of its own"):
+        TritonServer(repo=tmp_path, shm_prefix=DEFAULT_SHM_PREFIX).start(timeout_s=1)
+
+
+def test_every_server_has_its_own_prefix(tmp_path: Path) -> None:
+    a, b = TritonServer(repo=tmp_path), TritonServer(repo=tmp_path)
+    assert a.shm_prefix != b.shm_prefix and a.shm_prefix.startswith(f"melstream_{os.getpid()}_")
+
+
+def test_describe_exit_and_stop_report() -> None:
+    assert describe_exit(1) == "exit status 1"
+    assert describe_exit(-9) == "killed by signal 9 (SIGKILL)"
+    assert describe_exit(-11) == "killed by signal 11 (SIGSEGV)"
+    assert StopReport(returncode=0).clean and StopReport().clean
+    assert not StopReport(returncode=1).clean  # Triton's exit timeout ran out with models still loaded
+    assert not StopReport(returncode=0, leftover_regions=[Path("r")]).clean
+    assert StopReport(returncode=0, seconds=2.5).describe() == "clean (exit status 0) in 2.5 s"
