@@ -141,6 +141,43 @@ def test_the_streams_beyond_the_limit_are_refused_at_once_and_the_admitted_ones_
         client.close()
 
 
+def test_a_full_network_queue_refuses_direct_calls_at_once_as_busy(small: TritonServer) -> None:
+    """The network models' queues are bounded (2 x the voice's streams: 4 here): a flood of direct calls
+    (what remote pipelines make) gets some refused at once with Triton's "Exceeds maximum queue size",
+    a ServerBusyError in the clients; the others are served, and the voice still serves after."""
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    from melstream.client._errors import grpc_error
+
+    model = wire.network_model_name(VOICE, "encoder")
+    results: list[tuple[object, object]] = []
+    done = threading.Semaphore(0)
+    calls = 120
+    def callback(result: object, error: object) -> None:
+        results.append((result, error))
+        done.release()
+
+    client = grpcclient.InferenceServerClient(small.grpc_url)
+    try:
+        for i in range(calls):  # lengths differ, so no two calls batch together: the queue drains one call at a time
+            tokens = grpcclient.InferInput("tokens", [1, 400 + i], "INT64")
+            tokens.set_data_from_numpy(np.ones((1, 400 + i), np.int64))
+            client.async_infer(model, [tokens], callback=callback)
+        for _ in range(calls):
+            assert done.acquire(timeout=TIMEOUT_S)
+    finally:
+        client.close()
+    errors = [grpc_error(error, where=model) for _, error in results if isinstance(error, BaseException)]
+    print(f"\n{calls} direct calls to {model} (queue {2 * LIMIT}): {len(errors)} refused, {calls - len(errors)} served")
+    assert errors, "no call was refused: the queue is not bounded"
+    assert all(isinstance(e, ServerBusyError) and "Exceeds maximum queue size" in str(e) for e in errors), errors[:3]
+    assert len(errors) < calls
+    again = Outcome()
+    run_stream(Client(small.grpc_url, timeout_s=TIMEOUT_S), VOICE, SHORT, again)
+    assert again.error is None and again.chunks > 0, again.error
+
+
 # --- the issue's target: under 2x the admitted load, each new stream is served or refused, never left waiting ---
 
 @dataclass
@@ -160,7 +197,7 @@ class LoadFigures:
                 f"other errors {len(self.other_errors)} {self.other_errors[:3]}")
 
 
-def load_check(url: str, voice: str, *, clients: int, seconds: float, text: str = LONG, retry_s: float = 0.05) -> LoadFigures:
+def load_check(url: str, voice: str, *, clients: int, seconds: float, text: str = LONG, retry_s: float = 0.5) -> LoadFigures:
     """``clients`` threads each stream ``text`` back to back for ``seconds`` (a refused one tries again after
     ``retry_s``); how soon each stream got its first chunk or its refusal."""
     figures = LoadFigures()
@@ -206,9 +243,12 @@ def main() -> None:
     parser.add_argument("--voice", default=VOICE)
     parser.add_argument("--clients", type=int, required=True, help="e.g. twice the voice's max_streams")
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--retry-s", type=float, default=0.5, help="a refused client's wait before it tries again")
+    parser.add_argument("--text", choices=["long", "short"], default="long", help="six held-out sentences, or one")
     args = parser.parse_args()
-    figures = load_check(args.url, args.voice, clients=args.clients, seconds=args.seconds)
-    print(f"{args.voice}, {args.clients} clients for {args.seconds:.0f} s: {figures.summary()}")
+    figures = load_check(args.url, args.voice, clients=args.clients, seconds=args.seconds, retry_s=args.retry_s,
+                         text=LONG if args.text == "long" else SHORT)
+    print(f"{args.voice}, {args.clients} clients for {args.seconds:.0f} s, retry after {args.retry_s} s: {figures.summary()}")
 
 
 if __name__ == "__main__":
