@@ -2,7 +2,9 @@
 
     python benchmarks/streams.py [--url HOST:PORT] [--streams 1,2,4,8,16,32] [--seconds-per-level 10] [--out out/bench]
 
-Without --url it starts its own tritonserver on free ports from model_repository/.  For every voice
+Without --url it starts its own tritonserver on free ports, from a repository built from addons/ that admits
+the largest level's streams per voice (the committed repository refuses streams past each voice's
+admission limit; this measures capacity, so it goes past it).  For every voice
 and every number of parallel streams N, N client threads each synthesise held-out sentences back to
 back (a closed loop, no think time) for --seconds-per-level, every utterance streamed over gRPC with
 the voice's own chunk size.  The same texts are then asked for whole (CHUNK_FRAMES=0, the naive
@@ -185,7 +187,8 @@ def levels(client: Any, voices: list[str], streams: list[int], *, seconds: float
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--url", default=None, help="gRPC HOST:PORT of a running server (default: start one)")
-    ap.add_argument("--repo", default=str(ROOT / "model_repository"))
+    ap.add_argument("--repo", default=None, help="model repository to serve (default: one built from addons/ that admits "
+                    "the largest level's streams per voice: the benchmark measures capacity, past the committed limits)")
     ap.add_argument("--voices", default=None, help="comma-separated (default: every voice the server serves)")
     ap.add_argument("--streams", default="1,2,4,8,16,32", help="comma-separated numbers of parallel streams")
     ap.add_argument("--seconds-per-level", type=float, default=10.0, help="each stream loops until this has passed")
@@ -205,7 +208,12 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as stack:
         url = args.url
         if url is None:
-            server = stack.enter_context(TritonServer.on_free_ports(Path(args.repo), log_file=args.out / "tritonserver.log"))
+            repo = Path(args.repo) if args.repo else args.out / "repo"
+            if args.repo is None:
+                from melstream.serving.repo import build_repository
+
+                build_repository(ROOT / "addons", repo, max_streams={None: max(streams)})
+            server = stack.enter_context(TritonServer.on_free_ports(repo, log_file=args.out / "tritonserver.log"))
             url = server.grpc_url
         client = stack.enter_context(Client(url))
         voices = args.voices.split(",") if args.voices else client.voices()

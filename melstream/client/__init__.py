@@ -8,8 +8,8 @@
     client.spec("fastvoice").audio.n_mels                           # the voice's addon, as plain data
 
 Failures are typed (:mod:`melstream.errors`), each a :class:`ClientError` keeping the server's message:
-:class:`UnknownVoiceError`, :class:`InvalidInputError`, :class:`ServerUnavailableError`,
-:class:`ClientTimeoutError`.
+:class:`UnknownVoiceError`, :class:`InvalidInputError`, :class:`ServerUnavailableError` (and its
+:class:`ServerBusyError`: the voice serves as many streams as it admits), :class:`ClientTimeoutError`.
 
 Listing voices and reading their specs imports no component or plugin; ``remote_pipeline(voice)``
 rebuilds the voice's stack from the addon JSON the server publishes, with its networks bound to the
@@ -22,9 +22,10 @@ from melstream.errors import (
     ClientError,
     ClientTimeoutError,
     InvalidInputError,
+    ServerBusyError,
     ServerUnavailableError,
     UnknownVoiceError,
 )
 
-__all__ = ["Client", "ClientError", "ClientTimeoutError", "HttpClient", "InvalidInputError", "ServerUnavailableError",
-           "UnknownVoiceError", "stream", "synthesize"]
+__all__ = ["Client", "ClientError", "ClientTimeoutError", "HttpClient", "InvalidInputError", "ServerBusyError",
+           "ServerUnavailableError", "UnknownVoiceError", "stream", "synthesize"]
