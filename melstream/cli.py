@@ -58,6 +58,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"melstream serving {args.repo}: HTTP :{args.http_port}, gRPC :{args.grpc_port}, "
                   f"metrics :{args.metrics_port}; tritonserver pid {server.pid}; Ctrl-C stops", file=sys.stderr)
             returncode = server.wait()
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # it died: report that, even if a stop is asked for now
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         except KeyboardInterrupt:
             # A second signal must not interrupt the stop: it is bounded (exit timeout, then a kill).
             signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -73,8 +75,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return 1
         report = server.cleanup()
         tail = server.log_tail(20)
-        print(f"melstream serve: tritonserver died ({describe_exit(returncode or 0)}); cleaned up after it: "
-              f"{report.describe()}. The last lines of its log:", file=sys.stderr)
+        print(f"melstream serve: tritonserver died ({describe_exit(returncode or 0)}); removed what it left: "
+              f"{len(report.leftover_processes)} process(es) of its group (Python backend stubs), "
+              f"{len(report.leftover_regions)} shared-memory region(s). The last lines of its log:", file=sys.stderr)
         for line in tail:
             print(f"  | {line}", file=sys.stderr)
         return 1

@@ -219,6 +219,7 @@ def test_serve_says_so_when_tritonserver_dies(root: Path) -> None:
         returncode = srv.proc.wait(timeout=30)
         time.sleep(0.2)  # the last of serve's stderr reaches the drain thread
         err = srv.stderr()
+        print(err[err.index("melstream serve: tritonserver died"):])
         assert returncode != 0
         assert "tritonserver died (killed by signal 9 (SIGKILL))" in err, err[-3000:]
         tail = err.split("The last lines of its log:", 1)[1]
