@@ -374,7 +374,10 @@ class TritonServer:
         stream ends (server src/grpc/stream_infer_handler.cc, ``state->inference_request_``), and the gRPC
         endpoint closes its streams only after the models are unloaded (src/main.cc).  Such a model never
         unloads; Triton exits 1 when ``exit_timeout_s`` runs out, which is why that is short here (Triton's
-        default is 30 s).  Later Triton releases end gRPC streams at shutdown (server#7969, a gRPC shutdown timer)."""
+        default is 30 s).  Later Triton releases end gRPC streams at shutdown (server#7969, a gRPC shutdown timer).
+        An open HTTP connection, even an idle keep-alive one, does the same another way: Triton's first step is to
+        wait, from its exit timeout, until no HTTP connection is open (src/http_server.cc ``HTTPServer::Stop``),
+        leaving nothing of it for unloading; its exit(1) then hangs or segfaults (both seen here)."""
         proc = self._proc
         report = StopReport()
         started = time.monotonic()
