@@ -324,6 +324,9 @@ BUSY_ERROR = "UNAVAILABLE"
 #: Triton's own refusals by a network model's bounded queue (``dynamic_batching { default_queue_policy }``):
 #: the queue is full, or the request waited in it past the queue's timeout (core r24.10, dynamic_batch_scheduler.cc)
 QUEUE_REFUSALS = ("Exceeds maximum queue size", "Request timeout")  # the latter: "Request timeout expired"
+# Triton's refusals while it stops: at SIGTERM it refuses new inference (a voice's calls to its networks
+# included: "Server not ready") before it unloads any model
+SERVER_STOPPING = ("Server is stopping", "Server not ready")
 # the detail of a busy refusal, after the tag: "voice 'tacovoice' is busy: <why>; try again later"
 _BUSY = re.compile(r"voice '[^']+' is busy: .*; try again later", re.S)
 
@@ -346,7 +349,7 @@ _TRITON_MESSAGES = (("Request for unknown model", "NOT_FOUND"),  # "...: 'x' is 
                     ("expected number of inputs between", "INVALID_ARG"),
                     ("The schema can not convert input", "INVALID_ARG"),  # HTTP generate: a JSON value of the wrong shape
                     *((refusal, BUSY_ERROR) for refusal in QUEUE_REFUSALS),
-                    ("Server is stopping", "UNAVAILABLE"),
+                    *((stopping, "UNAVAILABLE") for stopping in SERVER_STOPPING),
                     ("Stub process", "INTERNAL"))  # the Python backend's stub died ("... is not healthy.")
 
 
@@ -363,6 +366,11 @@ def busy_detail(voice: str, why: str) -> str:
     """The detail of a request a voice refuses because it is at capacity, with :data:`BUSY_ERROR` as its code:
     ``"voice 'tacovoice' is busy: it serves 16 streams at once; try again later"``; :func:`is_busy` recognises it."""
     return f"voice {voice!r} is busy: {why}; try again later"
+
+
+def is_server_stopping(message: str) -> bool:
+    """Whether ``message`` holds one of Triton's :data:`SERVER_STOPPING` refusals (the server is shutting down)."""
+    return any(stopping in message for stopping in SERVER_STOPPING)
 
 
 def is_queue_refusal(message: str) -> bool:

@@ -203,12 +203,13 @@ class VoiceModel:
         UNAVAILABLE when the voice already serves ``max_streams`` streams (or is unloading); return at once
         (decoupled: responses go through each request's sender)."""
         received = time.perf_counter()
-        assert self.metrics is not None, "execute() before initialize()"
         for request in requests:
             refusal = self._admit(request, received)
             if refusal is not None:
                 self._refuse(request, wire.BUSY_ERROR, refusal)
-                self.metrics.refused()
+                metrics = self.metrics
+                if metrics is not None:  # None once unloaded (finalize frees them)
+                    metrics.refused()
         return None
 
     def finalize(self) -> None:
@@ -219,6 +220,10 @@ class VoiceModel:
             threads = list(self._threads)
         for thread in threads:
             thread.join()
+        # Free the metrics now, while the stub still reaches the server: left to the stub's own teardown, their
+        # destructors write to a shared-memory pool that is already gone, and the voice stub segfaults at every
+        # stop (dmesg: in Metric::SaveToSharedMemory; python_backend r24.10 pb_stub.cc frees the model last).
+        self.metrics = None
 
     @property
     def active_streams(self) -> int:
@@ -300,7 +305,9 @@ class VoiceModel:
         except InputError as e:
             outcome, error = "error", (wire.INPUT_ERROR, input_error_detail(e))
         except Exception as e:
-            if wire.is_queue_refusal(str(e)):  # a network model's bounded queue refused the call: overload, not a fault
+            if wire.is_server_stopping(str(e)):  # Triton refuses a voice's network calls once it is told to stop
+                outcome, error = "error", ("UNAVAILABLE", f"voice {self.name!r} is shutting down")
+            elif wire.is_queue_refusal(str(e)):  # a network model's bounded queue refused the call: overload, not a fault
                 outcome, error = "error", (wire.BUSY_ERROR, wire.busy_detail(self.name, str(e)))
                 pb.Logger.log_warn(f"voice {self.name!r}: stream refused by a network model: {e}")
             else:  # a fault here still reaches the client, and the model keeps serving

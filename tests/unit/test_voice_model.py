@@ -365,11 +365,14 @@ def test_unloading_ends_running_streams_with_unavailable_and_refuses_new_ones() 
     assert not unloading.is_alive()
     assert running.sender.kinds() == ["chunk", "chunk", "error+final"]
     assert running.sender.errors() == [("UNAVAILABLE", "[UNAVAILABLE] voice 'tiny' is shutting down")]
+    # unloaded, the model has freed its metrics (their destructors must run while the stub reaches the server);
+    # a late request is still refused, and no longer counted
+    assert model.metrics is None
     late = request()
     model.execute([late])
     assert late.sender.kinds() == ["error+final"] and late.sender.errors()[0][0] == "UNAVAILABLE"
     assert pipeline.closed and outcomes(pb) == {"completed": 0, "cancelled": 0, "error": 1}
-    assert pb.metric("melstream_streams_total", outcome="refused").value == 1
+    assert pb.metric("melstream_streams_total", outcome="refused").value == 0
 
 
 # --- admission --------------------------------------------------------------------------------------------
@@ -504,6 +507,18 @@ def test_a_full_network_queue_ends_the_stream_as_busy_not_as_a_fault() -> None:
     assert message == ("[UNAVAILABLE] voice 'tiny' is busy: network model 'tiny__decoder': Exceeds maximum queue size; "
                        "try again later")
     assert [level for level, _ in pb.Logger.lines] == ["warn"]
+    model.finalize()
+
+
+@pytest.mark.parametrize("refusal", ["Server not ready", "Server is stopping"])
+def test_a_server_that_stops_ends_the_stream_as_shutting_down_not_as_a_fault(refusal: str) -> None:
+    # at SIGTERM Triton refuses the voice's network calls before it unloads the voice (finalize comes later)
+    failing = ScriptedPipeline([mel(1, 0.0)], fail=SynthesisError(f"network model 'tiny__decoder': {refusal}"))
+    model, pb = voice(failing)
+    sender = run(model, request())
+    assert sender.kinds() == ["chunk", "error+final"]
+    assert sender.errors() == [("UNAVAILABLE", "[UNAVAILABLE] voice 'tiny' is shutting down")]
+    assert outcomes(pb) == {"completed": 0, "cancelled": 0, "error": 1} and pb.Logger.lines == []
     model.finalize()
 
 
