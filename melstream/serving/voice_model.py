@@ -53,6 +53,10 @@ MAX_STREAMS_PARAMETER = "max_streams"
 DEFAULT_MAX_STREAMS = 16
 
 
+#: seconds unloading waits for running streams before it lets Triton unload the voice anyway
+UNLOAD_WAIT_S = 5.0
+
+
 class Pipeline(Protocol):
     """What the voice model needs of a StreamablePipeline."""
 
@@ -101,11 +105,13 @@ class StreamMetrics:
 
     def ended(self, outcome: str, *, chunks: int, frames: int) -> None:
         with self._lock:
-            self.active.increment(-1)
-            self.outcomes[outcome].increment(1)
+            # the outcome last: a scrape that sees this stream ended sees its frames and chunks counted too
+            # (each call is an IPC to the server; a scrape can fall between two of them)
             self.frames.increment(frames)
             if outcome == "completed":  # a cancelled or failed stream's count says nothing about the voice
                 self.chunks.observe(chunks)
+            self.active.increment(-1)
+            self.outcomes[outcome].increment(1)
 
 
 # --- input parsing -------------------------------------------------------------------------------------
@@ -179,6 +185,8 @@ class VoiceModel:
         self.pipeline: Pipeline | None = None
         self.metrics: StreamMetrics | None = None
         self.max_streams = DEFAULT_MAX_STREAMS
+        #: how long unloading waits for running streams to end (each ends at its next chunk, normally at once)
+        self.unload_wait_s = UNLOAD_WAIT_S
         self._closing = threading.Event()
         self._admission = threading.Lock()  # guards _threads, _started, and admission against _closing
         self._threads: set[threading.Thread] = set()  # the admitted streams' threads, each until its final flag
@@ -214,12 +222,19 @@ class VoiceModel:
 
     def finalize(self) -> None:
         """Unload: streams still running end with UNAVAILABLE (and their final flag) at their next chunk; new
-        requests are refused; returns once every stream has ended."""
+        requests are refused; returns once every stream has ended, or after :attr:`unload_wait_s` with a warning
+        naming the streams still running (Triton's exit timeout must not be spent waiting on one stuck stream)."""
         with self._admission:
             self._closing.set()
             threads = list(self._threads)
+        deadline = time.monotonic() + self.unload_wait_s
         for thread in threads:
-            thread.join()
+            thread.join(max(0.0, deadline - time.monotonic()))
+        stuck = [t.name for t in threads if t.is_alive()]
+        if stuck:
+            self.pb.Logger.log_warn(f"voice {self.name!r}: unloading with {len(stuck)} stream(s) still running after "
+                                    f"{self.unload_wait_s:g} s: {', '.join(sorted(stuck))}")
+            return  # they still hold the metrics
         # Free the metrics now, while the stub still reaches the server: left to the stub's own teardown, their
         # destructors write to a shared-memory pool that is already gone, and the voice stub segfaults at every
         # stop (dmesg: in Metric::SaveToSharedMemory; python_backend r24.10 pb_stub.cc frees the model last).

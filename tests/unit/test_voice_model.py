@@ -21,7 +21,7 @@ from melstream import wire
 from melstream.client._errors import client_error
 from melstream.errors import InputError, ServerBusyError, ServerUnavailableError, SynthesisError
 from melstream.serving.repo import get_profile, pipeline_config
-from melstream.serving.voice_model import MAX_STREAMS_PARAMETER, VoiceModel, parse_inputs
+from melstream.serving.voice_model import MAX_STREAMS_PARAMETER, StreamMetrics, VoiceModel, parse_inputs
 from melstream.text import get_frontend
 
 WAIT_S = 10.0  # how long a test waits for a worker thread's stream to end (it takes milliseconds)
@@ -679,3 +679,39 @@ def test_error_message_refuses_an_unknown_code() -> None:
 ])
 def test_error_code_from_what_a_client_sees(message: str, options: dict[str, Any], code: str) -> None:
     assert wire.error_code(message, **options) == code
+
+
+def test_unloading_does_not_wait_forever_for_a_stuck_stream() -> None:
+    stuck_gate = threading.Event()
+    pipeline = ScriptedPipeline([mel(1, 0.0), mel(1, 1.0)], gate=(0, stuck_gate))  # the first pull never returns
+    model, pb = voice(pipeline)
+    model.unload_wait_s = 0.2
+    running = request()
+    model.execute([running])
+    started = time.monotonic()
+    model.finalize()
+    assert time.monotonic() - started < WAIT_S
+    [(level, logged)] = pb.Logger.lines
+    assert level == "warn" and "unloading with 1 stream(s) still running after 0.2 s: tiny-stream-1" in logged
+    assert model.metrics is not None  # the stuck stream still holds them
+    stuck_gate.set()  # the stream then ends as the model is closing
+    for _ in range(int(WAIT_S / 0.01)):
+        if model.active_streams == 0:
+            break
+        time.sleep(0.01)  # polling interval
+    assert running.sender.kinds()[-1].endswith("final")
+
+
+@pytest.mark.parametrize("outcome", ["completed", "cancelled", "error"])
+def test_a_streams_outcome_is_counted_after_its_frames_and_chunks(outcome: str) -> None:
+    # a scrape can fall between two metric calls: one that sees the stream ended must see its frames counted
+    pb = FakePb()
+    metrics = StreamMetrics(pb, "tiny")
+    order: list[str] = []
+    for m in pb.metrics:
+        m.increment = lambda by, m=m: order.append(m.family.name + m.labels.get("outcome", ""))  # type: ignore[method-assign]
+        m.observe = lambda value, m=m: order.append(m.family.name)  # type: ignore[method-assign]
+    metrics.ended(outcome, chunks=3, frames=12)
+    assert order[-1] == f"melstream_streams_total{outcome}"
+    assert order.index("melstream_frames_total") < order.index("melstream_active_streams")
+    assert ("melstream_chunks_per_stream" in order) == (outcome == "completed")
