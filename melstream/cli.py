@@ -48,6 +48,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    # explicitly: a process started in the background by a shell inherits SIGINT ignored, and Python then
+    # installs no KeyboardInterrupt for it; `kill -INT` must still stop the server
+    signal.signal(signal.SIGINT, on_term)
     try:
         try:
             server.start(timeout_s=args.timeout_s)

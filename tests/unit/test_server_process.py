@@ -32,9 +32,11 @@ import http.server, subprocess, sys
 port, pid_file, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 if mode == "die":
     sys.exit(3)
+import signal
 if mode == "deaf":  # ignores SIGINT, as a server that hangs while stopping
-    import signal
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+else:  # stops at SIGINT as tritonserver does (it installs its own handler), even if started with SIGINT ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])  # survives its parent's death
 open(pid_file, "w").write(str(child.pid))
 
