@@ -38,9 +38,16 @@ class Serve:
     grpc_url: str
     pid: int  # tritonserver's, also its process group
     lines: list[str] = field(default_factory=list)
+    drainer: threading.Thread | None = None  # reads serve's stderr until serve has closed it
 
     def stderr(self) -> str:
         return "".join(self.lines)
+
+    def all_stderr(self, timeout_s: float = 10) -> str:
+        """Everything serve wrote, once it has exited and its stderr is read to the end."""
+        if self.drainer is not None:
+            self.drainer.join(timeout_s)
+        return self.stderr()
 
 
 def _stub_regions(pgid: int) -> list[str]:
@@ -71,13 +78,14 @@ def serve(root: Path, *args: str) -> Iterator[Serve]:
                 ready.put(line)
         ready.put("")
 
-    threading.Thread(target=drain, daemon=True).start()
+    drainer = threading.Thread(target=drain, daemon=True)
+    drainer.start()
     try:
         line = ready.get(timeout=240)
         assert line, f"serve ended before it was serving:\n{''.join(lines)[-3000:]}"
         match = re.search(r"tritonserver pid (\d+)", line)
         assert match, line
-        yield Serve(proc, f"localhost:{grpc}", int(match.group(1)), lines)
+        yield Serve(proc, f"localhost:{grpc}", int(match.group(1)), lines, drainer)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -226,8 +234,7 @@ def test_serve_says_so_when_tritonserver_dies(root: Path) -> None:
         assert regions, "no Python backend stub found in the server's process group"
         os.kill(srv.pid, signal.SIGKILL)
         returncode = srv.proc.wait(timeout=30)
-        time.sleep(0.2)  # the last of serve's stderr reaches the drain thread
-        err = srv.stderr()
+        err = srv.all_stderr()
         print(err[err.index("melstream serve: tritonserver died"):])
         assert returncode != 0
         assert "tritonserver died (killed by signal 9 (SIGKILL))" in err, err[-3000:]
