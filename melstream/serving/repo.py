@@ -44,7 +44,7 @@ class Profile:
     network_instances: int = 1
     intra_op_threads: int = 1
     max_queue_delay_us: int = 100
-    max_streams: int = 16
+    max_streams: int = voice_model.DEFAULT_MAX_STREAMS  # a voice not measured yet
     voice_max_streams: Mapping[str, int] = dataclasses.field(default_factory=dict)
     queue_per_stream: int = 2
     queue_timeout_us: int = 5_000_000

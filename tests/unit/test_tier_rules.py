@@ -92,7 +92,7 @@ def test_what_the_unit_tier_may_do_is_let_through(guard: Guard, fast_addon: obje
 
 def test_a_swallowed_violation_still_fails_the_test(tmp_path: Path) -> None:
     """Code that catches the guard's error cannot hide the broken rule: the report is a failure."""
-    (tmp_path / "conftest.py").write_text("from tests.unit.conftest import *  # noqa: F403\n")
+    (tmp_path / "conftest.py").write_text('pytest_plugins = ["tests.unit.conftest"]  # the unit tier\'s guard, as a plugin\n')
     (tmp_path / "test_swallow.py").write_text(textwrap.dedent(f'''
         def test_reads_a_voice_and_hides_it():
             try:
@@ -110,7 +110,7 @@ def test_a_swallowed_violation_still_fails_the_test(tmp_path: Path) -> None:
 
 
 def test_a_module_that_reads_a_voice_at_import_fails_to_collect(tmp_path: Path) -> None:
-    (tmp_path / "conftest.py").write_text("from tests.unit.conftest import *  # noqa: F403\n")
+    (tmp_path / "conftest.py").write_text('pytest_plugins = ["tests.unit.conftest"]  # the unit tier\'s guard, as a plugin\n')
     (tmp_path / "test_at_import.py").write_text(f"import json\nDATA = json.load(open({str(ADDON_JSON)!r}))\n\n\ndef test_x():\n    pass\n")
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)], capture_output=True, text=True,
                           cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
