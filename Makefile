@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint unit integration system quality bench voices sysdeps repo clean
+.PHONY: demo test lint unit integration system quality bench voices sysdeps repo clean reliability soak
 
 # System packages, from apt when missing: espeak-ng (the voices' text front end and the training teacher)
 # and docker-compose (tests validate docker-compose.yml with it; no Docker engine is needed for that)
@@ -51,6 +51,18 @@ system: $(STAMP) sysdeps
 
 quality: $(STAMP) sysdeps
 	$(BIN)/pytest -q tests/quality
+
+# the reliability suite at full size (the quick versions run in `make test`): bad-input corpus, cancellation
+# storms and memory, overload, stub and server kills, stops; then the churn benchmark (table + plot in out/reliability)
+reliability: $(STAMP) sysdeps
+	MELSTREAM_FULL=1 $(BIN)/pytest -q -m reliability
+	$(BIN)/python benchmarks/churn.py --out out/reliability
+
+# mixed traffic with periodic stub kills and cancellations, every utterance checked against a reference
+# (make soak SOAK_MINUTES=5); table, RSS plot and first-chunk percentiles in out/soak
+SOAK_MINUTES ?= 30
+soak: $(STAMP) sysdeps
+	$(BIN)/python benchmarks/soak.py --minutes $(SOAK_MINUTES) --out out/soak
 
 bench: $(STAMP) sysdeps
 	$(BIN)/python benchmarks/first_frame.py --out out/bench

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,10 @@ import pytest
 import melstream
 from melstream.serving.server import TritonServer, not_ready
 from tests.servers import start_server
+
+#: `make reliability` sets MELSTREAM_FULL=1: the reliability tests then run at full size (more cases, rounds,
+#: streams); `make test` runs their quick versions
+FULL = os.environ.get("MELSTREAM_FULL", "") not in ("", "0")
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
