@@ -170,6 +170,38 @@ def group_members(pgid: int, proc_dir: Path = Path("/proc")) -> list[int]:
     return members
 
 
+@dataclass(frozen=True)
+class StubProcess:
+    """A Python backend stub: the process that runs one instance of one Python-backend model."""
+
+    pid: int
+    #: the Triton model it serves (``fastvoice``, ``fastvoice__decoder``)
+    model: str
+    #: the model instance (``fastvoice__decoder_0_1``: the model, its instance group, the instance)
+    instance: str
+
+
+#: the Python backend stub's executable name (its command line: stub, model.py path, shm region, ..., instance)
+STUB_EXECUTABLE = "triton_python_backend_stub"
+
+
+def stub_processes(pgid: int, proc_dir: Path = Path("/proc")) -> list[StubProcess]:
+    """The live Python backend stubs in process group ``pgid`` (a tritonserver's: it starts them in its own
+    group), read from their command lines: ``<stub> <repo>/<model>/<version>/model.py <shm region> <size>
+    <growth> <parent pid> <backend dir> <ipc handle> <instance name> ...`` (python_backend's stub_launcher.cc)."""
+    stubs = []
+    for pid in group_members(pgid, proc_dir):
+        try:
+            argv = (proc_dir / str(pid) / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone meanwhile
+        if len(argv) < 9 or not argv[0].decode(errors="replace").endswith(STUB_EXECUTABLE):
+            continue
+        model_py = Path(argv[1].decode(errors="replace"))
+        stubs.append(StubProcess(pid=pid, model=model_py.parent.parent.name, instance=argv[8].decode(errors="replace")))
+    return sorted(stubs, key=lambda s: s.instance)
+
+
 def describe_exit(returncode: int) -> str:
     """``exit status 1`` or ``killed by signal 9 (SIGKILL)``, from a Popen return code."""
     if returncode < 0:

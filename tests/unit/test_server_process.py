@@ -189,3 +189,24 @@ def test_describe_exit_and_stop_report() -> None:
     assert not StopReport(returncode=1).clean  # Triton's exit timeout ran out with models still loaded
     assert not StopReport(returncode=0, leftover_regions=[Path("r")]).clean
     assert StopReport(returncode=0, seconds=2.5).describe() == "clean (exit status 0) in 2.5 s"
+
+
+def test_stub_processes_reads_model_and_instance_from_the_command_line(tmp_path: Path) -> None:
+    from melstream.serving.server import stub_processes
+
+    def proc(pid: int, pgid: int, argv: list[str], state: str = "S") -> None:
+        d = tmp_path / str(pid)
+        d.mkdir()
+        (d / "stat").write_text(f"{pid} (x) {state} 1 {pgid} {pgid} 0")
+        (d / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
+
+    stub = "/t/backends/python/triton_python_backend_stub"
+    proc(10, 10, ["/t/bin/tritonserver", "--model-repository=/r"])
+    proc(11, 10, [stub, "/r/fastvoice__decoder/1/model.py", "shm_a", "1", "1", "10", "/t/b", "3", "fastvoice__decoder_0_1", "DEFAULT", ""])
+    proc(12, 10, [stub, "/r/fastvoice/1/model.py", "shm_b", "1", "1", "10", "/t/b", "3", "fastvoice_0_0", "DEFAULT", ""])
+    proc(13, 99, [stub, "/r/tacovoice/1/model.py", "shm_c", "1", "1", "98", "/t/b", "3", "tacovoice_0_0", "DEFAULT", ""])
+    proc(14, 10, [stub, "/r/tacovoice/1/model.py", "shm_d", "1", "1", "10", "/t/b", "3", "tacovoice_0_0"], state="Z")
+    proc(15, 10, ["/usr/bin/python3", "/r/x/1/model.py"])
+    stubs = stub_processes(10, tmp_path)
+    assert [(s.pid, s.model, s.instance) for s in stubs] == [(12, "fastvoice", "fastvoice_0_0"),
+                                                             (11, "fastvoice__decoder", "fastvoice__decoder_0_1")]
