@@ -327,6 +327,9 @@ QUEUE_REFUSALS = ("Exceeds maximum queue size", "Request timeout")  # the latter
 # Triton's refusals while it stops: at SIGTERM it refuses new inference (a voice's calls to its networks
 # included: "Server not ready") before it unloads any model
 SERVER_STOPPING = ("Server is stopping", "Server not ready")
+# Triton's refusal of a request with too few or too many inputs for a model without optional inputs (a network
+# model): "expected 1 inputs but got 0 inputs for model ..." (core r24.10, infer_request.cc)
+_INPUT_COUNT = re.compile(r"expected \d+ inputs but got \d+ inputs")
 # the detail of a busy refusal, after the tag: "voice 'tacovoice' is busy: <why>; try again later"
 _BUSY = re.compile(r"voice '[^']+' is busy: .*; try again later", re.S)
 
@@ -348,6 +351,9 @@ _TRITON_MESSAGES = (("Request for unknown model", "NOT_FOUND"),  # "...: 'x' is 
                     ("unexpected inference input", "INVALID_ARG"),
                     ("expected number of inputs between", "INVALID_ARG"),
                     ("The schema can not convert input", "INVALID_ARG"),  # HTTP generate: a JSON value of the wrong shape
+                    ("input byte size mismatch for input", "INVALID_ARG"),  # raw contents of the wrong size
+                    ("incomplete string data for inference input", "INVALID_ARG"),  # a BYTES element overruns its raw contents
+                    ("input '", "INVALID_ARG"),  # "input 'TEXT' already exists in request" (an input sent twice)
                     *((refusal, BUSY_ERROR) for refusal in QUEUE_REFUSALS),
                     *((stopping, "UNAVAILABLE") for stopping in SERVER_STOPPING),
                     ("Stub process", "INTERNAL"))  # the Python backend's stub died ("... is not healthy.")
@@ -434,6 +440,8 @@ def error_code(message: str, *, http_status: int | None = None, grpc_status: str
     for start, code in _TRITON_MESSAGES:
         if text.startswith(start):
             return code
+    if _INPUT_COUNT.match(text):
+        return "INVALID_ARG"
     if http_status is not None and http_status >= 400:
         return _HTTP_STATUS_CODES.get(http_status, "UNKNOWN")
     return "UNKNOWN"
