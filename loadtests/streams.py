@@ -141,10 +141,11 @@ class GrpcVoices:
         from tritonclient.grpc import service_pb2
 
         try:
-            index = self.stub.RepositoryIndex(service_pb2.RepositoryIndexRequest(), timeout=timeout_s).models
+            stats = self.stub.ModelStatistics(service_pb2.ModelStatisticsRequest(), timeout=timeout_s).model_stats
+            ready = {m.name for m in stats
+                     if self.stub.ModelReady(service_pb2.ModelReadyRequest(name=m.name), timeout=timeout_s).ready}
         except grpc.RpcError as e:
             raise StreamError(f"cannot list voices at {self.url}: {_rpc_message(e)}") from None
-        ready = wire.ready_models({"name": m.name, "state": m.state} for m in index)
         networks = {}
         for name in sorted(ready):
             if not wire.is_network_model(name):
@@ -226,6 +227,16 @@ class HttpVoices:
             raise StreamError(wire.http_error_message(resp.status, data))
         return json.loads(data)
 
+    def _ready(self, model: str) -> bool:
+        try:
+            self.conn.request("GET", wire.model_ready_path(model))
+            resp = self.conn.getresponse()
+            resp.read()
+        except (OSError, http.client.HTTPException) as e:
+            self.conn.close()
+            raise StreamError(f"http://{self.url}: {type(e).__name__}: {e}") from None
+        return resp.status == 200
+
     def addon_json(self, voice: str) -> str:
         config = self._json("GET", wire.model_config_path(voice))
         try:
@@ -234,7 +245,7 @@ class HttpVoices:
             raise StreamError(str(e)) from None
 
     def voices(self) -> list[str]:
-        ready = wire.ready_models(self._json("POST", wire.REPOSITORY_INDEX_PATH, "{}"))
+        ready = {m for m in wire.loaded_models(self._json("GET", wire.MODEL_STATS_PATH)) if self._ready(m)}
         networks = {}
         for name in sorted(ready):
             if not wire.is_network_model(name):

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from melstream.errors import MelstreamError
+
+if TYPE_CHECKING:
+    from melstream.client._voices import VoiceDirectory
 
 
 def cmd_build_repo(args: argparse.Namespace) -> int:
@@ -26,23 +28,21 @@ def cmd_build_repo(args: argparse.Namespace) -> int:
     return 1 if report.refused else 0
 
 
-def _model_states(http_url: str) -> list[dict[str, str]]:
-    import urllib.request
-
-    req = urllib.request.Request(f"http://{http_url}/v2/repository/index", data=b"{}", method="POST")
-    with urllib.request.urlopen(req, timeout=5) as resp:
-        return list(json.load(resp))
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Run tritonserver until SIGTERM or Ctrl-C (then stop it: 0 if it stopped cleanly, 1 if not) or until it
-    dies by itself (then say how, with the end of its log, clean up after it, and exit 1)."""
+    """Run tritonserver until SIGTERM or Ctrl-C (then stop it: 0 if it stopped cleanly, 1 if not), supervised:
+    a dead tritonserver is restarted, a voice whose stub died is reloaded (melstream.serving.supervisor).  With
+    ``--no-supervise``, a server that dies ends ``serve``: it says how, with the end of its log, cleans up after
+    it and exits 1."""
+    import threading
+
     from melstream.serving.server import TritonServer, describe_exit
+    from melstream.serving.supervisor import Supervisor
 
     server = TritonServer(repo=Path(args.repo), http_port=args.http_port, grpc_port=args.grpc_port,
                           metrics_port=args.metrics_port, log_verbose=args.log_verbose,
                           triton_home=Path(args.triton_home) if args.triton_home else None,
                           exit_timeout_s=args.exit_timeout_s)
+    supervisor = Supervisor(server, start_timeout_s=args.timeout_s)
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -53,13 +53,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_term)
     try:
         try:
-            server.start(timeout_s=args.timeout_s)
-            for m in _model_states(server.http_url):
+            supervisor.start()
+            for m in server.repository_index():
                 state = m.get("state", "?")
                 note = f" ({m['reason']})" if m.get("reason") and state != "READY" else ""
                 print(f"  {m['name']:<32} {state}{note}", file=sys.stderr)
             print(f"melstream serving {args.repo}: HTTP :{args.http_port}, gRPC :{args.grpc_port}, "
-                  f"metrics :{args.metrics_port}; tritonserver pid {server.pid}; Ctrl-C stops", file=sys.stderr)
+                  f"metrics :{args.metrics_port}; tritonserver pid {server.pid}"
+                  f"{', supervised' if args.supervise else ''}; Ctrl-C stops", file=sys.stderr, flush=True)
+            if args.supervise:
+                supervisor.run(threading.Event())  # until a signal
             returncode = server.wait()
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # it died: report that, even if a stop is asked for now
             signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -67,14 +70,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
             # A second signal must not interrupt the stop: it is bounded (exit timeout, then a kill).
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            if server.pid is None:
+                print("melstream serve: stopped (tritonserver was not running)", file=sys.stderr)
+                return 0
             print("melstream serve: stopping tritonserver", file=sys.stderr)
             report = server.stop()
             if report.clean:
                 print(f"melstream serve: tritonserver stopped cleanly in {report.seconds:.1f} s", file=sys.stderr)
                 return 0
+            why = (f"An open client gRPC stream keeps its voice loaded in Triton 2.51 until the exit timeout "
+                   f"({server.exit_timeout_s} s) runs out")
+            if any(r.ok for r in supervisor.recoveries):
+                why += ("; so does the old copy of a model whose stub died (Triton 2.51 never frees it: see "
+                        "melstream.serving.supervisor)")
             print(f"melstream serve: tritonserver did not stop cleanly: {report.describe()}; its processes and "
-                  "shared memory are removed. An open client gRPC stream keeps its voice loaded in Triton 2.51, "
-                  f"until the exit timeout ({server.exit_timeout_s} s) runs out", file=sys.stderr)
+                  f"shared memory are removed. {why}", file=sys.stderr)
             return 1
         report = server.cleanup()
         tail = server.log_tail(20)
@@ -90,18 +100,51 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    """Exit 0 when the server says it is ready (``/v2/health/ready`` answers 200), else 1 with the reason.
+    """Exit 0 when the server is ready and so is every voice (each ``--voice``, else every voice it has loaded):
+    its voice model and all its network models answer ready; else 1, naming what is not ready and why.
 
-    Used as the container health check: it needs nothing but this Python (the image has no curl).
+    Used as the container health check: it needs nothing but this Python (the image has no curl).  A voice
+    whose stub died is not ready from the moment the supervisor notices until it is reloaded.
     """
+    from melstream.client import HttpClient
     from melstream.serving.server import not_ready
 
     reason = not_ready(args.url, timeout_s=args.timeout_s)
     if reason is not None:
         print(f"melstream health: {reason}", file=sys.stderr)
         return 1
-    print("ready")
+    problems = voice_problems(HttpClient(args.url, timeout_s=args.timeout_s), args.voice or [])
+    for voice, problem in problems.items():
+        print(f"{voice}\t{problem or 'ready'}")
+    bad = {v: p for v, p in problems.items() if p}
+    if bad:
+        print(f"melstream health: not ready: {'; '.join(f'voice {v!r}: {p}' for v, p in bad.items())}", file=sys.stderr)
+        return 1
     return 0
+
+
+def voice_problems(client: VoiceDirectory, voices: list[str]) -> dict[str, str]:
+    """For each of ``voices`` (none: every voice with a model loaded), why it is not ready ('' when it is)."""
+    from melstream import wire
+    from melstream.errors import ClientError
+
+    loaded = client.loaded_models()
+    names = voices or sorted({wire.voice_of(m) for m in loaded})
+    problems = {}
+    for voice in names:
+        if not client.is_model_ready(voice):
+            problems[voice] = ("its voice model is not ready (being reloaded after its stub died, or it failed to "
+                               "load: see the server log)" if any(wire.voice_of(m) == voice for m in loaded)
+                               else "no model of this voice is loaded")
+            continue
+        try:
+            networks = [wire.network_model_name(voice, n) for n in client.spec(voice).networks]
+        except ClientError as e:
+            problems[voice] = f"its addon cannot be read: {e}"
+            continue
+        down = [m for m in networks if not client.is_model_ready(m)]
+        problems[voice] = f"network model(s) not ready: {', '.join(down)}" if down else ""
+    return problems
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -211,10 +254,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--exit-timeout-s", type=int, default=7, metavar="S",
                    help="on SIGTERM/Ctrl-C, how long Triton may drain and unload (its --exit-timeout-secs); it is "
                         "killed 2 s later")
+    s.add_argument("--no-supervise", dest="supervise", action="store_false",
+                   help="do not restart a dead tritonserver or reload a voice whose stub died: exit 1 when the "
+                        "server dies (for running under another supervisor)")
     s.set_defaults(func=cmd_serve)
 
-    h = sub.add_parser("health", help="exit 0 if a server is ready (GET /v2/health/ready), else 1 with the reason")
+    h = sub.add_parser("health", help="exit 0 if a server and its voices are ready, else 1 naming what is not")
     h.add_argument("--url", default="localhost:8000", help="HTTP HOST:PORT")
+    h.add_argument("--voice", action="append", metavar="VOICE",
+                   help="check this voice (repeatable; default: every voice the server has loaded)")
     h.add_argument("--timeout-s", type=float, default=2.0)
     h.set_defaults(func=cmd_health)
 

@@ -36,6 +36,10 @@ class ServerError(MelstreamError):
     """The local Triton server could not be started or stopped."""
 
 
+class ServerDiedError(ServerError):
+    """tritonserver exited while it was starting (a supervisor tries again: Triton 2.51 aborts now and then)."""
+
+
 class ClientError(MelstreamError):
     """A request to a melstream server failed (wraps tritonclient's errors)."""
 

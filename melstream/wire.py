@@ -64,8 +64,11 @@ EMPTY_FINAL_RESPONSE_PARAMETER = "triton_enable_empty_final_response"
 NETWORK_SEPARATOR = "__"
 #: the key of the error text in an HTTP error body (``{"error": "..."}``) and in a server-sent event
 ERROR_KEY = "error"
-#: Triton's HTTP endpoint listing every model and its state
+#: Triton's HTTP endpoint listing every model and its state; melstream's server opens it (and load/unload) only
+#: to its own supervisor, so clients list the loaded models from their statistics instead (MODEL_STATS_PATH)
 REPOSITORY_INDEX_PATH = "/v2/repository/index"
+#: Triton's HTTP endpoint with the statistics of every loaded model: its names are what a client can list
+MODEL_STATS_PATH = "/v2/models/stats"
 #: the headers of a ``generate_stream`` request
 GENERATE_STREAM_HEADERS = {"Content-Type": "application/json", "Accept": "text/event-stream"}
 
@@ -259,16 +262,26 @@ def network_model_name(addon_name: str, network: str) -> str:
     return f"{addon_name}{NETWORK_SEPARATOR}{network}"
 
 
+def voice_of(model: str) -> str:
+    """The voice a model belongs to: itself for a voice model, ``fastvoice`` for ``fastvoice__decoder``."""
+    return model.split(NETWORK_SEPARATOR, 1)[0]
+
+
 def is_network_model(model: str) -> bool:
     """Whether ``model`` names a network model (``<voice>__<network>``) rather than a voice."""
     return NETWORK_SEPARATOR in model
 
 
-def ready_models(index: Iterable[Mapping[str, Any]] | Mapping[str, Any]) -> set[str]:
-    """The names of the READY models in a repository index: HTTP's list of ``{"name", "state", ...}``, or
-    gRPC's ``as_json`` index (``{"models": [...]}``)."""
-    models = index.get("models", []) if isinstance(index, Mapping) else index
-    return {str(m["name"]) for m in models if m.get("state") == "READY"}
+def model_ready_path(model: str) -> str:
+    """Model ``model``'s ready endpoint (200: ready; a dead voice is unloaded by the supervisor: not ready)."""
+    return f"/v2/models/{quote(model, safe='')}/ready"
+
+
+def loaded_models(stats: Mapping[str, Any]) -> set[str]:
+    """The names of the loaded models in Triton's statistics of every model (HTTP ``GET /v2/models/stats``, or
+    gRPC's ``as_json`` statistics: ``{"model_stats": [{"name", "version", ...}]}``).  Loaded is not ready:
+    ask each model's ready endpoint."""
+    return {str(m["name"]) for m in stats.get("model_stats", [])}
 
 
 def servable_voices(ready: Collection[str], addon_networks: Mapping[str, Iterable[str]]) -> list[str]:

@@ -3,14 +3,20 @@ integration and system tiers (the ``server`` fixture lives in tests/conftest.py)
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import re
+import subprocess
+import sys
+import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from melstream.serving.server import TritonServer
+from melstream.serving.server import SHM_DIR, TritonServer, free_port, group_members
 
 T = TypeVar("T")
 
@@ -63,3 +69,85 @@ def quiet(server: TritonServer, *voices: str, timeout_s: float = 30.0) -> dict[s
     busy = {k: samples[k] for k in keys if samples.get(k, 0.0) != 0}
     assert not busy, f"streams still active after {timeout_s} s: {busy}"
     return samples
+
+
+@dataclass
+class Serve:
+    proc: subprocess.Popen[str]
+    grpc_url: str
+    http_url: str
+    metrics_port: int
+    pid: int  # tritonserver's, also its process group
+    lines: list[str] = field(default_factory=list)
+    drainer: threading.Thread | None = None  # reads serve's stderr until serve has closed it
+
+    def stderr(self) -> str:
+        return "".join(self.lines)
+
+    def current_pid(self) -> int:
+        """tritonserver's pid now: the last one serve named (it restarts a dead one)."""
+        pids = re.findall(r"tritonserver pid (\d+)|tritonserver is serving again \(pid (\d+)\)", self.stderr())
+        return int(next(p for p in reversed(pids[-1]) if p)) if pids else self.pid
+
+    def all_stderr(self, timeout_s: float = 10) -> str:
+        """Everything serve wrote, once it has exited and its stderr is read to the end."""
+        if self.drainer is not None:
+            self.drainer.join(timeout_s)
+        return self.stderr()
+
+
+def stub_regions(pgid: int) -> list[str]:
+    """The shared-memory regions of the Python backend stubs in process group ``pgid``."""
+    regions = []
+    for pid in group_members(pgid):
+        with contextlib.suppress(OSError):
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if argv[0].endswith(b"triton_python_backend_stub"):
+                regions.append(argv[2].decode())
+    return regions
+
+
+@contextlib.contextmanager
+def serve(root: Path, *args: str) -> Iterator[Serve]:
+    """`melstream serve` of the committed model_repository/ on free ports, as a user runs it (a subprocess);
+    killed if it still runs at the end."""
+    http, grpc, metrics = free_port(), free_port(), free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "melstream.cli", "serve", "--repo", str(root / "model_repository"),
+                             "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics), *args],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    lines: list[str] = []
+    ready: queue.Queue[str] = queue.Queue()
+
+    def drain() -> None:  # read all of serve's stderr (tritonserver's log goes there too), so it never blocks
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if "melstream serving" in line:
+                ready.put(line)
+        ready.put("")
+
+    drainer = threading.Thread(target=drain, daemon=True)
+    drainer.start()
+    try:
+        line = ready.get(timeout=240)
+        assert line, f"serve ended before it was serving:\n{''.join(lines)[-3000:]}"
+        match = re.search(r"tritonserver pid (\d+)", line)
+        assert match, line
+        yield Serve(proc, f"localhost:{grpc}", f"localhost:{http}", metrics, int(match.group(1)), lines, drainer)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def assert_nothing_left(srv: Serve, regions: list[str], *, by_prefix: bool = True) -> None:
+    """No process of the server's group and none of ``regions`` left (with ``by_prefix``, no region with the
+    server's prefix either: not for a dead server that was restarted with the same prefix)."""
+    prefix = regions[0][:-36]  # the server's prefix: the region name without its UUID
+    deadline = time.monotonic() + 5
+    while group_members(srv.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the kernel ends killed processes asynchronously
+    assert group_members(srv.pid) == [], f"processes of the server's group still alive: {group_members(srv.pid)}"
+    left = sorted({r for r in regions if (SHM_DIR / r).exists()}
+                  | ({p.name for p in SHM_DIR.glob(prefix + "*")} if by_prefix else set()))
+    assert not left, f"shared-memory regions of the server left in {SHM_DIR}: {left}"

@@ -1,4 +1,5 @@
-"""What both clients share: the voices a server serves, read from its repository index and model configs.
+"""What both clients share: the voices a server serves, read from its loaded models' statistics, their ready
+endpoints and model configs (the repository index is open only to the server's supervisor).
 
 A voice's spec is plain data (:mod:`melstream.spec`): listing voices and reading a spec import no component
 or plugin.  Subclasses say how to fetch the index and a config, and how they name the server in errors.
@@ -28,8 +29,12 @@ class VoiceDirectory:
     def __init__(self) -> None:
         self._specs: dict[str, AddonSpec] = {}
 
-    def _index(self) -> Any:
-        """The server's repository index (Triton's JSON: a list, or ``{"models": [...]}``); typed errors."""
+    def _stats(self) -> Any:
+        """The statistics of every loaded model (Triton's JSON: ``{"model_stats": [...]}``); typed errors."""
+        raise NotImplementedError
+
+    def _ready(self, model: str) -> bool:
+        """Whether model ``model`` is ready (its ready endpoint); typed errors for a server that does not answer."""
         raise NotImplementedError
 
     def _config(self, model: str) -> dict[str, Any]:
@@ -40,10 +45,18 @@ class VoiceDirectory:
                timeout_s: float | None = None) -> Iterator[np.ndarray]:
         raise NotImplementedError
 
+    def loaded_models(self) -> set[str]:
+        """The names of the models the server has loaded (voice and network models; loaded is not ready)."""
+        return wire.loaded_models(self._stats())
+
+    def is_model_ready(self, model: str) -> bool:
+        """Whether model ``model`` is loaded and ready (a voice whose stub died is not, until it is reloaded)."""
+        return self._ready(model)
+
     def voices(self) -> list[str]:
         """Names of the voices that can serve: a ready voice model (a model carrying an addon)
-        whose network models are all ready too."""
-        ready = wire.ready_models(self._index())
+        whose network models are all ready too.  A voice whose stub died is left out until it is back."""
+        ready = {m for m in wire.loaded_models(self._stats()) if self._ready(m)}
         networks = {}
         for name in sorted(ready):
             if wire.is_network_model(name):

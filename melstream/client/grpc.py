@@ -73,11 +73,17 @@ class Client(VoiceDirectory):
         self.close()
 
     # --- what the server serves (the rest is VoiceDirectory's) ----------------------------------
-    def _index(self) -> Any:
+    def _stats(self) -> Any:
         try:
-            return self._client.get_model_repository_index(as_json=True, client_timeout=self.timeout_s)
+            return self._client.get_inference_statistics(as_json=True, client_timeout=self.timeout_s)
         except Exception as e:
             raise grpc_error(e, where=f"cannot list voices at {self.url}") from e
+
+    def _ready(self, model: str) -> bool:
+        try:
+            return bool(self._client.is_model_ready(model, client_timeout=self.timeout_s))
+        except Exception as e:
+            raise grpc_error(e, where=f"model {model!r} at {self.url}") from e
 
     def _config(self, model: str) -> dict[str, Any]:
         try:

@@ -65,8 +65,23 @@ class HttpClient(VoiceDirectory):
             raise ClientError(f"{where}: the answer is not JSON: {data[:80]!r}") from e
 
     # --- what the server serves (the rest is VoiceDirectory's) ----------------------------------
-    def _index(self) -> Any:
-        return self._json("POST", wire.REPOSITORY_INDEX_PATH, body=b"{}", where=f"cannot list voices at {self.where}")
+    def _stats(self) -> Any:
+        return self._json("GET", wire.MODEL_STATS_PATH, where=f"cannot list voices at {self.where}")
+
+    def _ready(self, model: str) -> bool:
+        conn = self._connection(self.timeout_s)
+        where = f"model {model!r} at {self.where}"
+        try:
+            conn.request("GET", wire.model_ready_path(model))
+            resp = conn.getresponse()
+            resp.read()
+        except TimeoutError as e:
+            raise ClientTimeoutError(f"{where}: no response within {self.timeout_s} s") from e
+        except (OSError, http.client.HTTPException) as e:
+            raise ServerUnavailableError(f"{where}: {type(e).__name__}: {e}") from e
+        finally:
+            conn.close()
+        return resp.status == 200  # Triton answers 400 for a model that is not ready (or not loaded any more)
 
     def _config(self, model: str) -> dict[str, Any]:
         return dict(self._json("GET", wire.model_config_path(model), where=f"voice {model!r} at {self.where}"))

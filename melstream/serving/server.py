@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -36,7 +37,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from melstream.errors import ServerError
+from melstream.errors import ServerDiedError, ServerError
+from melstream.wire import REPOSITORY_INDEX_PATH
 
 _PY_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 
@@ -181,6 +183,9 @@ class StubProcess:
     instance: str
 
 
+#: the header that carries a server's repository key (see TritonServer.repository_key)
+REPOSITORY_KEY_HEADER = "melstream-supervisor-key"
+
 #: the Python backend stub's executable name (its command line: stub, model.py path, shm region, ..., instance)
 STUB_EXECUTABLE = "triton_python_backend_stub"
 
@@ -263,6 +268,9 @@ class TritonServer:
     shm_prefix: str = field(default_factory=lambda: f"melstream_{os.getpid()}_{secrets.token_hex(4)}_")
     #: where its regions are (POSIX shared memory; a tmp dir in tests)
     shm_dir: Path = SHM_DIR
+    #: the secret that opens this server's repository endpoints (index, load, unload): only its supervisor
+    #: knows it (it is on tritonserver's command line, readable by the same user: see README, Security)
+    repository_key: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
     _proc: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = None
     #: the last lines of the server's output when it has no log file (kept by a reader thread)
@@ -297,7 +305,13 @@ class TritonServer:
             f"--http-port={self.http_port}",
             f"--grpc-port={self.grpc_port}",
             f"--metrics-port={self.metrics_port}",
-            "--model-control-mode=none",
+            # explicit model control, every model loaded at start: a supervisor reloads a model whose stub died
+            # (Triton 2.51 restarts none); the repository endpoints (index, load, unload) answer only requests
+            # that carry this server's key, so nobody but its supervisor can load or unload models
+            "--model-control-mode=explicit",
+            "--load-model=*",
+            f"--http-restricted-api=model-repository:{REPOSITORY_KEY_HEADER}={self.repository_key}",
+            f"--grpc-restricted-protocol=model-repository:{REPOSITORY_KEY_HEADER}={self.repository_key}",
             "--disable-auto-complete-config",
             "--exit-on-error=false",
             "--strict-readiness=false",  # one voice that fails to load must not hide the others
@@ -314,7 +328,8 @@ class TritonServer:
             raise ServerError(f"model repository {self.repo} does not exist; run `melstream build-repo` first")
         if not self.shm_prefix or "/" in self.shm_prefix or self.shm_prefix == DEFAULT_SHM_PREFIX:
             raise ServerError(f"shm_prefix {self.shm_prefix!r}: give this server a prefix of its own (no '/')")
-        out = open(self.log_file, "wb") if self.log_file else None  # noqa: SIM115 - closed in cleanup()
+        # appended to: a supervisor restarts a dead server with the same log, which keeps the first one's end
+        out = open(self.log_file, "ab") if self.log_file else None  # noqa: SIM115 - closed in cleanup()
         self._log = out
         self._tail.clear()
         # Without a log file the output is passed on to our stderr line by line, keeping the last lines for
@@ -339,13 +354,42 @@ class TritonServer:
         while True:
             assert self._proc is not None
             if self._proc.poll() is not None:
-                raise ServerError(f"tritonserver exited with code {self._proc.returncode} before it was ready"
+                raise ServerDiedError(f"tritonserver exited ({describe_exit(self._proc.returncode)}) before it was ready"
                                   + (f"; see {self.log_file}" if self.log_file else ""))
             if not_ready(self.http_url, timeout_s=1.0) is None:
                 return
             if time.monotonic() > deadline:
                 raise ServerError(f"tritonserver not ready after {timeout_s:.0f} s" + (f"; see {self.log_file}" if self.log_file else ""))
             time.sleep(0.1)  # polling interval of the health probe, not a readiness guess
+
+    # --- the repository endpoints (explicit model control; they need the key) ----------------------------------
+    def _repository(self, path: str, *, timeout_s: float) -> bytes:
+        req = urllib.request.Request(f"http://{self.http_url}{path}", data=b"{}", method="POST",
+                                     headers={REPOSITORY_KEY_HEADER: self.repository_key})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+                return bytes(resp.read())
+        except urllib.error.HTTPError as e:
+            detail = e.read().decode(errors="replace")
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                detail = json.loads(detail)["error"]
+            raise ServerError(f"{path}: HTTP {e.code}: {detail}") from None
+        except (urllib.error.URLError, OSError) as e:
+            raise ServerError(f"{path}: no answer from {self.http_url}: {e}") from None
+
+    def repository_index(self, *, timeout_s: float = 5.0) -> list[dict[str, str]]:
+        """Every model of the repository with its state (``READY``, ``UNAVAILABLE`` and why)."""
+        return list(json.loads(self._repository(REPOSITORY_INDEX_PATH, timeout_s=timeout_s)))
+
+    def load_model(self, name: str, *, timeout_s: float = 120.0) -> None:
+        """Load model ``name`` (a new copy of it, with new stubs, when it is loaded already); returns once it
+        is ready, a ServerError if it failed."""
+        self._repository(f"/v2/repository/models/{name}/load", timeout_s=timeout_s)
+
+    def unload_model(self, name: str, *, timeout_s: float = 30.0) -> None:
+        """Unload model ``name``: it stops taking requests at once (its ready endpoint says not ready); Triton
+        frees it once its requests in flight have ended."""
+        self._repository(f"/v2/repository/models/{name}/unload", timeout_s=timeout_s)
 
     def _pass_on(self, stream: IO[bytes]) -> None:
         for raw in stream:

@@ -10,15 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,80 +21,10 @@ import numpy as np
 import pytest
 
 from melstream.errors import ServerUnavailableError
-from melstream.serving.server import SHM_DIR, free_port, group_members
+from tests.servers import assert_nothing_left, serve, stub_regions
 
 LONG_TEXT = " ".join(["This sentence is long, and it keeps a stream busy for quite a while."] * 40)
 STREAMS = 20
-
-
-@dataclass
-class Serve:
-    proc: subprocess.Popen[str]
-    grpc_url: str
-    pid: int  # tritonserver's, also its process group
-    lines: list[str] = field(default_factory=list)
-    drainer: threading.Thread | None = None  # reads serve's stderr until serve has closed it
-
-    def stderr(self) -> str:
-        return "".join(self.lines)
-
-    def all_stderr(self, timeout_s: float = 10) -> str:
-        """Everything serve wrote, once it has exited and its stderr is read to the end."""
-        if self.drainer is not None:
-            self.drainer.join(timeout_s)
-        return self.stderr()
-
-
-def _stub_regions(pgid: int) -> list[str]:
-    """The shared-memory regions of the Python backend stubs in process group ``pgid``."""
-    regions = []
-    for pid in group_members(pgid):
-        with contextlib.suppress(OSError):
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            if argv[0].endswith(b"triton_python_backend_stub"):
-                regions.append(argv[2].decode())
-    return regions
-
-
-@contextlib.contextmanager
-def serve(root: Path, *args: str) -> Iterator[Serve]:
-    http, grpc, metrics = free_port(), free_port(), free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "melstream.cli", "serve", "--repo", str(root / "model_repository"),
-                             "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics), *args],
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    lines: list[str] = []
-    ready: queue.Queue[str] = queue.Queue()
-
-    def drain() -> None:  # read all of serve's stderr (tritonserver's log goes there too), so it never blocks
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.append(line)
-            if "melstream serving" in line:
-                ready.put(line)
-        ready.put("")
-
-    drainer = threading.Thread(target=drain, daemon=True)
-    drainer.start()
-    try:
-        line = ready.get(timeout=240)
-        assert line, f"serve ended before it was serving:\n{''.join(lines)[-3000:]}"
-        match = re.search(r"tritonserver pid (\d+)", line)
-        assert match, line
-        yield Serve(proc, f"localhost:{grpc}", int(match.group(1)), lines, drainer)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
-def _assert_nothing_left(srv: Serve, regions: list[str]) -> None:
-    prefix = regions[0][:-36]  # the server's prefix: the region name without its UUID
-    deadline = time.monotonic() + 5
-    while group_members(srv.pid) and time.monotonic() < deadline:
-        time.sleep(0.05)  # the kernel ends killed processes asynchronously
-    assert group_members(srv.pid) == [], f"processes of the server's group still alive: {group_members(srv.pid)}"
-    left = [r for r in regions if (SHM_DIR / r).exists()] + [p.name for p in SHM_DIR.glob(prefix + "*")]
-    assert not left, f"shared-memory regions of the server left in {SHM_DIR}: {left}"
 
 
 class _Stream:
@@ -142,7 +67,7 @@ class _Stream:
 
 def test_sigterm_with_streams_in_flight_stops_within_seconds_and_leaves_nothing(root: Path) -> None:
     with serve(root) as srv:
-        regions = _stub_regions(srv.pid)
+        regions = stub_regions(srv.pid)
         assert regions, "no Python backend stub found in the server's process group"
         streams = [_Stream(srv.grpc_url, ("fastvoice", "tacovoice")[i % 2]) for i in range(STREAMS)]
         try:
@@ -168,7 +93,7 @@ def test_sigterm_with_streams_in_flight_stops_within_seconds_and_leaves_nothing(
         # With clients' streams still open Triton 2.51 cannot unload their voices (see TritonServer.stop): serve
         # then says that the stop was not clean, and exits 1.
         assert returncode == 0 or (returncode == 1 and "did not stop cleanly" in srv.stderr()), srv.stderr()[-3000:]
-        _assert_nothing_left(srv, regions)
+        assert_nothing_left(srv, regions)
 
 
 class _ClientStream(threading.Thread):
@@ -204,7 +129,7 @@ def test_sigterm_with_melstream_clients_in_flight_ends_each_stream_as_shutting_d
     (A long exit timeout: on a busy machine unloading alone can take seconds; that a stop is bounded is the test
     above's.)"""
     with serve(root, "--exit-timeout-s", "30") as srv:
-        regions = _stub_regions(srv.pid)
+        regions = stub_regions(srv.pid)
         streams = [_ClientStream(srv.grpc_url, ("fastvoice", "tacovoice")[i % 2]) for i in range(STREAMS)]
         for s in streams:
             assert s.first.wait(timeout=120), "a stream got nothing in 120 s"
@@ -225,12 +150,12 @@ def test_sigterm_with_melstream_clients_in_flight_ends_each_stream_as_shutting_d
             assert isinstance(s.error, ServerUnavailableError) and "is shutting down" in str(s.error), s.error
         assert ((returncode == 0 and "tritonserver stopped cleanly" in srv.stderr())
                 or (returncode == 1 and "did not stop cleanly" in srv.stderr())), srv.stderr()[-3000:]
-        _assert_nothing_left(srv, regions)
+        assert_nothing_left(srv, regions)
 
 
-def test_serve_says_so_when_tritonserver_dies(root: Path) -> None:
-    with serve(root) as srv:
-        regions = _stub_regions(srv.pid)
+def test_unsupervised_serve_says_so_when_tritonserver_dies(root: Path) -> None:
+    with serve(root, "--no-supervise") as srv:
+        regions = stub_regions(srv.pid)
         assert regions, "no Python backend stub found in the server's process group"
         os.kill(srv.pid, signal.SIGKILL)
         returncode = srv.proc.wait(timeout=30)
@@ -240,17 +165,17 @@ def test_serve_says_so_when_tritonserver_dies(root: Path) -> None:
         assert "tritonserver died (killed by signal 9 (SIGKILL))" in err, err[-3000:]
         tail = err.split("The last lines of its log:", 1)[1]
         assert re.search(r"^  \| .*successfully loaded", tail, re.M), err[-3000:]  # Triton's own log lines
-        _assert_nothing_left(srv, regions)
+        assert_nothing_left(srv, regions)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_an_idle_server_stops_cleanly(root: Path, signum: int) -> None:
     with serve(root, "--exit-timeout-s", "30") as srv:
-        regions = _stub_regions(srv.pid)
+        regions = stub_regions(srv.pid)
         t0 = time.monotonic()
         srv.proc.send_signal(signum)
         returncode = srv.proc.wait(timeout=60)
         print(f"serve exited {returncode} {time.monotonic() - t0:.1f} s after {signal.Signals(signum).name}")
         assert returncode == 0, srv.stderr()[-3000:]
         assert "tritonserver stopped cleanly" in srv.stderr()
-        _assert_nothing_left(srv, regions)
+        assert_nothing_left(srv, regions)

@@ -100,7 +100,7 @@ def test_stop_after_a_crash_ends_what_the_server_left_running(tmp_path: Path) ->
 
 def test_a_server_that_exits_before_it_is_ready(tmp_path: Path) -> None:
     srv = stand_in(tmp_path, "die")
-    with pytest.raises(ServerError, match="tritonserver exited with code 3 before it was ready"):
+    with pytest.raises(ServerError, match=r"tritonserver exited \(exit status 3\) before it was ready"):
         srv.start(timeout_s=30)
     assert srv.pid is None  # and it is stopped: a later start() is allowed
 

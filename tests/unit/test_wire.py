@@ -165,15 +165,19 @@ def test_addon_json_from_a_config() -> None:
 def test_voice_listing() -> None:
     assert wire.network_model_name("fastvoice", "decoder") == "fastvoice__decoder"
     assert wire.is_network_model("fastvoice__decoder") and not wire.is_network_model("fastvoice")
-    index = [{"name": "b", "state": "READY"}, {"name": "b__net", "state": "READY"}, {"name": "a", "state": "READY"},
-             {"name": "a__enc", "state": "READY"}, {"name": "a__dec", "state": "UNAVAILABLE"},
-             {"name": "c", "state": "LOADING"}, {"name": "c__net", "state": "READY"}, {"name": "d", "state": "READY"}]
-    ready = wire.ready_models(index)
-    assert ready == {"b", "b__net", "a", "a__enc", "d", "c__net"}
-    assert wire.ready_models({"models": index}) == ready  # gRPC's as_json index
+    stats = {"model_stats": [{"name": n, "version": "1", "inference_stats": {}}
+                             for n in ("b", "b__net", "a", "a__enc", "a__dec", "c", "c__net", "d")]}
+    assert wire.loaded_models(stats) == {"b", "b__net", "a", "a__enc", "a__dec", "c", "c__net", "d"}
+    assert wire.loaded_models({}) == set()  # nothing loaded
+    ready = {"b", "b__net", "a", "a__enc", "d", "c__net"}  # a__dec and c not ready
     networks = {"b": ["net"], "a": ["enc", "dec"], "c": ["net"], "d": []}
     assert wire.servable_voices(ready, networks) == ["b", "d"]
     assert wire.servable_voices(ready | {"a__dec"}, networks) == ["a", "b", "d"]  # sorted
+
+
+def test_model_ready_path_quotes_the_name() -> None:
+    assert wire.model_ready_path("fastvoice") == "/v2/models/fastvoice/ready"
+    assert wire.model_ready_path("a b/c") == "/v2/models/a%20b%2Fc/ready"
 
 
 def test_runners_base_keeps_the_names() -> None:
@@ -250,7 +254,7 @@ import melstream.client
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ADDON_JSON = sys.argv[1]
-class Triton(BaseHTTPRequestHandler):  # what a server answers: a voice's config and the repository index
+class Triton(BaseHTTPRequestHandler):  # what a server answers: a voice's config, model statistics, readiness
     def answer(self, body):
         data = json.dumps(body).encode()
         self.send_response(200)
@@ -258,10 +262,15 @@ class Triton(BaseHTTPRequestHandler):  # what a server answers: a voice's config
         self.end_headers()
         self.wfile.write(data)
     def do_GET(self):
-        self.answer({"name": "tiny", "parameters": {"addon_json": {"string_value": ADDON_JSON}}})
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.answer([{"name": "tiny", "state": "READY"}, {"name": "tiny__net", "state": "READY"}])
+        if self.path == "/v2/models/stats":
+            self.answer({"model_stats": [{"name": "tiny", "version": "1"}, {"name": "tiny__net", "version": "1"},
+                                         {"name": "gone", "version": "1"}]})
+        elif self.path.endswith("/ready"):
+            self.send_response(200 if self.path != "/v2/models/gone/ready" else 400)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        else:
+            self.answer({"name": "tiny", "parameters": {"addon_json": {"string_value": ADDON_JSON}}})
     def log_message(self, *args):
         pass
 

@@ -1,0 +1,222 @@
+"""Keep a tritonserver serving: restart it when it dies, reload a voice whose Python backend stub died.
+
+Triton 2.51's Python backend restarts no crashed stub, and its ready endpoints keep answering 200 after one
+died: every request to that model then fails ("Stub process ... is not healthy") or, for a voice model's
+stub, hangs.  :class:`Supervisor` looks at the server's process group every ``poll_s`` (a stub is a process
+whose command line names its model: :func:`~melstream.serving.server.stub_processes`) and:
+
+* **a stub is gone** -> its voice is reloaded through Triton's repository API (explicit model control; the
+  endpoints need the server's key, which only the supervisor has): the voice model is unloaded first (its
+  ready endpoint, ``melstream health`` and ``Client.voices()`` say not ready from then on, and new streams
+  are refused), then the dead model (a network, or the voice model itself) and the voice model are loaded
+  again, with new stubs.  The other voices are not touched.  Why not restart the whole server: it would cut
+  every other voice's streams.
+* **tritonserver is gone** -> what it left is removed (its stubs, its shared memory), the reason is logged
+  with the end of its log, and it is started again after a back-off (1 s, doubling up to 30 s; back to 1 s
+  once it has served for a minute).  If reloading a voice fails three times, the server is restarted too.
+
+What Triton 2.51 does not let us fix (python_backend ``src/python_be.cc``, core ``src/infer_response.h``):
+the parent side of the Python backend makes one response factory per request of a decoupled model and frees
+it only when the stub says so (a final response or ``PYTHONSTUB_DecoupledResponseFactoryCleanup``); each
+factory holds a reference to its model (``InferenceResponseFactory::model_``).  When a voice model's stub
+dies, its streams in flight get no final response, ever, and the old copy of the model is never freed.  Those
+streams end only when their client gives up (melstream's clients: ``timeout_s``) or the server restarts;
+restarting the server would cut every other voice's streams, so the supervisor does not.  A dead network
+stub's calls do end (with an error), but its old copy stays too: its surviving stubs are killed after
+``stale_grace_s`` (they can take no request any more), and the server's next stop runs into its exit timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from melstream.errors import ServerDiedError, ServerError
+from melstream.serving.server import StubProcess, TritonServer, describe_exit, stub_processes
+from melstream.wire import voice_of
+
+
+def _stderr(line: str) -> None:
+    print(f"melstream serve: {line}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Recovery:
+    """One voice brought back after a stub of it died."""
+
+    voice: str
+    dead: list[StubProcess]
+    #: from noticing the dead stub until the voice was loaded again
+    seconds: float = 0.0
+    ok: bool = False
+    error: str = ""
+
+
+@dataclass
+class Supervisor:
+    """Runs ``server`` and keeps it serving (see the module's docstring); :meth:`run` until ``stop`` is set."""
+
+    server: TritonServer
+    #: how often the server's processes are looked at (a few ms each: the sooner a dead stub's voice is unloaded,
+    #: the fewer requests reach it)
+    poll_s: float = 0.2
+    #: how long a (re)started server may take to be ready
+    start_timeout_s: float = 300.0
+    #: back-off before restarting a dead server: first, longest
+    backoff_s: tuple[float, float] = (1.0, 30.0)
+    #: a server that served this long without dying starts the back-off again from its first value
+    healthy_after_s: float = 60.0
+    #: the stubs of a dead model's old copy left alive are killed this long after the reload
+    stale_grace_s: float = 5.0
+    #: reload attempts of a voice before the whole server is restarted
+    reload_attempts: int = 3
+    log: Callable[[str], None] = _stderr
+    clock: Callable[[], float] = time.monotonic
+    #: what happened, for reports and tests
+    recoveries: list[Recovery] = field(default_factory=list)
+    restarts: int = 0
+    _known: dict[int, StubProcess] = field(default_factory=dict)
+    _stale: list[tuple[float, StubProcess]] = field(default_factory=list)
+    _failures: int = 0
+    _started_at: float = 0.0
+
+    # --- the loop ------------------------------------------------------------------------------------------
+    def start(self, *, attempts: int = 3) -> None:
+        """Start the server and note its stubs: a server that dies while starting is started again (after a
+        back-off) up to ``attempts`` times; any other failure (no repository, not ready within
+        ``start_timeout_s``) is a ServerError at once."""
+        for attempt in range(1, attempts + 1):
+            try:
+                self.server.start(timeout_s=self.start_timeout_s)
+                break
+            except ServerDiedError as e:
+                tail = self.server.log_tail(5)
+                self.server.cleanup()
+                if attempt == attempts:
+                    raise
+                delay = min(self.backoff_s[1], self.backoff_s[0] * 2 ** (attempt - 1))
+                self.log(f"{e} (attempt {attempt} of {attempts}); starting it again in {delay:.0f} s. "
+                         "The last lines of its log:")
+                for line in tail:
+                    self.log(f"  | {line}")
+                time.sleep(delay)  # the back-off itself
+        self._started_at = self.clock()
+        self._known = {s.pid: s for s in self._stubs()}
+        self._stale.clear()
+
+    def run(self, stop: threading.Event) -> None:
+        """Check every ``poll_s`` until ``stop`` is set (the caller then stops the server)."""
+        while not stop.wait(self.poll_s):
+            self.check(stop)
+
+    def check(self, stop: threading.Event | None = None) -> None:
+        """One look: restart a dead server, reload the voices with a dead stub, kill stale stubs."""
+        returncode = self.server.poll()
+        if returncode is not None:
+            self._restart(f"tritonserver died ({describe_exit(returncode)})", stop)
+            return
+        alive = {s.pid: s for s in self._stubs()}
+        now = self.clock()
+        for when, stub in list(self._stale):
+            if when <= now:
+                self._stale.remove((when, stub))
+                if stub.pid in alive:
+                    self._kill(stub)
+        dead: dict[str, list[StubProcess]] = {}
+        for pid, stub in self._known.items():
+            if pid not in alive:
+                dead.setdefault(voice_of(stub.model), []).append(stub)
+        for voice, stubs in sorted(dead.items()):
+            if stop is not None and stop.is_set():
+                return
+            self.recover(voice, stubs, alive)
+            if self.server.poll() is not None:
+                return  # it died meanwhile: the next check restarts it
+
+    # --- a dead stub -------------------------------------------------------------------------------------
+    def recover(self, voice: str, dead: list[StubProcess], alive: dict[int, StubProcess]) -> Recovery:
+        """Reload ``voice``: unload its voice model (not ready from here on) and the dead models, load them
+        again; after ``reload_attempts`` failures restart the server."""
+        started = self.clock()
+        rec = Recovery(voice=voice, dead=dead)
+        dead_models = sorted({s.model for s in dead})
+        names = ", ".join(f"{s.instance} (pid {s.pid})" for s in dead)
+        self.log(f"the Python backend stub of {names} is gone; voice {voice!r} is not ready until it is reloaded")
+        reload = [voice] + [m for m in dead_models if m != voice]  # the voice first: not ready at once
+        for attempt in range(1, self.reload_attempts + 1):
+            try:
+                for model in reload:
+                    with contextlib.suppress(ServerError):  # not loaded (any more): nothing to unload
+                        self.server.unload_model(model)
+                for model in reversed(reload):  # the networks before the voice model that calls them
+                    self.server.load_model(model, timeout_s=self.start_timeout_s)
+                rec.ok = True
+                break
+            except ServerError as e:
+                rec.error = str(e)
+                self.log(f"reloading voice {voice!r} failed (attempt {attempt} of {self.reload_attempts}): {e}")
+                if self.server.poll() is not None:
+                    break
+        rec.seconds = self.clock() - started
+        self.recoveries.append(rec)
+        if not rec.ok:
+            self._restart(f"voice {voice!r} could not be reloaded: {rec.error}", None)
+            return rec
+        now_alive = {s.pid: s for s in self._stubs()}
+        reloaded = set(reload)
+        # what was known, less the old copies of the reloaded models, plus the new stubs: a stub that died
+        # during the reload is still known, so the next check sees it
+        self._known = {pid: s for pid, s in self._known.items() if s.model not in reloaded}
+        self._known.update({pid: s for pid, s in now_alive.items() if pid not in alive})
+        for stub in alive.values():
+            # a dead model's old copy is never freed (see the module's docstring); the stubs it has left can
+            # take no request: free their memory once the calls they may be running have ended
+            if stub.model in dead_models and stub.pid in now_alive:
+                self._stale.append((self.clock() + self.stale_grace_s, stub))
+        self.log(f"voice {voice!r} is ready again ({rec.seconds:.1f} s after its stub was found gone)")
+        return rec
+
+    def _kill(self, stub: StubProcess) -> None:
+        import os
+        import signal
+
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(stub.pid, signal.SIGKILL)
+            self.log(f"killed {stub.instance} (pid {stub.pid}): a stub of a model copy that was replaced")
+
+    def _stubs(self) -> list[StubProcess]:
+        pid = self.server.pid
+        return [] if pid is None else stub_processes(pid)
+
+    # --- a dead server -----------------------------------------------------------------------------------
+    def _restart(self, why: str, stop: threading.Event | None) -> None:
+        """Remove what the server left, wait the back-off, start it again (until it starts or ``stop``)."""
+        tail = self.server.log_tail(10)
+        report = self.server.cleanup()
+        self.log(f"{why}; removed {len(report.leftover_processes)} leftover process(es) and "
+                 f"{len(report.leftover_regions)} shared-memory region(s). The last lines of its log:")
+        for line in tail:
+            self.log(f"  | {line}")
+        if self.clock() - self._started_at >= self.healthy_after_s:
+            self._failures = 0
+        while True:
+            delay = min(self.backoff_s[1], self.backoff_s[0] * 2 ** self._failures)
+            self._failures += 1
+            self.restarts += 1
+            self.log(f"restarting tritonserver in {delay:.0f} s (restart {self.restarts})")
+            if stop is not None and stop.wait(delay):
+                return
+            if stop is None:
+                time.sleep(delay)  # the back-off itself
+            try:
+                self.start(attempts=1)
+            except ServerError as e:
+                self.server.cleanup()
+                self.log(f"tritonserver did not start: {e}")
+                continue
+            self.log(f"tritonserver is serving again (pid {self.server.pid})")
+            return
