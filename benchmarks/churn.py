@@ -1,0 +1,506 @@
+"""Cancellation churn: storms of streams cancelled after their first chunk, round after round; memory and survival.
+
+    python benchmarks/churn.py --out out/churn [--rounds 10] [--grpc 500] [--http 200] [--warmup 2]
+                               [--url HOST:GRPC_PORT --http-url HOST:PORT --metrics-url HOST:PORT [--pid PID]]
+
+Without --url it starts its own tritonserver on free ports from the committed model_repository/ (log:
+DIR/tritonserver.log).  Each round opens --grpc gRPC streams (tritonclient.grpc ``start_stream``, one request,
+``stop_stream(cancel_requests=True)`` once its first chunk is in) and --http HTTP streams (``POST
+/v2/models/<voice>/generate_stream``, the connection closed once the first server-sent event is in), spread
+evenly over the voices.  They run concurrently, in waves sized to each voice's admission limit (its
+``max_streams`` config parameter) plus a quarter: a voice refuses the streams past its limit at once with
+UNAVAILABLE (busy), and a refused stream is tried again a moment later, so that every stream of the round is
+really served and cancelled; the refusals are counted apart.
+
+After each round it waits until ``melstream_active_streams`` is 0 for every voice, then measures the
+proportional set size (PSS: the sum of ``Pss`` in ``/proc/<pid>/smaps_rollup``) and RSS of tritonserver and
+every process of its group (its Python backend stubs), checks that every stub that ran at the start still
+runs (same pids) and that the server is ready, and counts alarming lines in the server log (segfaults, stub
+restarts, lock exceptions, core dumps).
+
+Prints a table per round and writes churn.md, churn.csv and churn.png (PSS per round) under --out.  Verdict:
+the growth of PSS per round after the warm-up (slope of a least-squares line over rounds --warmup+1..N) must
+be below --max-growth-mib (16 MiB).  Exit status 1 when it is not, or when a stub or the server died.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import http.client
+import json
+import queue
+import re
+import threading
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from melstream import wire
+
+ROOT = Path(__file__).resolve().parent.parent
+REPO = ROOT / "model_repository"
+VOICES = ("fastvoice", "tacovoice")
+#: long enough that no voice finishes it before its first chunk has reached the client and been cancelled
+TEXT = ("The quick brown fox jumps over the lazy dog while the patient listener waits for the rest of a long "
+        "sentence that is never going to be finished, because every stream is cancelled after its first chunk.")
+#: what a line of the server's log that says a process crashed looks like
+LOG_ALARMS = re.compile(r"Segmentation fault|Signal \(\d+\) received|Stub process .*(unhealthy|not healthy|restart)|"
+                        r"lock_exception|core dumped|terminate called|Aborted|Failed to (re)?start the stub|"
+                        r"ASSERTION FAILED|API misuse|Non-graceful termination", re.I)
+MIB = 1024 * 1024
+
+
+# --- one stream ---------------------------------------------------------------------------------------------
+#: how one attempt at a stream ended, from the client's side
+SERVED = "served"  # its first chunk came, then the client cancelled it
+REFUSED = "refused"  # the voice was busy (UNAVAILABLE ... is busy): tried again
+COMPLETED = "completed"  # the final response came before any chunk (should not happen with TEXT)
+ERROR = "error"
+
+
+class GrpcStreamer:
+    """One gRPC channel, one stream at a time (tritonclient's client holds at most one stream)."""
+
+    def __init__(self, url: str) -> None:
+        import tritonclient.grpc as grpcclient
+
+        self._g = grpcclient
+        self.client = grpcclient.InferenceServerClient(url)
+
+    def once(self, voice: str, text: str, *, timeout_s: float) -> tuple[str, str]:
+        """Open a stream, send one request, wait for its first response; cancel the stream.  (outcome, detail)."""
+        g = self._g
+        inputs = []
+        for inp, value in wire.request_tensors(text):
+            t = g.InferInput(inp.name, list(value.shape), inp.datatype)
+            t.set_data_from_numpy(value)
+            inputs.append(t)
+        responses: queue.Queue[tuple[Any, Any]] = queue.Queue()
+        self.client.start_stream(callback=lambda result, error: responses.put((result, error)))
+        in_flight = True  # whether the request still runs on the server: only then is there anything to cancel
+        try:
+            self.client.async_stream_infer(voice, inputs, request_id=uuid.uuid4().hex, enable_empty_final_response=True)
+            try:
+                result, error = responses.get(timeout=timeout_s)
+            except queue.Empty:
+                return ERROR, f"no response within {timeout_s} s"
+            if error is not None:  # an error is the request's final response (the voice sends it with the flag)
+                in_flight = False
+                message = str(error)
+                return (REFUSED if wire.is_busy(message) else ERROR), message
+            response = result.get_response()
+            if response.parameters[wire.FINAL_RESPONSE_PARAMETER].bool_param:
+                in_flight = False
+            if any(o.name == wire.MEL for o in response.outputs):
+                return SERVED, ""
+            return COMPLETED, "final response before any chunk"
+        finally:
+            # Cancel only a request still in flight: cancelling a gRPC stream whose request has already ended
+            # races Triton 2.51's completion of it (the stream's state can leak, keeping the voice loaded at stop;
+            # see the module docstring), and there is nothing left to cancel anyway.
+            self.client.stop_stream(cancel_requests=in_flight)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def http_once(http_url: str, voice: str, text: str, *, timeout_s: float) -> tuple[str, str]:
+    """POST generate_stream, read the first server-sent event, close the connection.  (outcome, detail)."""
+    host, _, port = http_url.rpartition(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout_s)
+    try:
+        conn.request("POST", wire.generate_stream_path(voice), body=wire.request_json(text), headers=wire.GENERATE_STREAM_HEADERS)
+        resp = conn.getresponse()
+        if resp.status != 200:
+            message = wire.http_error_message(resp.status, resp.read())
+            return (REFUSED if wire.is_busy(message) else ERROR), message
+        event = next(wire.sse_events(resp), None)
+        if event is None:
+            return COMPLETED, "no event"
+        failure = wire.event_error(event)
+        if failure is not None:
+            return (REFUSED if wire.is_busy(failure) else ERROR), failure
+        return (SERVED, "") if wire.MEL in event else (COMPLETED, "final event before any chunk")
+    except (OSError, http.client.HTTPException, wire.WireError) as e:
+        return ERROR, f"{type(e).__name__}: {e}"
+    finally:
+        conn.close()  # the client is gone: Triton cancels the request
+
+
+# --- a storm ------------------------------------------------------------------------------------------------
+@dataclass
+class StormResult:
+    """What the clients saw in one storm: streams served then cancelled, refusals (attempts), and the rest."""
+
+    served: Counter[tuple[str, str]] = field(default_factory=Counter)  # (voice, transport) -> streams
+    refused: int = 0  # attempts refused as busy (each was tried again)
+    completed: int = 0  # streams that ended before their first chunk
+    errors: list[str] = field(default_factory=list)  # streams that failed (or were refused too often)
+    seconds: float = 0.0
+
+    @property
+    def total_served(self) -> int:
+        return sum(self.served.values())
+
+
+def admission_limit(http_url: str, voice: str, default: int = 16) -> int:
+    """The streams ``voice`` admits at once: its config's ``max_streams`` parameter."""
+    try:
+        with urllib.request.urlopen(f"http://{http_url}{wire.model_config_path(voice)}", timeout=10) as resp:
+            config = json.loads(resp.read())
+        return int(config.get("parameters", {}).get("max_streams", {}).get("string_value", default))
+    except (OSError, ValueError):
+        return default
+
+
+def plan(grpc: int, http: int, voices: Sequence[str]) -> dict[str, list[str]]:
+    """The transports of each voice's streams: gRPC and HTTP spread evenly over the voices, interleaved in order."""
+    per_voice: dict[str, list[str]] = {}
+    for k, voice in enumerate(voices):
+        n_grpc, n_http = len(range(k, grpc, len(voices))), len(range(k, http, len(voices)))
+        spots = [((i + 0.5) / n_grpc, "grpc") for i in range(n_grpc)] + [((i + 0.5) / n_http, "http") for i in range(n_http)]
+        per_voice[voice] = [kind for _, kind in sorted(spots)]
+    return per_voice
+
+
+def storm(grpc_url: str, http_url: str, *, grpc: int, http: int, voices: Sequence[str] = VOICES,
+          limits: dict[str, int] | None = None, text: str = TEXT, timeout_s: float = 60.0,
+          max_attempts: int = 200, retry_s: float = 0.02) -> StormResult:
+    """``grpc`` + ``http`` streams spread over ``voices``, each cancelled after its first chunk.  Each voice's streams
+    run ``limit + limit // 4`` at once (its admission limit from ``limits`` or its config); one refused as busy is
+    tried again after ``retry_s`` (at most ``max_attempts`` times)."""
+    limits = limits or {v: admission_limit(http_url, v) for v in voices}
+    result = StormResult()
+    lock = threading.Lock()
+    work: dict[str, queue.SimpleQueue[str]] = {}
+    for voice, kinds in plan(grpc, http, voices).items():
+        q: queue.SimpleQueue[str] = queue.SimpleQueue()
+        for k in kinds:
+            q.put(k)
+        work[voice] = q
+
+    def worker(voice: str) -> None:
+        streamer: GrpcStreamer | None = None
+        try:
+            while True:
+                try:
+                    kind = work[voice].get_nowait()
+                except queue.Empty:
+                    return
+                for _ in range(max_attempts):
+                    if kind == "grpc":
+                        streamer = streamer or GrpcStreamer(grpc_url)
+                        try:
+                            outcome, detail = streamer.once(voice, text, timeout_s=timeout_s)
+                        except Exception as e:  # a broken channel: a fresh one for the next stream
+                            outcome, detail = ERROR, f"{type(e).__name__}: {e}"
+                            streamer.close()
+                            streamer = None
+                    else:
+                        outcome, detail = http_once(http_url, voice, text, timeout_s=timeout_s)
+                    if outcome != REFUSED:
+                        break
+                    with lock:
+                        result.refused += 1
+                    time.sleep(retry_s)  # the voice frees a slot when a cancelled stream notices its cancellation
+                with lock:
+                    if outcome == SERVED:
+                        result.served[(voice, kind)] += 1
+                    elif outcome == COMPLETED:
+                        result.completed += 1
+                    else:
+                        result.errors.append(f"{voice} {kind}: {outcome}: {detail}")
+        finally:
+            if streamer is not None:
+                streamer.close()
+
+    threads = [threading.Thread(target=worker, args=(v,), name=f"churn-{v}-{i}", daemon=True)
+               for v in voices for i in range(limits[v] + limits[v] // 4)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+# --- the server's side --------------------------------------------------------------------------------------
+def scrape(metrics_url: str) -> dict[str, float]:
+    """Every sample on the metrics endpoint, keyed by name and labels as exported."""
+    with urllib.request.urlopen(f"http://{metrics_url}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return {m.group(1): float(m.group(2)) for m in re.finditer(r"^([a-z_]+\{[^}]*\}|[a-z_]+) (\S+)$", text, re.M)}
+
+
+def active_key(voice: str) -> str:
+    return f'melstream_active_streams{{voice="{voice}"}}'
+
+
+def outcome_key(voice: str, outcome: str) -> str:
+    return f'melstream_streams_total{{outcome="{outcome}",voice="{voice}"}}'
+
+
+def wait_quiet(metrics_url: str, voices: Sequence[str], *, timeout_s: float = 60.0) -> tuple[float, dict[str, float]]:
+    """Seconds until no stream of ``voices`` is active, and the samples then; raises TimeoutError if they stay active."""
+    t0 = time.monotonic()
+    while True:
+        samples = scrape(metrics_url)
+        if all(samples.get(active_key(v), 0.0) == 0 for v in voices):
+            return time.monotonic() - t0, samples
+        if time.monotonic() - t0 > timeout_s:
+            busy = {v: samples.get(active_key(v)) for v in voices}
+            raise TimeoutError(f"streams still active after {timeout_s:g} s: {busy}")
+        time.sleep(0.05)  # polling interval
+
+
+def outcomes(samples: dict[str, float], voices: Sequence[str]) -> Counter[str]:
+    """The server's count of ended streams by outcome, over ``voices``."""
+    return Counter({o: int(sum(samples.get(outcome_key(v, o), 0.0) for v in voices)) for o in ("completed", "cancelled", "error", "refused")})
+
+
+def memory(pgid: int) -> tuple[float, float, int]:
+    """(PSS MiB, RSS MiB, processes) summed over the live processes of process group ``pgid`` (the server and its
+    stubs), from /proc/<pid>/smaps_rollup."""
+    from melstream.serving.server import group_members
+
+    pss = rss = 0
+    n = 0
+    for pid in group_members(pgid):
+        try:
+            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        fields = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+):\s+(\d+) kB", text, re.M)}
+        pss += fields.get("Pss", 0)
+        rss += fields.get("Rss", 0)
+        n += 1
+    return pss / 1024, rss / 1024, n
+
+
+def log_alarms(log_file: Path | None) -> list[str]:
+    """The lines of the server's log that say a process crashed or a stub was restarted."""
+    if log_file is None or not log_file.exists():
+        return []
+    return [line for line in log_file.read_text(errors="replace").splitlines() if LOG_ALARMS.search(line)]
+
+
+def slope(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Least-squares slope of ``ys`` over ``xs`` (NaN with fewer than two points)."""
+    n = len(xs)
+    if n < 2:
+        return float("nan")
+    mx, my = sum(xs) / n, sum(ys) / n
+    den = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den if den else float("nan")
+
+
+# --- rounds -------------------------------------------------------------------------------------------------
+@dataclass
+class Target:
+    """The server a churn runs against: its URLs and (for memory and stubs) the tritonserver pid."""
+
+    grpc_url: str
+    http_url: str
+    metrics_url: str
+    pid: int | None = None
+    log_file: Path | None = None
+
+
+def run_round(target: Target, index: int, *, grpc: int, http: int, voices: Sequence[str], limits: dict[str, int],
+              stubs_before: set[int], baseline_pss: float | None, quiet_timeout_s: float = 60.0) -> dict[str, Any]:
+    """One storm, then the server's state once it is quiet: a row of the table."""
+    from melstream.serving.server import not_ready, stub_processes
+
+    before = outcomes(scrape(target.metrics_url), voices)
+    t0 = time.perf_counter()
+    res = storm(target.grpc_url, target.http_url, grpc=grpc, http=http, voices=voices, limits=limits)
+    try:
+        quiet_s, samples = wait_quiet(target.metrics_url, voices, timeout_s=quiet_timeout_s)
+        after = outcomes(samples, voices)
+    except (TimeoutError, OSError) as e:
+        quiet_s, after = float("nan"), None
+        res.errors.append(f"not quiet: {e}")
+    seconds = time.perf_counter() - t0
+    row: dict[str, Any] = {"round": index, "streams": grpc + http, "served": res.total_served,
+                           "served_grpc": sum(n for (_, k), n in res.served.items() if k == "grpc"),
+                           "served_http": sum(n for (_, k), n in res.served.items() if k == "http"),
+                           "refused": res.refused, "completed": res.completed, "errors": len(res.errors),
+                           **{f"server_{o}": float("nan") if after is None else after[o] - before[o]
+                              for o in ("cancelled", "completed", "error", "refused")},
+                           "quiet_s": quiet_s, "storm_s": res.seconds, "seconds": seconds}
+    if target.pid is not None:
+        pss, rss, procs = memory(target.pid)
+        alive = {s.pid for s in stub_processes(target.pid)}
+        row.update(pss_mib=pss, delta_mib=float("nan") if baseline_pss is None else pss - baseline_pss, rss_mib=rss,
+                   processes=procs, stubs_alive=len(stubs_before & alive), stubs=len(stubs_before))
+    else:
+        row.update(pss_mib=float("nan"), delta_mib=float("nan"), rss_mib=float("nan"), processes=0, stubs_alive=0, stubs=0)
+    row["ready"] = not_ready(target.http_url, timeout_s=5) is None
+    row["log_alarms"] = len(log_alarms(target.log_file))
+    row["first_error"] = res.errors[0] if res.errors else ""
+    return row
+
+
+TABLE = [("round", "round", "{}"), ("served", "served+cancelled", "{}"), ("refused", "refused (retried)", "{}"),
+         ("server_cancelled", "server: cancelled", "{}"), ("server_completed", "completed", "{}"), ("server_error", "error", "{}"),
+         ("errors", "client errors", "{}"), ("pss_mib", "PSS MiB", "{:.1f}"), ("delta_mib", "Δ MiB", "{:+.1f}"),
+         ("rss_mib", "RSS MiB", "{:.1f}"), ("stubs_alive", "stubs alive", "{}"), ("ready", "ready", "{}"),
+         ("log_alarms", "log alarms", "{}"), ("seconds", "seconds", "{:.1f}")]
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = ["| " + " | ".join(h for _, h, _ in TABLE) + " |", "|" + "---|" * len(TABLE)]
+    for r in rows:
+        cells = []
+        for k, _, fmt in TABLE:
+            v = r[k]
+            if k == "stubs_alive":
+                cells.append(f"{v}/{r['stubs']}")
+            else:
+                cells.append("–" if isinstance(v, float) and v != v else fmt.format(v))  # NaN -> dash
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict[str, Any]], path: Path, *, warmup: int, fit: tuple[float, float] | None) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    xs = [r["round"] for r in rows]
+    ax.plot(xs, [r["pss_mib"] for r in rows], "o-", label="PSS (server + stubs)")
+    ax.plot(xs, [r["rss_mib"] for r in rows], "s--", alpha=0.5, label="RSS (server + stubs)")
+    if fit is not None:
+        k, b = fit
+        fx = [x for x in xs if x > warmup]
+        ax.plot(fx, [k * x + b for x in fx], "k:", label=f"fit after warm-up: {k:+.2f} MiB/round")
+    ax.axvspan(0.5, warmup + 0.5, color="grey", alpha=0.1, label="warm-up")
+    ax.set_xlabel("round (each: streams cancelled after their first chunk)")
+    ax.set_ylabel("MiB")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
+
+
+def alive(row: dict[str, Any]) -> bool:
+    """The server was ready and every stub it started with still ran after this round."""
+    return bool(row["ready"]) and row["stubs_alive"] >= row["stubs"]
+
+
+def growth(rows: list[dict[str, Any]], warmup: int) -> tuple[float, float] | None:
+    """(slope MiB/round, intercept) of PSS over the rounds after the warm-up; None with fewer than two such rounds."""
+    pts = [(r["round"], r["pss_mib"]) for r in rows if r["round"] > warmup and r["pss_mib"] == r["pss_mib"] and alive(r)]
+    if len(pts) < 2:
+        return None
+    k = slope([p[0] for p in pts], [p[1] for p in pts])
+    b = sum(p[1] for p in pts) / len(pts) - k * sum(p[0] for p in pts) / len(pts)
+    return k, b
+
+
+def churn(target: Target, *, rounds: int, grpc: int, http: int, voices: Sequence[str] = VOICES,
+          on_row: Callable[[dict[str, Any]], None] | None = None, stop_on_death: bool = True) -> list[dict[str, Any]]:
+    """``rounds`` storms against ``target``; a row per round (see :func:`run_round`)."""
+    from melstream.serving.server import stub_processes
+
+    limits = {v: admission_limit(target.http_url, v) for v in voices}
+    stubs_before = {s.pid for s in stub_processes(target.pid)} if target.pid is not None else set()
+    baseline = memory(target.pid)[0] if target.pid is not None else None
+    rows: list[dict[str, Any]] = []
+    for i in range(1, rounds + 1):
+        row = run_round(target, i, grpc=grpc, http=http, voices=voices, limits=limits, stubs_before=stubs_before,
+                        baseline_pss=rows[-1]["pss_mib"] if rows else baseline)
+        row["baseline_pss_mib"] = baseline
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+        if stop_on_death and not alive(row):
+            break
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--grpc", type=int, default=500, help="gRPC streams per round")
+    ap.add_argument("--http", type=int, default=200, help="HTTP streams per round")
+    ap.add_argument("--warmup", type=int, default=2, help="rounds left out of the growth fit")
+    ap.add_argument("--max-growth-mib", type=float, default=16.0, help="PSS growth per round after the warm-up that fails")
+    ap.add_argument("--url", default=None, help="gRPC HOST:PORT of a running server (default: start one)")
+    ap.add_argument("--http-url", default=None, help="its HTTP HOST:PORT (default: the gRPC host, port 8000)")
+    ap.add_argument("--metrics-url", default=None, help="its metrics HOST:PORT (default: the gRPC host, port 8002)")
+    ap.add_argument("--pid", type=int, default=None, help="its tritonserver pid (process group), for memory and stubs")
+    ap.add_argument("--repo", type=Path, default=REPO, help="repository of the server it starts")
+    args = ap.parse_args(argv)
+    if args.rounds < 1 or args.grpc < 0 or args.http < 0:
+        ap.error("--rounds must be >= 1 and --grpc/--http >= 0")
+
+    from melstream.serving.server import TritonServer
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    print(f"churn: {args.rounds} rounds of {args.grpc} gRPC + {args.http} HTTP streams, each cancelled after its first chunk",
+          flush=True)
+    with ExitStack() as stack:
+        if args.url is None:
+            server = TritonServer.on_free_ports(args.repo, log_file=args.out / "tritonserver.log")
+            stack.callback(lambda: print(f"server stop: {server.stop().describe()}", flush=True))
+            server.start(timeout_s=180)
+            target = Target(server.grpc_url, server.http_url, f"localhost:{server.metrics_port}", server.pid, server.log_file)
+        else:
+            host = args.url.rpartition(":")[0]
+            target = Target(args.url, args.http_url or f"{host}:8000", args.metrics_url or f"{host}:8002", args.pid)
+
+        def show(r: dict[str, Any]) -> None:
+            print(f"  round {r['round']}: {r['served']} served+cancelled ({r['served_grpc']} gRPC, {r['served_http']} HTTP), "
+                  f"{r['refused']} refusals, server cancelled {r['server_cancelled']} completed {r['server_completed']} "
+                  f"error {r['server_error']}; PSS {r['pss_mib']:.1f} MiB ({r['delta_mib']:+.1f}), RSS {r['rss_mib']:.1f} MiB, "
+                  f"stubs {r['stubs_alive']}/{r['stubs']}, ready {r['ready']}, log alarms {r['log_alarms']}, {r['seconds']:.1f} s"
+                  + (f"; first error: {r['first_error']}" if r["first_error"] else ""), flush=True)
+
+        rows = churn(target, rounds=args.rounds, grpc=args.grpc, http=args.http, on_row=show)
+        alarms = log_alarms(target.log_file)
+
+    fit = growth(rows, args.warmup)
+    table = markdown(rows)
+    baseline = rows[0].get("baseline_pss_mib")
+    head = (f"churn: rounds of {args.grpc} gRPC + {args.http} HTTP streams cancelled after their first chunk; "
+            f"PSS/RSS of tritonserver + its stubs once quiet" + (f" (before round 1: {baseline:.1f} MiB PSS)" if baseline else ""))
+    dead = [r["round"] for r in rows if not alive(r)]
+    if fit is None:
+        verdict = f"VERDICT: no growth figure (need at least 2 rounds after the {args.warmup} warm-up rounds)"
+        failed = False
+    else:
+        failed = not fit[0] < args.max_growth_mib
+        verdict = (f"VERDICT: {'FAIL' if failed else 'PASS'}: PSS grows {fit[0]:+.2f} MiB per round over rounds "
+                   f"{args.warmup + 1}..{rows[-1]['round']} (limit {args.max_growth_mib:g} MiB)")
+    if dead:
+        verdict += f"; FAIL: server or stub dead after round(s) {', '.join(map(str, dead))}"
+    if alarms:
+        verdict += f"; {len(alarms)} alarming line(s) in the server log ({target.log_file}):\n    " + "\n    ".join(alarms[:10])
+    print(f"\n{head}\n{table}\n{verdict}")
+    with open(args.out / "churn.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    (args.out / "churn.md").write_text(f"{head}\n\n{table}\n\n{verdict}\n")
+    wrote = ["churn.csv", "churn.md"] + (["churn.png"] if plot(rows, args.out / "churn.png", warmup=args.warmup, fit=fit) else [])
+    print(f"wrote {', '.join(str(args.out / w) for w in wrote)}" + ("" if "churn.png" in wrote else " (no matplotlib: no plot)"))
+    return 1 if failed or dead else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
