@@ -117,8 +117,12 @@ def check(frames: np.ndarray, ref: np.ndarray, *, whole: bool, atol: float) -> t
     """(what is wrong or None, max |diff|) of ``frames`` against ``ref``: equal to it (``whole``) or its first frames."""
     if frames.ndim != 2 or frames.shape[1] != ref.shape[1]:
         return f"shape {frames.shape}, expected [*, {ref.shape[1]}]", math.nan
-    if whole and len(frames) != len(ref):
+    if whole and len(frames) > len(ref):
         return f"{len(frames)} frames, expected {len(ref)}", math.nan
+    if whole and len(frames) < len(ref):  # is it the reference's beginning?  (a stream that ended early)
+        wrong, diff = check(frames, ref, whole=False, atol=atol)
+        return (f"truncated: {len(frames)} of {len(ref)} frames"
+                + (f", and those differ: {wrong}" if wrong else " (those equal the reference)")), diff
     if len(frames) > len(ref):
         return f"{len(frames)} frames received, more than the {len(ref)} of the whole utterance", math.nan
     diff = float(np.abs(frames - ref[:len(frames)]).max()) if len(frames) else 0.0
@@ -130,7 +134,7 @@ def check(frames: np.ndarray, ref: np.ndarray, *, whole: bool, atol: float) -> t
 # --- errors by kind ---------------------------------------------------------------------------------------------
 _WHERE = re.compile(r"^(voice '[^']+' at \S+|cannot (connect to|list voices at) \S+): ")
 _LABELS = (("is busy", "busy"), ("is shutting down", "shutting down"), ("Server is stopping", "server stopping"),
-           ("Server not ready", "server not ready"), ("Stub process", "stub not healthy"), ("not ready", "not ready"),
+           ("Server not ready", "server not ready"), ("Stub process", "stub not healthy"), ("is not ready", "not ready"),
            ("unknown model", "unknown model"), ("Connection refused", "connection refused"),
            ("RemoteDisconnected", "connection closed"), ("Socket closed", "socket closed"),
            ("no response within", "no response (client timeout)"))
@@ -144,6 +148,8 @@ def error_kind(e: BaseException) -> str:
     message = _WHERE.sub("", str(e), count=1)
     code = wire.error_code(message)
     label = next((name for needle, name in _LABELS if needle in message), None)
+    if label is not None and "SynthesisError: network model" in message:
+        label = f"network call: {label}"
     if label is None:
         detail = re.sub(r"^(\[request id: [^]]*\] )?(\[[A-Z_]+\] )?", "", message).strip()
         detail = re.sub(r"[0-9a-f]{8,}|\d+(\.\d+)?", "N", detail.splitlines()[0] if detail else "")
@@ -305,6 +311,8 @@ class Soak:
     in_flight: dict[int, Request] = field(default_factory=dict)
     kills: list[Kill] = field(default_factory=list)
     memory: list[dict[str, Any]] = field(default_factory=list)
+    #: tritonserver gone / serving under a new pid (serve's supervision restarts it), as the watcher saw it
+    server_events: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     stop: threading.Event = field(default_factory=threading.Event)
     _ids: int = 0
@@ -421,16 +429,21 @@ def killer(soak: Soak, serve: Serve, args: argparse.Namespace, texts: list[str],
     rng = random.Random(args.seed + 7)
     probe_i = min(range(len(texts)), key=lambda i: len(texts[i]))  # the shortest sentence
     next_kill = args.kill_every_s
+    waiting = False
     while not soak.stop.wait(max(0.0, next_kill - soak.now())):
         if duration_s - soak.now() < args.kill_margin_s:
             return  # too close to the end to see a recovery
         tpid = serve.tritonserver_pid()
         voice = rng.choice(args.voices)
         stubs = [s for s in (stub_processes(tpid) if tpid else []) if s.model == voice or s.model.startswith(voice + "__")]
-        if tpid is None or not stubs:
-            print(f"  [{soak.now():7.1f} s] kill: no stub of {voice} to kill (tritonserver pid {tpid})", flush=True)
-            next_kill = soak.now() + args.kill_every_s
+        if tpid is None or not stubs:  # tritonserver is (re)starting: try again in a moment
+            if not waiting:
+                print(f"  [{soak.now():7.1f} s] kill: no stub of {voice} to kill (tritonserver pid {tpid}); trying again",
+                      flush=True)
+            waiting = True
+            next_kill = soak.now() + 1.0
             continue
+        waiting = False
         stub = rng.choice(stubs)
         try:
             os.kill(stub.pid, signal.SIGKILL)
@@ -512,6 +525,20 @@ def sample_memory(soak: Soak, serve: Serve) -> None:
                             "tritonserver_rss_mib": round(own[0] / MIB, 2) if own else math.nan})
 
 
+def watcher(soak: Soak, serve: Serve) -> None:
+    """Record each time tritonserver goes away or another one runs (a crash, and serve's restart)."""
+    last = serve.tritonserver_pid()
+    while not soak.stop.wait(0.25):
+        pid = serve.tritonserver_pid()
+        if pid != last:
+            event = {"t": round(soak.now(), 2), "event": "tritonserver gone" if pid is None else "tritonserver running",
+                     "pid": last if pid is None else pid}
+            with soak.lock:
+                soak.server_events.append(event)
+            print(f"  [{event['t']:7.1f} s] {event['event']} (pid {event['pid']})", flush=True)
+            last = pid
+
+
 def sampler(soak: Soak, serve: Serve, every_s: float) -> None:
     sample_memory(soak, serve)
     while not soak.stop.wait(every_s):
@@ -578,7 +605,8 @@ def totals(soak: Soak, serve_exit: dict[str, Any], *, duration_s: float, wall_s:
         "verified_ok": outcomes.get("ok", 0), "corrupted": outcomes.get("corrupted", 0), "lost": outcomes.get("lost", 0),
         "cancelled_on_purpose": outcomes.get("cancelled", 0), "cut_by_an_error": outcomes.get("cut", 0),
         "errors_before_audio": outcomes.get("error", 0), "stranded_by_a_voice_stub_kill": outcomes.get("stranded", 0),
-        "kills": len(soak.kills), "kills_recovered": len(recoveries),
+        "kills": len(soak.kills),
+        "tritonserver_restarts": sum(e["event"] == "tritonserver running" for e in soak.server_events), "kills_recovered": len(recoveries),
         "recovery_p50_s": float(np.median(recoveries)) if recoveries else math.nan,
         "recovery_max_s": max(recoveries) if recoveries else math.nan,
         "max_abs_diff": max(diffs) if diffs else math.nan,
@@ -632,6 +660,7 @@ def report(soak: Soak, tot: dict[str, Any], wins: list[dict[str, Any]], config: 
                         "first_chunk_p99_ms"]),
         "", "## errors by kind", "", md_table(error_rows),
         "", "## kills (seconds from the kill)", "", md_table(kill_rows),
+        "", "## tritonserver gone or restarted (seconds from the start of traffic)", "", md_table(soak.server_events),
     ]
     if bad:
         parts += ["", "## lost, corrupted or stranded", "", md_table([
@@ -662,6 +691,10 @@ def plot(soak: Soak, wins: list[dict[str, Any]], path: Path, duration_s: float) 
             ax.axvline(k.t / per, color="red", alpha=0.35, ls="--", label="stub killed" if i == 0 and ax is ax_mem else None)
         ax_mem.annotate(k.instance, (k.t / per, 0.02), xycoords=("data", "axes fraction"), rotation=90, fontsize=6,
                         color="red", va="bottom")
+    for i, e in enumerate(x for x in soak.server_events if x["event"] == "tritonserver gone"):
+        for ax in (ax_mem, ax_lat):
+            ax.axvline(e["t"] / per, color="black", lw=1.5, alpha=0.6,
+                       label="tritonserver gone" if i == 0 and ax is ax_mem else None)
     ax_mem.set_ylabel("MiB")
     ax_mem.set_ylim(bottom=0)
     ax_mem.legend(fontsize=7, loc="upper left")
@@ -763,6 +796,7 @@ def main(argv: list[str] | None = None) -> int:
         threads = [threading.Thread(target=worker, args=(k, soak, serve, args, texts, refs), name=f"soak-worker-{k}", daemon=True)
                    for k in range(args.workers)]
         threads.append(threading.Thread(target=sampler, args=(soak, serve, args.sample_every_s), name="soak-memory", daemon=True))
+        threads.append(threading.Thread(target=watcher, args=(soak, serve), name="soak-watcher", daemon=True))
         killer_thread = None
         if args.kill_every_s > 0:
             killer_thread = threading.Thread(target=killer, args=(soak, serve, args, texts, refs, duration_s),
@@ -805,6 +839,12 @@ def main(argv: list[str] | None = None) -> int:
 
     soak.requests.sort(key=lambda r: r.id)
     strand(soak, args)
+    for r in soak.requests:  # a stream that ended as its server died: say so
+        if r.outcome in ("corrupted", "cut") and r.total_s is not None:
+            end = r.t_start + r.total_s
+            died = [e["t"] for e in soak.server_events if e["event"] == "tritonserver gone" and end - 1 <= e["t"] <= end + 2]
+            if died:
+                r.detail = f"{r.detail} [tritonserver was gone at {died[0]:.1f} s]"[:400]
     tot = totals(soak, serve_exit, duration_s=duration_s, wall_s=wall_s)
     wins = windows(soak, duration_s, window_s)
     text = report(soak, tot, wins, config)
