@@ -29,6 +29,8 @@ stub's calls do end (with an error), but its old copy stays too: its surviving s
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import sys
 import threading
 import time
@@ -76,6 +78,12 @@ class Supervisor:
     reload_attempts: int = 3
     log: Callable[[str], None] = _stderr
     clock: Callable[[], float] = time.monotonic
+    #: the server's stubs from its pid (fakes in tests)
+    list_stubs: Callable[[int], list[StubProcess]] = stub_processes
+    #: SIGKILLs a process (fakes in tests)
+    kill: Callable[[int], None] = lambda pid: os.kill(pid, signal.SIGKILL)
+    #: waits out a back-off when no stop event is given
+    sleep: Callable[[float], None] = time.sleep
     #: what happened, for reports and tests
     recoveries: list[Recovery] = field(default_factory=list)
     restarts: int = 0
@@ -93,9 +101,8 @@ class Supervisor:
             try:
                 self.server.start(timeout_s=self.start_timeout_s)
                 break
-            except ServerDiedError as e:
+            except ServerDiedError as e:  # TritonServer.start has cleaned up after it
                 tail = self.server.log_tail(5)
-                self.server.cleanup()
                 if attempt == attempts:
                     raise
                 delay = min(self.backoff_s[1], self.backoff_s[0] * 2 ** (attempt - 1))
@@ -103,7 +110,7 @@ class Supervisor:
                          "The last lines of its log:")
                 for line in tail:
                     self.log(f"  | {line}")
-                time.sleep(delay)  # the back-off itself
+                self.sleep(delay)  # the back-off itself
         self._started_at = self.clock()
         self._known = {s.pid: s for s in self._stubs()}
         self._stale.clear()
@@ -181,16 +188,13 @@ class Supervisor:
         return rec
 
     def _kill(self, stub: StubProcess) -> None:
-        import os
-        import signal
-
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(stub.pid, signal.SIGKILL)
+            self.kill(stub.pid)
             self.log(f"killed {stub.instance} (pid {stub.pid}): a stub of a model copy that was replaced")
 
     def _stubs(self) -> list[StubProcess]:
         pid = self.server.pid
-        return [] if pid is None else stub_processes(pid)
+        return [] if pid is None else self.list_stubs(pid)
 
     # --- a dead server -----------------------------------------------------------------------------------
     def _restart(self, why: str, stop: threading.Event | None) -> None:
@@ -211,11 +215,10 @@ class Supervisor:
             if stop is not None and stop.wait(delay):
                 return
             if stop is None:
-                time.sleep(delay)  # the back-off itself
+                self.sleep(delay)  # the back-off itself
             try:
                 self.start(attempts=1)
-            except ServerError as e:
-                self.server.cleanup()
+            except ServerError as e:  # TritonServer.start has cleaned up after it
                 self.log(f"tritonserver did not start: {e}")
                 continue
             self.log(f"tritonserver is serving again (pid {self.server.pid})")

@@ -1,0 +1,254 @@
+"""The supervisor's decisions, on a fake server (no tritonserver): which models it unloads and loads, in what
+order, when it kills what, when it restarts the server and how long it waits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from melstream.errors import ServerDiedError, ServerError
+from melstream.serving.server import StopReport, StubProcess
+from melstream.serving.supervisor import Supervisor
+
+MODELS = {"fastvoice": 1, "fastvoice__decoder": 2, "fastvoice__text_encoder": 1, "tacovoice": 1, "tacovoice__encoder": 2}
+
+
+@dataclass
+class FakeServer:
+    """Stands in for TritonServer: its stubs are a dict pid -> StubProcess; loading a model gives it new stubs."""
+
+    stubs: dict[int, StubProcess] = field(default_factory=dict)
+    calls: list[str] = field(default_factory=list)
+    returncode: int | None = None
+    pid: int | None = None
+    fail_loads: int = 0
+    start_failures: list[Exception] = field(default_factory=list)
+    on_load: Any = None  # called after a load: lets a test kill another stub "during" a recovery
+    _next_pid: int = 100
+
+    def _spawn(self, model: str) -> None:
+        for i in range(MODELS[model]):
+            self._next_pid += 1
+            self.stubs[self._next_pid] = StubProcess(self._next_pid, model, f"{model}_0_{i}")
+
+    def start(self, *, timeout_s: float) -> FakeServer:
+        self.calls.append("start")
+        if self.start_failures:
+            raise self.start_failures.pop(0)
+        self.pid, self.returncode, self.stubs = 1000 + len(self.calls), None, {}
+        for model in MODELS:
+            self._spawn(model)
+        return self
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def cleanup(self) -> StopReport:
+        self.calls.append("cleanup")
+        self.pid, self.stubs = None, {}
+        return StopReport(returncode=self.returncode)
+
+    def log_tail(self, lines: int = 20) -> list[str]:
+        return ["the last line"]
+
+    def unload_model(self, name: str) -> None:
+        self.calls.append(f"unload {name}")
+
+    def load_model(self, name: str, *, timeout_s: float) -> None:
+        self.calls.append(f"load {name}")
+        if self.fail_loads:
+            self.fail_loads -= 1
+            raise ServerError(f"/v2/repository/models/{name}/load: HTTP 400: failed to load")
+        self._spawn(name)  # the old copy's stubs stay: Triton never frees a model copy whose stub died
+        if self.on_load is not None:
+            self.on_load(self)
+
+    def kill(self, pid: int) -> None:
+        self.calls.append(f"kill {pid}")
+        self.stubs.pop(pid, None)
+
+    def of(self, model: str) -> list[StubProcess]:
+        return [s for s in self.stubs.values() if s.model == model]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class NoWait:
+    """A stop event whose wait returns at once (False: not stopped), keeping the delays asked for."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(float(timeout or 0))
+        return False
+
+    def is_set(self) -> bool:
+        return False
+
+
+@pytest.fixture
+def setup() -> tuple[Supervisor, FakeServer, Clock, list[str]]:
+    server, clock, lines = FakeServer(), Clock(), []
+    sup = Supervisor(server, log=lines.append, clock=clock, list_stubs=lambda pid: list(server.stubs.values()),  # type: ignore[arg-type]
+                     kill=server.kill, sleep=lambda s: lines.append(f"slept {s}"))
+    sup.start()
+    server.calls.clear()
+    return sup, server, clock, lines
+
+
+def test_nothing_dead_nothing_done(setup: Any) -> None:
+    sup, server, _, _ = setup
+    sup.check()
+    assert server.calls == [] and sup.recoveries == []
+
+
+def test_a_dead_network_stub_reloads_its_voice_and_kills_the_old_copy_later(setup: Any) -> None:
+    sup, server, clock, lines = setup
+    dead, sibling = server.of("fastvoice__decoder")
+    del server.stubs[dead.pid]
+    sup.check()
+    # the voice model first (not ready at once), then the dead network; loaded the other way round
+    assert server.calls == ["unload fastvoice", "unload fastvoice__decoder", "load fastvoice__decoder", "load fastvoice"]
+    (rec,) = sup.recoveries
+    assert rec.ok and rec.voice == "fastvoice" and rec.dead == [dead]
+    assert any("fastvoice__decoder_0_0 (pid" in line and "is gone; voice 'fastvoice' is not ready" in line for line in lines)
+    server.calls.clear()
+    clock.now += sup.stale_grace_s - 0.1
+    sup.check()
+    assert server.calls == []  # the old copy's sibling may still finish a call
+    clock.now += 0.2
+    sup.check()
+    assert server.calls == [f"kill {sibling.pid}"]  # then it is freed
+    server.calls.clear()
+    sup.check()
+    assert server.calls == [] and len(sup.recoveries) == 1  # neither the killed sibling nor the old voice stub counts as dead
+
+
+def test_a_dead_voice_stub_reloads_only_that_voice(setup: Any) -> None:
+    sup, server, clock, _ = setup
+    (dead,) = server.of("tacovoice")
+    del server.stubs[dead.pid]
+    sup.check()
+    assert server.calls == ["unload tacovoice", "load tacovoice"]
+    clock.now += 60
+    server.calls.clear()
+    sup.check()
+    assert server.calls == []  # nothing stale: the voice model has one instance, and it is the dead one
+
+
+def test_two_voices_dead_at_once_are_reloaded_each(setup: Any) -> None:
+    sup, server, _, _ = setup
+    for model in ("fastvoice__text_encoder", "tacovoice"):
+        del server.stubs[server.of(model)[0].pid]
+    sup.check()
+    assert server.calls == ["unload fastvoice", "unload fastvoice__text_encoder", "load fastvoice__text_encoder",
+                            "load fastvoice", "unload tacovoice", "load tacovoice"]
+
+
+def test_a_stub_that_dies_during_a_recovery_is_noticed_next_time(setup: Any) -> None:
+    sup, server, _, _ = setup
+    victim = server.of("tacovoice__encoder")[1]
+
+    def kill_taco(srv: FakeServer) -> None:
+        srv.stubs.pop(victim.pid, None)
+        srv.on_load = None
+
+    server.on_load = kill_taco
+    del server.stubs[server.of("fastvoice")[0].pid]
+    sup.check()
+    assert [r.voice for r in sup.recoveries] == ["fastvoice"]
+    sup.check()
+    assert [r.voice for r in sup.recoveries] == ["fastvoice", "tacovoice"]
+    assert sup.recoveries[1].dead == [victim]
+
+
+def test_a_voice_that_does_not_reload_restarts_the_server(setup: Any) -> None:
+    sup, server, _, lines = setup
+    server.fail_loads = 3
+    del server.stubs[server.of("fastvoice")[0].pid]
+    sup.check()
+    assert server.calls.count("load fastvoice") == 3
+    assert server.calls[-2:] == ["cleanup", "start"]
+    assert not sup.recoveries[0].ok and "failed to load" in sup.recoveries[0].error
+    assert any("voice 'fastvoice' could not be reloaded" in line for line in lines)
+    assert sup.restarts == 1
+
+
+def test_a_dead_server_is_restarted_with_a_back_off_that_grows_and_resets(setup: Any) -> None:
+    sup, server, clock, lines = setup
+    stop = NoWait()
+    server.returncode = -11
+    server.start_failures = [ServerDiedError("died while starting"), ServerError("not ready after 300 s")]
+    sup.check(stop)  # type: ignore[arg-type]
+    assert stop.waits == [1.0, 2.0, 4.0]  # two failed starts, then it serves
+    assert server.calls == ["cleanup", "start", "start", "start"]  # a failed start cleans up after itself
+    assert any("tritonserver died (killed by signal 11 (SIGSEGV))" in line for line in lines)
+    assert any("| the last line" in line for line in lines)
+    assert lines[-1].startswith("tritonserver is serving again (pid")
+    server.returncode = 1
+    sup.check(stop)  # type: ignore[arg-type]
+    assert stop.waits[-1] == 8.0  # it died soon after: the back-off goes on growing
+    clock.now += sup.healthy_after_s
+    server.returncode = 1
+    sup.check(stop)  # type: ignore[arg-type]
+    assert stop.waits[-1] == 1.0  # it had served a minute: from the start again
+    sup._failures = 20
+    clock.now += 1
+    server.returncode = 1
+    sup.check(stop)  # type: ignore[arg-type]
+    assert stop.waits[-1] == sup.backoff_s[1]  # capped
+
+
+def test_start_tries_again_only_when_the_server_died_while_starting() -> None:
+    server, lines = FakeServer(), []
+    sup = Supervisor(server, log=lines.append, list_stubs=lambda pid: [], sleep=lambda s: lines.append(f"slept {s}"))  # type: ignore[arg-type]
+    server.start_failures = [ServerDiedError("tritonserver exited (killed by signal 6 (SIGABRT)) before it was ready")]
+    sup.start()
+    assert server.calls == ["start", "start"] and "slept 1.0" in lines
+    server.start_failures = [ServerDiedError("died")] * 3
+    with pytest.raises(ServerDiedError):
+        sup.start()
+    server.start_failures = [ServerError("model repository x does not exist")]
+    server.calls.clear()
+    with pytest.raises(ServerError, match="does not exist"):
+        sup.start()
+    assert server.calls == ["start"]
+
+
+def test_voice_problems_names_what_is_not_ready() -> None:
+    from types import SimpleNamespace
+
+    from melstream.cli import voice_problems
+
+    spec = SimpleNamespace(name="v", networks={"enc": None, "dec": None})
+    networks = ["v__enc", "v__dec"]
+
+    class FakeClient:
+        def __init__(self, loaded: set[str], ready: set[str]) -> None:
+            self.loaded, self.ready = loaded, ready
+
+        def loaded_models(self) -> set[str]:
+            return self.loaded
+
+        def is_model_ready(self, model: str) -> bool:
+            return model in self.ready
+
+        def spec(self, voice: str) -> Any:
+            return spec
+
+    everything = {spec.name, *networks}
+    assert voice_problems(FakeClient(everything, everything), []) == {spec.name: ""}
+    reloading = voice_problems(FakeClient(set(networks), set(networks)), [])
+    assert "its voice model is not ready" in reloading[spec.name]
+    down = voice_problems(FakeClient(everything, everything - {networks[0]}), [])
+    assert down[spec.name] == f"network model(s) not ready: {networks[0]}"
+    assert voice_problems(FakeClient(everything, everything), ["nosuch"]) == {"nosuch": "no model of this voice is loaded"}
