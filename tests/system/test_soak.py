@@ -18,8 +18,6 @@ pytestmark = pytest.mark.reliability
 MINUTES = 3.0 if FULL else 0.5
 
 
-@pytest.mark.skip(reason="needs serve's supervision (a killed stub's voice reloaded, a dead tritonserver restarted), "
-                         "not committed yet; without it a killed stub leaves its voice dead")
 def test_soak_with_stub_kills_loses_nothing(root: Path, tmp_path: Path) -> None:
     out = tmp_path / "soak"
     # a 20 s client timeout: a hang is found within the run (and a stranded stream ends) without a minute's wait
