@@ -178,7 +178,11 @@ def assert_ready(server: TritonServer, voice: str) -> None:
     assert get_status(server, f"/v2/models/{voice}/ready") == 200, f"voice {voice} is not ready after the case"
 
 
-def check(seen: Seen, expect: Outcome) -> None:
+def mel_of(seen: Seen) -> np.ndarray:
+    return np.concatenate([r[wire.MEL] for r in seen.responses if wire.MEL in r])
+
+
+def check(server: TritonServer, voice: str, seen: Seen, expect: Outcome) -> None:
     if expect.honoured:
         assert seen.error is None, f"expected it honoured, got {seen.describe()}"
         for output in expect.outputs:
@@ -189,6 +193,12 @@ def check(seen: Seen, expect: Outcome) -> None:
         assert all(len(m) > 0 for m in mels), seen.describe()
         if expect.chunk_frames is not None:
             assert all(len(m) == expect.chunk_frames for m in mels[:-1]) and len(mels[-1]) <= expect.chunk_frames, seen.describe()
+        if expect.same_as is not None:  # a plain request of that text, on a stream of its own
+            reference = mel_of(send_grpc(server, voice, GrpcRequest(voice, (text(expect.same_as),), Outcome())))
+            mel = mel_of(seen)
+            assert mel.shape == reference.shape, f"{mel.shape} frames, but {expect.same_as!r} makes {reference.shape}"
+            # network calls batch with other streams' calls differently from run to run: equal up to float rounding
+            np.testing.assert_allclose(mel, reference, atol=1e-3)
         return
     assert seen.error is not None, f"expected {expect.code}, got {seen.describe()}"
     code = wire.error_code(seen.error, http_status=seen.http_status, grpc_status=seen.grpc_status)
@@ -208,7 +218,7 @@ def run_case(server: TritonServer, case: Case, protocol: str) -> None:
     else:
         seen = send_http(server, case.voice, request)
     assert_ready(server, case.voice)  # first: a case that fails its outcome must still leave the server serving
-    check(seen, request.expect)
+    check(server, case.voice, seen, request.expect)
 
 
 def params() -> Iterator[Any]:
