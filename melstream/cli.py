@@ -107,19 +107,25 @@ def cmd_health(args: argparse.Namespace) -> int:
     whose stub died is not ready from the moment the supervisor notices until it is reloaded.
     """
     from melstream.client import HttpClient
+    from melstream.errors import ClientError
     from melstream.serving.server import not_ready
 
     reason = not_ready(args.url, timeout_s=args.timeout_s)
     if reason is not None:
         print(f"melstream health: {reason}", file=sys.stderr)
         return 1
-    problems = voice_problems(HttpClient(args.url, timeout_s=args.timeout_s), args.voice or [])
+    try:
+        problems = voice_problems(HttpClient(args.url, timeout_s=args.timeout_s), args.voice or [])
+    except ClientError as e:
+        print(f"melstream health: cannot tell whether its voices are ready: {e}", file=sys.stderr)
+        return 1
     for voice, problem in problems.items():
         print(f"{voice}\t{problem or 'ready'}")
     bad = {v: p for v, p in problems.items() if p}
     if bad:
         print(f"melstream health: not ready: {'; '.join(f'voice {v!r}: {p}' for v, p in bad.items())}", file=sys.stderr)
         return 1
+    print("ready")
     return 0
 
 

@@ -21,11 +21,15 @@ from melstream.serving.server import TritonServer, _wheel_dir, free_port, triton
 
 def test_health_of_a_running_server(server: TritonServer, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["health", "--url", server.http_url]) == 0
-    assert capsys.readouterr().out == "ready\n"
+    assert capsys.readouterr().out == "fastvoice\tready\ntacovoice\tready\nready\n"
+    assert main(["health", "--url", server.http_url, "--voice", "fastvoice", "--voice", "nosuch"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "fastvoice\tready\nnosuch\tno model of this voice is loaded\n"
+    assert "not ready: voice 'nosuch': no model of this voice is loaded" in captured.err
     # the console script, as the compose health check runs it
     script = Path(sys.executable).parent / "melstream"
     proc = subprocess.run([str(script), "health", "--url", server.http_url], capture_output=True, text=True, timeout=60)
-    assert (proc.returncode, proc.stdout) == (0, "ready\n"), proc.stderr
+    assert (proc.returncode, proc.stdout.splitlines()[-1]) == (0, "ready"), proc.stderr
 
 
 def test_the_wheel_runs_the_server_of_the_triton_home_image(server: TritonServer) -> None:

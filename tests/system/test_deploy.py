@@ -309,15 +309,17 @@ def optional_deps(pyproject: Path, extra: str) -> list[str]:
 
 @pytest.fixture
 def fake_triton() -> Iterator[tuple[str, dict[str, int]]]:
-    """An HTTP server answering /v2/health/ready with a status the test sets."""
+    """An HTTP server answering /v2/health/ready with a status the test sets, and no model loaded."""
     state = {"status": 200}
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            code = state["status"] if self.path == "/v2/health/ready" else 404
+            body = b'{"model_stats": []}' if self.path == "/v2/models/stats" else b""
+            code = state["status"] if self.path == "/v2/health/ready" else 200 if body else 404
             self.send_response(code)
-            self.send_header("Content-Length", "0")
+            self.send_header("Content-Length", str(len(body)))
             self.end_headers()
+            self.wfile.write(body)
 
         def log_message(self, *args: Any) -> None:
             pass
