@@ -26,6 +26,8 @@ from melstream.serving.batching import Feed, run_grouped
 NETWORK_FILE_PARAMETER = "network_file"  # the ONNX file, relative to the model's directory
 THREADS_PARAMETER = "intra_op_threads"  # ONNX Runtime's threads per run
 PROVIDERS_PARAMETER = "ort_providers"  # ONNX Runtime's execution providers, comma-separated, in order of preference
+# JSON {input: [lowest, highest]}: the values an integer input may hold (symbol ids below the embedding's size)
+INPUT_RANGES_PARAMETER = "input_ranges"
 
 
 class NetworkModel:
@@ -38,6 +40,7 @@ class NetworkModel:
         self.session: Any = None
         self.inputs: list[str] = []
         self.outputs: list[str] = []
+        self.ranges: dict[str, tuple[int, int]] = {}
 
     def initialize(self, args: Mapping[str, str]) -> None:
         config = json.loads(args["model_config"])
@@ -50,23 +53,35 @@ class NetworkModel:
         self.session = onnx_session(path, threads=int(params.get(THREADS_PARAMETER, "1")), providers=providers, device_id=device_id)
         self.inputs = [t["name"] for t in config["input"]]
         self.outputs = [t["name"] for t in config["output"]]
+        self.ranges = {k: (int(lo), int(hi)) for k, (lo, hi) in json.loads(params.get(INPUT_RANGES_PARAMETER, "{}")).items()}
 
     def _run(self, feed: Feed) -> Feed:
         return dict(zip(self.outputs, self.session.run(self.outputs, feed), strict=True))
 
     def _feed(self, request: Any) -> Feed | str:
-        """The request's inputs by name (each ``[batch, ...]``), or the message of the one that is missing."""
+        """The request's inputs by name (each ``[batch, ...]``), or why they cannot run, naming the input: one
+        is missing, empty (a network needs at least one token or frame), or holds values beyond its range
+        (ONNX Runtime would fail on them with a message that names no input)."""
         feed: Feed = {}
         for name in self.inputs:
             tensor = self.pb.get_input_tensor_by_name(request, name)
             if tensor is None:
                 return f"input {name} is missing: model {self.name!r} needs {', '.join(self.inputs)}"
-            feed[name] = tensor.as_numpy()
+            value = tensor.as_numpy()
+            if value.size == 0:
+                return f"input {name} is empty (shape {list(value.shape)}): model {self.name!r} needs at least one element"
+            if name in self.ranges:
+                lo, hi = self.ranges[name]
+                bad = value[(value < lo) | (value > hi)]
+                if bad.size:
+                    return (f"input {name} holds {bad.size} value(s) outside [{lo}, {hi}] (e.g. {bad.flat[0]}): "
+                            f"model {self.name!r} knows {hi - lo + 1} symbols")
+            feed[name] = value
         return feed
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        """One response per request, in order: the network's outputs, or an error (INVALID_ARG for a missing
-        input, INTERNAL for a failed run); one bad request never fails the others."""
+        """One response per request, in order: the network's outputs, or an error (INVALID_ARG for a missing,
+        empty or out-of-range input, INTERNAL for a failed run); one bad request never fails the others."""
         pb = self.pb
         feeds = [self._feed(r) for r in requests]
         valid = [f for f in feeds if not isinstance(f, str)]

@@ -8,6 +8,7 @@ Generated files are never edited by hand: run ``melstream build-repo``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import tempfile
@@ -93,6 +94,15 @@ def _mc() -> Any:
     return model_config_pb2
 
 
+def input_ranges(spec: Any) -> dict[str, list[int]]:
+    """The values each integer input of a network may hold: symbol ids, below its architecture's
+    ``num_symbols`` (the embedding's size), for a network that declares one; none for the others."""
+    symbols = (spec.arch or {}).get("config", {}).get("num_symbols")
+    if not isinstance(symbols, int) or symbols <= 0:
+        return {}
+    return {t.name: [0, symbols - 1] for t in spec.inputs if t.dtype.startswith(("int", "uint"))}
+
+
 def network_config(addon: Addon, network: str, profile: Profile, *, network_file: str) -> Any:
     mc = _mc()
     spec = addon.networks[network]
@@ -134,6 +144,9 @@ def network_config(addon: Addon, network: str, profile: Profile, *, network_file
     cfg.parameters[network_model.THREADS_PARAMETER].string_value = str(profile.intra_op_threads)
     if profile.ort_providers is not None:
         cfg.parameters[network_model.PROVIDERS_PARAMETER].string_value = ",".join(profile.ort_providers)
+    ranges = input_ranges(spec)
+    if ranges:
+        cfg.parameters[network_model.INPUT_RANGES_PARAMETER].string_value = json.dumps(ranges, sort_keys=True)
     return cfg
 
 

@@ -103,3 +103,29 @@ def test_network_model_initializes_from_the_config_build_repo_writes(fast_addon:
     assert (model.name, model.inputs, model.outputs) == ("tinyfast__decoder", ["upsampled"], ["mel"])
     (response,) = model.execute([net_request(upsampled=np.zeros((1, 5, fast_addon.networks["decoder"].inputs[0].shape[-1]), np.float32))])
     assert response.error is None and response.tensors["mel"].shape == (1, 5, 80)
+
+
+def test_network_model_refuses_empty_and_out_of_range_inputs_naming_them() -> None:
+    model, _, session = network()
+    model.ranges = {"x": (0, 9)}
+    empty, beyond, negative, fine = model.execute([net_request(x=np.zeros((1, 0))), net_request(x=np.array([[3, 10, 12]])),
+                                                   net_request(x=np.array([[-1, 0]])), net_request(x=np.array([[0, 9]]))])
+    for response in (empty, beyond, negative):
+        assert FakeTritonError.NAMES[response.error.code()] == "INVALID_ARG"
+    assert empty.error.message() == "[INVALID_ARG] input x is empty (shape [1, 0]): model 'tiny__net' needs at least one element"
+    assert beyond.error.message() == ("[INVALID_ARG] input x holds 2 value(s) outside [0, 9] (e.g. 10): "
+                                      "model 'tiny__net' knows 10 symbols")
+    assert "outside [0, 9] (e.g. -1)" in negative.error.message()
+    assert fine.error is None and session.batches == [(1, 2)]  # only the good request ran
+
+
+def test_build_repo_writes_the_symbol_range_of_token_inputs(fast_addon: melstream.Addon) -> None:
+    from melstream.serving import network_model
+    from melstream.serving.repo import input_ranges
+
+    encoder = fast_addon.networks["text_encoder"]
+    symbols = encoder.arch["config"]["num_symbols"]
+    assert input_ranges(encoder) == {"tokens": [0, symbols - 1]}
+    assert input_ranges(fast_addon.networks["decoder"]) == {}  # float frames: no range
+    cfg = network_config(fast_addon, "text_encoder", get_profile("cpu"), network_file="x.onnx")
+    assert json.loads(cfg.parameters[network_model.INPUT_RANGES_PARAMETER].string_value) == {"tokens": [0, symbols - 1]}
