@@ -321,7 +321,27 @@ class TritonServer:
             *self.extra_args,
         ]
 
-    def start(self, *, timeout_s: float = 120.0) -> TritonServer:
+    def start(self, *, timeout_s: float = 120.0, attempts: int = 3, retry_after_s: float = 1.0) -> TritonServer:
+        """Start tritonserver and wait until it is ready (``timeout_s`` per attempt).  A server that dies while
+        starting is started again, up to ``attempts`` times in all, ``retry_after_s`` later (doubling): Triton
+        2.51 now and then aborts while loading its models (``boost::interprocess::lock_exception``, seen on a
+        busy machine), and a second start works.  Any other failure (no repository; not ready in time) raises
+        at once; a failed start leaves nothing running."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start_once(timeout_s=timeout_s)
+            except ServerDiedError as e:
+                if attempt == attempts:
+                    raise
+                delay = retry_after_s * 2 ** (attempt - 1)
+                print(f"melstream: {e} (attempt {attempt} of {attempts}); starting it again in {delay:.0f} s. "
+                      "The last lines of its log:", file=sys.stderr)
+                for line in self.log_tail(5):
+                    print(f"  | {line}", file=sys.stderr)
+                time.sleep(delay)  # the back-off itself
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _start_once(self, *, timeout_s: float) -> TritonServer:
         if self._proc is not None:
             raise ServerError("server already started")
         if not Path(self.repo).is_dir():

@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from melstream.errors import ServerDiedError, ServerError
+from melstream.errors import ServerError
 from melstream.serving.server import StubProcess, TritonServer, describe_exit, stub_processes
 from melstream.wire import voice_of
 
@@ -94,23 +94,9 @@ class Supervisor:
 
     # --- the loop ------------------------------------------------------------------------------------------
     def start(self, *, attempts: int = 3) -> None:
-        """Start the server and note its stubs: a server that dies while starting is started again (after a
-        back-off) up to ``attempts`` times; any other failure (no repository, not ready within
-        ``start_timeout_s``) is a ServerError at once."""
-        for attempt in range(1, attempts + 1):
-            try:
-                self.server.start(timeout_s=self.start_timeout_s)
-                break
-            except ServerDiedError as e:  # TritonServer.start has cleaned up after it
-                tail = self.server.log_tail(5)
-                if attempt == attempts:
-                    raise
-                delay = min(self.backoff_s[1], self.backoff_s[0] * 2 ** (attempt - 1))
-                self.log(f"{e} (attempt {attempt} of {attempts}); starting it again in {delay:.0f} s. "
-                         "The last lines of its log:")
-                for line in tail:
-                    self.log(f"  | {line}")
-                self.sleep(delay)  # the back-off itself
+        """Start the server (a server that dies while starting is tried ``attempts`` times: see
+        :meth:`TritonServer.start`) and note its stubs."""
+        self.server.start(timeout_s=self.start_timeout_s, attempts=attempts)
         self._started_at = self.clock()
         self._known = {s.pid: s for s in self._stubs()}
         self._stale.clear()

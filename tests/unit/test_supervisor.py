@@ -33,7 +33,7 @@ class FakeServer:
             self._next_pid += 1
             self.stubs[self._next_pid] = StubProcess(self._next_pid, model, f"{model}_0_{i}")
 
-    def start(self, *, timeout_s: float) -> FakeServer:
+    def start(self, *, timeout_s: float, attempts: int = 1) -> FakeServer:
         self.calls.append("start")
         if self.start_failures:
             raise self.start_failures.pop(0)
@@ -206,22 +206,6 @@ def test_a_dead_server_is_restarted_with_a_back_off_that_grows_and_resets(setup:
     server.returncode = 1
     sup.check(stop)  # type: ignore[arg-type]
     assert stop.waits[-1] == sup.backoff_s[1]  # capped
-
-
-def test_start_tries_again_only_when_the_server_died_while_starting() -> None:
-    server, lines = FakeServer(), []
-    sup = Supervisor(server, log=lines.append, list_stubs=lambda pid: [], sleep=lambda s: lines.append(f"slept {s}"))  # type: ignore[arg-type]
-    server.start_failures = [ServerDiedError("tritonserver exited (killed by signal 6 (SIGABRT)) before it was ready")]
-    sup.start()
-    assert server.calls == ["start", "start"] and "slept 1.0" in lines
-    server.start_failures = [ServerDiedError("died")] * 3
-    with pytest.raises(ServerDiedError):
-        sup.start()
-    server.start_failures = [ServerError("model repository x does not exist")]
-    server.calls.clear()
-    with pytest.raises(ServerError, match="does not exist"):
-        sup.start()
-    assert server.calls == ["start"]
 
 
 def test_voice_problems_names_what_is_not_ready() -> None:
