@@ -68,8 +68,12 @@ ERROR = "error"
 class GrpcStreamer:
     """One gRPC channel, one stream at a time (tritonclient's client holds at most one stream)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, cancel_ended: bool = False) -> None:
         import tritonclient.grpc as grpcclient
+
+        #: cancel the stream even when its request has already ended (refused): what melstream's Client and
+        #: tritonclient users commonly do, and what leaks in Triton 2.51 (see the module docstring)
+        self.cancel_ended = cancel_ended
 
         self._g = grpcclient
         self.client = grpcclient.InferenceServerClient(url)
@@ -105,7 +109,7 @@ class GrpcStreamer:
             # Cancel only a request still in flight: cancelling a gRPC stream whose request has already ended
             # races Triton 2.51's completion of it (the stream's state can leak, keeping the voice loaded at stop;
             # see the module docstring), and there is nothing left to cancel anyway.
-            self.client.stop_stream(cancel_requests=in_flight)
+            self.client.stop_stream(cancel_requests=in_flight or self.cancel_ended)
 
     def close(self) -> None:
         self.client.close()
@@ -171,14 +175,29 @@ def plan(grpc: int, http: int, voices: Sequence[str]) -> dict[str, list[str]]:
 
 
 def storm(grpc_url: str, http_url: str, *, grpc: int, http: int, voices: Sequence[str] = VOICES,
-          limits: dict[str, int] | None = None, text: str = TEXT, timeout_s: float = 60.0,
-          max_attempts: int = 200, retry_s: float = 0.02) -> StormResult:
+          limits: dict[str, int] | None = None, text: str = TEXT, timeout_s: float = 30.0,
+          max_attempts: int = 200, retry_s: float = 0.02, cancel_ended: bool = False, deadline_s: float = 300.0,
+          log_file: Path | None = None) -> StormResult:
     """``grpc`` + ``http`` streams spread over ``voices``, each cancelled after its first chunk.  Each voice's streams
     run ``limit + limit // 4`` at once (its admission limit from ``limits`` or its config); one refused as busy is
-    tried again after ``retry_s`` (at most ``max_attempts`` times)."""
+    tried again after ``retry_s`` (at most ``max_attempts`` times).  The storm ends early, counting the streams not yet
+    started as errors, when a stream fails and the server no longer answers its readiness probe, when a crash shows
+    in ``log_file`` (a crashed tritonserver can hang half alive in its signal handler), or after ``deadline_s``."""
+    from melstream.serving.server import not_ready
+
     limits = limits or {v: admission_limit(http_url, v) for v in voices}
     result = StormResult()
     lock = threading.Lock()
+    gone = threading.Event()  # the server is down (or time is up): start no more streams
+    done = threading.Event()
+    alarms_before = len(log_alarms(log_file))
+    t_end = time.monotonic() + deadline_s
+
+    def watch() -> None:
+        while not done.wait(1.0):
+            if time.monotonic() > t_end or len(log_alarms(log_file)) > alarms_before:
+                gone.set()
+                return
     work: dict[str, queue.SimpleQueue[str]] = {}
     for voice, kinds in plan(grpc, http, voices).items():
         q: queue.SimpleQueue[str] = queue.SimpleQueue()
@@ -194,9 +213,16 @@ def storm(grpc_url: str, http_url: str, *, grpc: int, http: int, voices: Sequenc
                     kind = work[voice].get_nowait()
                 except queue.Empty:
                     return
+                if gone.is_set():
+                    with lock:
+                        result.errors.append(f"{voice} {kind}: not started: the server is down, or the storm's time is up")
+                    continue
                 for _ in range(max_attempts):
+                    if gone.is_set():
+                        outcome, detail = ERROR, "given up: the server is down, or the storm's time is up"
+                        break
                     if kind == "grpc":
-                        streamer = streamer or GrpcStreamer(grpc_url)
+                        streamer = streamer or GrpcStreamer(grpc_url, cancel_ended=cancel_ended)
                         try:
                             outcome, detail = streamer.once(voice, text, timeout_s=timeout_s)
                         except Exception as e:  # a broken channel: a fresh one for the next stream
@@ -217,17 +243,22 @@ def storm(grpc_url: str, http_url: str, *, grpc: int, http: int, voices: Sequenc
                         result.completed += 1
                     else:
                         result.errors.append(f"{voice} {kind}: {outcome}: {detail}")
+                if outcome == ERROR and not gone.is_set() and not_ready(http_url, timeout_s=5) is not None:
+                    gone.set()
         finally:
             if streamer is not None:
                 streamer.close()
 
     threads = [threading.Thread(target=worker, args=(v,), name=f"churn-{v}-{i}", daemon=True)
                for v in voices for i in range(limits[v] + limits[v] // 4)]
+    watcher = threading.Thread(target=watch, name="churn-watch", daemon=True)
+    watcher.start()
     t0 = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    done.set()
     result.seconds = time.perf_counter() - t0
     return result
 
@@ -315,13 +346,15 @@ class Target:
 
 
 def run_round(target: Target, index: int, *, grpc: int, http: int, voices: Sequence[str], limits: dict[str, int],
-              stubs_before: set[int], baseline_pss: float | None, quiet_timeout_s: float = 60.0) -> dict[str, Any]:
+              stubs_before: set[int], baseline_pss: float | None, quiet_timeout_s: float = 60.0,
+              cancel_ended: bool = False) -> dict[str, Any]:
     """One storm, then the server's state once it is quiet: a row of the table."""
     from melstream.serving.server import not_ready, stub_processes
 
     before = outcomes(scrape(target.metrics_url), voices)
     t0 = time.perf_counter()
-    res = storm(target.grpc_url, target.http_url, grpc=grpc, http=http, voices=voices, limits=limits)
+    res = storm(target.grpc_url, target.http_url, grpc=grpc, http=http, voices=voices, limits=limits, cancel_ended=cancel_ended,
+                log_file=target.log_file)
     try:
         quiet_s, samples = wait_quiet(target.metrics_url, voices, timeout_s=quiet_timeout_s)
         after = outcomes(samples, voices)
@@ -397,8 +430,9 @@ def plot(rows: list[dict[str, Any]], path: Path, *, warmup: int, fit: tuple[floa
 
 
 def alive(row: dict[str, Any]) -> bool:
-    """The server was ready and every stub it started with still ran after this round."""
-    return bool(row["ready"]) and row["stubs_alive"] >= row["stubs"]
+    """The server was ready, every stub it started with still ran after this round, and its log shows no crash (a
+    tritonserver that crashed can hang half alive in its signal handler, still answering its readiness probe)."""
+    return bool(row["ready"]) and row["stubs_alive"] >= row["stubs"] and not row["log_alarms"]
 
 
 def growth(rows: list[dict[str, Any]], warmup: int) -> tuple[float, float] | None:
@@ -412,18 +446,21 @@ def growth(rows: list[dict[str, Any]], warmup: int) -> tuple[float, float] | Non
 
 
 def churn(target: Target, *, rounds: int, grpc: int, http: int, voices: Sequence[str] = VOICES,
-          on_row: Callable[[dict[str, Any]], None] | None = None, stop_on_death: bool = True) -> list[dict[str, Any]]:
+          on_row: Callable[[dict[str, Any]], None] | None = None, stop_on_death: bool = True,
+          cancel_ended: bool = False) -> list[dict[str, Any]]:
     """``rounds`` storms against ``target``; a row per round (see :func:`run_round`)."""
     from melstream.serving.server import stub_processes
 
     limits = {v: admission_limit(target.http_url, v) for v in voices}
     stubs_before = {s.pid for s in stub_processes(target.pid)} if target.pid is not None else set()
     baseline = memory(target.pid)[0] if target.pid is not None else None
+    alarms = len(log_alarms(target.log_file))
     rows: list[dict[str, Any]] = []
     for i in range(1, rounds + 1):
         row = run_round(target, i, grpc=grpc, http=http, voices=voices, limits=limits, stubs_before=stubs_before,
-                        baseline_pss=rows[-1]["pss_mib"] if rows else baseline)
+                        baseline_pss=rows[-1]["pss_mib"] if rows else baseline, cancel_ended=cancel_ended)
         row["baseline_pss_mib"] = baseline
+        row["log_alarms"] -= alarms  # the crashes in its log since the churn began
         rows.append(row)
         if on_row is not None:
             on_row(row)
@@ -444,6 +481,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--http-url", default=None, help="its HTTP HOST:PORT (default: the gRPC host, port 8000)")
     ap.add_argument("--metrics-url", default=None, help="its metrics HOST:PORT (default: the gRPC host, port 8002)")
     ap.add_argument("--pid", type=int, default=None, help="its tritonserver pid (process group), for memory and stubs")
+    ap.add_argument("--cancel-ended", action="store_true", help="cancel a gRPC stream also when its request has already "
+                    "ended (refused as busy), as many clients do: shows Triton 2.51's leak of such streams")
     ap.add_argument("--repo", type=Path, default=REPO, help="repository of the server it starts")
     args = ap.parse_args(argv)
     if args.rounds < 1 or args.grpc < 0 or args.http < 0:
@@ -471,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"stubs {r['stubs_alive']}/{r['stubs']}, ready {r['ready']}, log alarms {r['log_alarms']}, {r['seconds']:.1f} s"
                   + (f"; first error: {r['first_error']}" if r["first_error"] else ""), flush=True)
 
-        rows = churn(target, rounds=args.rounds, grpc=args.grpc, http=args.http, on_row=show)
+        rows = churn(target, rounds=args.rounds, grpc=args.grpc, http=args.http, on_row=show, cancel_ended=args.cancel_ended)
         alarms = log_alarms(target.log_file)
 
     fit = growth(rows, args.warmup)
