@@ -17,6 +17,8 @@ sentences a fixed sample of tests/data/heldout_sentences.txt.  Then, for --minut
   voice is probed (its ``/ready``, then a verified gRPC request) until it has recovered: a new process serves the
   killed instance (or tritonserver itself was restarted), the voice is ready, and it answers correctly.  Kills
   never overlap: the next one waits until the last has recovered or --recovery-timeout-s has passed.
+- **the server**: tritonserver's death and restart (its pid, serve's child), and tritonserver alive but not
+  answering ``/v2/health/live`` for 5 s (wedged), are logged with their times.
 - **memory**: every --sample-every-s seconds the RSS and PSS (``/proc/<pid>/smaps_rollup``) of tritonserver's
   process group (tritonserver and its stubs), summed.
 
@@ -33,7 +35,7 @@ Every request ends as one outcome:
   request was still in flight when the drain after the run gave up);
 - ``stranded``: lost, but on a voice whose own stub (the model ``<voice>``) was killed while it was in flight
   (its last chunk, or the request, at most --strand-grace-s before the kill), or sent to it after the kill before
-  a new stub replaced it.  Triton 2.51 never ends such a request (no final
+  a new stub replaced it (if none ever did, they are lost).  Triton 2.51 never ends such a request (no final
   response, no error: melstream/serving/supervisor.py says why), so the client's timeout does.  Reported apart
   and not a failure unless --strict.
 
@@ -208,6 +210,16 @@ class Serve:
         try:
             with urllib.request.urlopen(f"http://{self.http_url}/v2/models/{voice}/ready", timeout=timeout_s) as resp:
                 return bool(resp.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def live(self, timeout_s: float) -> bool:
+        """Whether tritonserver answers ``/v2/health/live`` at all."""
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/live", timeout=timeout_s) as resp:
+                return bool(resp.status == 200)
+        except urllib.error.HTTPError:
+            return True  # it answered
         except (urllib.error.URLError, OSError):
             return False
 
@@ -525,18 +537,33 @@ def sample_memory(soak: Soak, serve: Serve) -> None:
                             "tritonserver_rss_mib": round(own[0] / MIB, 2) if own else math.nan})
 
 
-def watcher(soak: Soak, serve: Serve) -> None:
-    """Record each time tritonserver goes away or another one runs (a crash, and serve's restart)."""
+def watcher(soak: Soak, serve: Serve, *, unresponsive_s: float = 5.0) -> None:
+    """Record each time tritonserver goes away or another one runs (a crash, and serve's restart), and each time
+    it stops answering ``/v2/health/live`` for ``unresponsive_s`` though its process is there (wedged)."""
+
+    def event(what: str, pid: int | None) -> None:
+        e = {"t": round(soak.now(), 2), "event": what, "pid": pid}
+        with soak.lock:
+            soak.server_events.append(e)
+        print(f"  [{e['t']:7.1f} s] {what} (pid {pid})", flush=True)
+
     last = serve.tritonserver_pid()
+    answered_at, wedged, tick = time.monotonic(), False, 0
     while not soak.stop.wait(0.25):
         pid = serve.tritonserver_pid()
         if pid != last:
-            event = {"t": round(soak.now(), 2), "event": "tritonserver gone" if pid is None else "tritonserver running",
-                     "pid": last if pid is None else pid}
-            with soak.lock:
-                soak.server_events.append(event)
-            print(f"  [{event['t']:7.1f} s] {event['event']} (pid {event['pid']})", flush=True)
-            last = pid
+            event("tritonserver gone" if pid is None else "tritonserver running", last if pid is None else pid)
+            last, answered_at, wedged = pid, time.monotonic(), False
+        tick += 1
+        if pid is None or tick % 4:
+            continue
+        if serve.live(timeout_s=2.0):
+            if wedged:
+                event("tritonserver answering again", pid)
+            answered_at, wedged = time.monotonic(), False
+        elif not wedged and time.monotonic() - answered_at > unresponsive_s:
+            wedged = True
+            event(f"tritonserver not answering /v2/health/live for {unresponsive_s:g} s, its process alive", pid)
 
 
 def sampler(soak: Soak, serve: Serve, every_s: float) -> None:
@@ -576,15 +603,17 @@ def strand(soak: Soak, args: argparse.Namespace) -> int:
     decoupled model's requests in flight when its stub dies never get a final response, nor an error (see
     melstream/serving/supervisor.py), so they end only at the client's timeout; so do the requests sent to it
     after the kill, until the dead stub is replaced.  A request whose silence began more than --strand-grace-s
-    before the kill hung for another reason: it stays lost.  The number re-classified."""
+    before the kill hung for another reason, and one on a stub that was never replaced hung because supervision
+    failed: those stay lost.  The number re-classified."""
     n = 0
     for r in soak.requests:
         if r.outcome != "lost" or r.total_s is None:
             continue
         silent_from = r.t_start + (r.last_chunk_s or 0.0)  # its last sign of life: the request, or its last chunk
         for k in soak.kills:
-            replaced_by = k.t + (k.stub_replaced_s if k.stub_replaced_s is not None else args.recovery_timeout_s)
-            if k.model == r.voice and k.t - args.strand_grace_s <= silent_from <= replaced_by:
+            if k.stub_replaced_s is None:
+                continue  # never replaced: what hung on it is lost (supervision did not bring the voice back)
+            if k.model == r.voice and k.t - args.strand_grace_s <= silent_from <= k.t + k.stub_replaced_s:
                 r.outcome = "stranded"
                 r.detail = (f"in flight on {k.instance} when it was killed at {k.t:.1f} s (or sent to it before it was "
                             f"replaced): {r.detail}")[:300]
@@ -691,10 +720,16 @@ def plot(soak: Soak, wins: list[dict[str, Any]], path: Path, duration_s: float) 
             ax.axvline(k.t / per, color="red", alpha=0.35, ls="--", label="stub killed" if i == 0 and ax is ax_mem else None)
         ax_mem.annotate(k.instance, (k.t / per, 0.02), xycoords=("data", "axes fraction"), rotation=90, fontsize=6,
                         color="red", va="bottom")
-    for i, e in enumerate(x for x in soak.server_events if x["event"] == "tritonserver gone"):
+    labelled = set()
+    for e in soak.server_events:
+        kind = "tritonserver gone" if e["event"] == "tritonserver gone" else \
+            "tritonserver not answering" if "not answering" in e["event"] else None
+        if kind is None:
+            continue
         for ax in (ax_mem, ax_lat):
-            ax.axvline(e["t"] / per, color="black", lw=1.5, alpha=0.6,
-                       label="tritonserver gone" if i == 0 and ax is ax_mem else None)
+            ax.axvline(e["t"] / per, color="black", lw=1.5, alpha=0.6, ls="-" if kind.endswith("gone") else ":",
+                       label=kind if kind not in labelled and ax is ax_mem else None)
+        labelled.add(kind)
     ax_mem.set_ylabel("MiB")
     ax_mem.set_ylim(bottom=0)
     ax_mem.legend(fontsize=7, loc="upper left")
