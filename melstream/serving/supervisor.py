@@ -5,12 +5,11 @@ died: every request to that model then fails ("Stub process ... is not healthy")
 stub, hangs.  :class:`Supervisor` looks at the server's process group every ``poll_s`` (a stub is a process
 whose command line names its model: :func:`~melstream.serving.server.stub_processes`) and:
 
-* **a stub is gone** -> its voice is reloaded through Triton's repository API (explicit model control; the
-  endpoints need the server's key, which only the supervisor has): the voice model is unloaded first (its
-  ready endpoint, ``melstream health`` and ``Client.voices()`` say not ready from then on, and new streams
-  are refused), then the dead model (a network, or the voice model itself) and the voice model are loaded
-  again, with new stubs.  The other voices are not touched.  Why not restart the whole server: it would cut
-  every other voice's streams.
+* **a stub is gone** -> the dead model is reloaded through Triton's repository API (explicit model control;
+  the endpoints need the server's key, which only the supervisor has): unloaded (its ready endpoint, and so
+  ``melstream health`` and ``Client.voices()`` for its voice, say not ready from then on; a dead voice model
+  refuses new streams), then loaded again with new stubs.  The other voices are not touched.  Why not
+  restart the whole server: it would cut every other voice's streams.
 * **tritonserver is gone** -> what it left is removed (its stubs, its shared memory), the reason is logged
   with the end of its log, and it is started again after a back-off (1 s, doubling up to 30 s; back to 1 s
   once it has served for a minute).  If reloading a voice fails three times, the server is restarted too.
@@ -139,7 +138,13 @@ class Supervisor:
         dead_models = sorted({s.model for s in dead})
         names = ", ".join(f"{s.instance} (pid {s.pid})" for s in dead)
         self.log(f"the Python backend stub of {names} is gone; voice {voice!r} is not ready until it is reloaded")
-        reload = [voice] + [m for m in dead_models if m != voice]  # the voice first: not ready at once
+        # A dead voice model is unloaded first (not ready at once), its dead networks after it, and loaded back
+        # the other way round.  A dead network alone is reloaded alone: the voice model stays (its ready endpoint
+        # says ready meanwhile, but the network's does not, nor do `melstream health` and Client.voices(), which
+        # check a voice's networks too), because two live copies of a voice model would share its Prometheus
+        # series, and Triton 2.51 frees a shared series when the old copy unloads while the new one still writes
+        # it (core src/metric_family.cc counts references per family object): tritonserver segfaulted.
+        reload = ([voice] if voice in dead_models else []) + [m for m in dead_models if m != voice]
         for attempt in range(1, self.reload_attempts + 1):
             try:
                 for model in reload:

@@ -86,6 +86,11 @@ class StreamMetrics:
         self.outcomes = {o: streams.Metric(labels={**labels, "outcome": o}) for o in OUTCOMES}
         self.active = active.Metric(labels=labels)
         self._families = (first, chunks, frames, streams, active)  # the families must outlive their metrics
+        # A new copy of this voice shares these Prometheus series with the copy before it (Triton keys them by
+        # name and labels), so counters go on across a reload.  The supervisor loads a new copy only when the
+        # old one's stub died, and a dead copy's streams never end: the streams active now are this copy's
+        # (none yet).
+        self.active.set(0)
         # The stub's metric calls are not thread-safe (Triton 2.51 segfaults with streams updating
         # metrics from several threads at once), so one lock serialises them; each is one short IPC.
         self._lock = threading.Lock()
@@ -357,4 +362,10 @@ class VoiceModel:
             pb.Logger.log_error(f"voice {self.name!r}: could not send the final flag:\n{traceback.format_exc()}")
 
     def _refuse(self, request: Any, code: str, detail: str) -> None:
-        self._end(request.get_response_sender(), (code, detail))
+        sender = request.get_response_sender()
+        def later() -> None:
+            time.sleep(0.05)
+            self._end(sender, (code, detail))
+            del request_ref[:]
+        request_ref = [request]
+        threading.Thread(target=later, daemon=True).start()

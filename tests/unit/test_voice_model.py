@@ -71,6 +71,9 @@ class FakeMetric:
     def increment(self, by: float) -> None:
         self.value += by
 
+    def set(self, value: float) -> None:
+        self.value = value
+
     def observe(self, value: float) -> None:
         self.observations.append(value)
 
@@ -83,6 +86,10 @@ class FakeMetricFamily:
         self.name, self.kind = name, kind
 
     def Metric(self, labels: dict[str, str], buckets: list[float] | None = None) -> FakeMetric:  # noqa: N802 - pb_utils' name
+        # one series per name and labels, shared by every family object of that name (as Triton's registry does)
+        for metric in self.registry:
+            if metric.family.name == self.name and metric.labels == labels:
+                return metric
         metric = FakeMetric(self, labels, buckets)
         self.registry.append(metric)
         return metric
@@ -715,3 +722,20 @@ def test_a_streams_outcome_is_counted_after_its_frames_and_chunks(outcome: str) 
     assert order[-1] == f"melstream_streams_total{outcome}"
     assert order.index("melstream_frames_total") < order.index("melstream_active_streams")
     assert ("melstream_chunks_per_stream" in order) == (outcome == "completed")
+
+
+def test_a_new_copy_of_a_voice_shares_its_series_and_starts_with_no_active_stream() -> None:
+    """The supervisor loads a new copy of a voice whose stub died; the dead copy's streams never end, so the
+    shared active-streams gauge starts again from 0, and the counters go on."""
+    from melstream.serving.voice_model import StreamMetrics
+
+    pb = FakePb()
+    old = StreamMetrics(pb, "v")
+    old.started()
+    old.started()
+    old.ended("completed", chunks=3, frames=30)
+    assert pb.metric("melstream_active_streams", voice="v").value == 1  # one stream stuck in the dead copy
+    StreamMetrics(pb, "v")
+    assert pb.metric("melstream_active_streams", voice="v").value == 0
+    assert pb.metric("melstream_streams_total", voice="v", outcome="completed").value == 1
+    assert pb.metric("melstream_frames_total", voice="v").value == 30
