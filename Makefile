@@ -53,9 +53,12 @@ quality: $(STAMP) sysdeps
 	$(BIN)/pytest -q tests/quality
 
 # the reliability suite at full size (the quick versions run in `make test`): bad-input corpus, cancellation
-# storms and memory, overload, stub and server kills, stops; then the churn benchmark (table + plot in out/reliability)
+# storms and memory, overload, stub and server kills, stops; then its benchmarks (tables + plots in
+# out/reliability; RELIABILITY.md gives one run's)
 reliability: $(STAMP) sysdeps
 	MELSTREAM_FULL=1 $(BIN)/pytest -q -m reliability
+	$(BIN)/python benchmarks/kills.py --rounds 3 --out out/reliability
+	$(BIN)/python benchmarks/overload.py --out out/reliability
 	$(BIN)/python benchmarks/churn.py --out out/reliability
 
 # mixed traffic with periodic stub kills and cancellations, every utterance checked against a reference
