@@ -362,10 +362,4 @@ class VoiceModel:
             pb.Logger.log_error(f"voice {self.name!r}: could not send the final flag:\n{traceback.format_exc()}")
 
     def _refuse(self, request: Any, code: str, detail: str) -> None:
-        sender = request.get_response_sender()
-        def later() -> None:
-            time.sleep(0.05)
-            self._end(sender, (code, detail))
-            del request_ref[:]
-        request_ref = [request]
-        threading.Thread(target=later, daemon=True).start()
+        self._end(request.get_response_sender(), (code, detail))
