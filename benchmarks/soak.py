@@ -13,7 +13,8 @@ sentences a fixed sample of tests/data/heldout_sentences.txt.  Then, for --minut
   --cancel-fraction of the requests are cancelled on purpose after their first chunk; a random think time
   (mean --think-s) between requests.
 - **kills**: every --kill-every-s seconds (0: never) one Python backend stub of a random voice (the models
-  ``<voice>`` and ``<voice>__*``, from ``stub_processes(tritonserver's pid)``) gets SIGKILL.  After each kill the
+  ``<voice>`` and ``<voice>__*``, from ``stub_processes(tritonserver's pid)``; --kill-only narrows that) gets
+  SIGKILL, once that voice is ready (not while its server restarts or the voice reloads).  After each kill the
   voice is probed (its ``/ready``, then a verified gRPC request) until it has recovered: a new process serves the
   killed instance (or tritonserver itself was restarted), the voice is ready, and it answers correctly.  Kills
   never overlap: the next one waits until the last has recovered or --recovery-timeout-s has passed.
@@ -447,11 +448,12 @@ def killer(soak: Soak, serve: Serve, args: argparse.Namespace, texts: list[str],
             return  # too close to the end to see a recovery
         tpid = serve.tritonserver_pid()
         voice = rng.choice(args.voices)
-        stubs = [s for s in (stub_processes(tpid) if tpid else []) if s.model == voice or s.model.startswith(voice + "__")]
-        if tpid is None or not stubs:  # tritonserver is (re)starting: try again in a moment
+        stubs = [s for s in (stub_processes(tpid) if tpid else [])
+                 if (s.model == voice and args.kill_only != "networks") or (s.model.startswith(voice + "__") and args.kill_only != "voice")]
+        if tpid is None or not stubs or not serve.voice_ready(voice):  # (re)starting or reloading: try again soon
             if not waiting:
-                print(f"  [{soak.now():7.1f} s] kill: no stub of {voice} to kill (tritonserver pid {tpid}); trying again",
-                      flush=True)
+                print(f"  [{soak.now():7.1f} s] kill: {voice} is not serving (tritonserver pid {tpid}, {len(stubs)} stubs); "
+                      "waiting until it is", flush=True)
             waiting = True
             next_kill = soak.now() + 1.0
             continue
@@ -548,12 +550,13 @@ def watcher(soak: Soak, serve: Serve, *, unresponsive_s: float = 5.0) -> None:
         print(f"  [{e['t']:7.1f} s] {what} (pid {pid})", flush=True)
 
     last = serve.tritonserver_pid()
-    answered_at, wedged, tick = time.monotonic(), False, 0
+    answered_at: float | None = time.monotonic()  # None: this tritonserver has not answered yet (it is starting)
+    wedged, tick = False, 0
     while not soak.stop.wait(0.25):
         pid = serve.tritonserver_pid()
         if pid != last:
             event("tritonserver gone" if pid is None else "tritonserver running", last if pid is None else pid)
-            last, answered_at, wedged = pid, time.monotonic(), False
+            last, answered_at, wedged = pid, None, False
         tick += 1
         if pid is None or tick % 4:
             continue
@@ -561,7 +564,7 @@ def watcher(soak: Soak, serve: Serve, *, unresponsive_s: float = 5.0) -> None:
             if wedged:
                 event("tritonserver answering again", pid)
             answered_at, wedged = time.monotonic(), False
-        elif not wedged and time.monotonic() - answered_at > unresponsive_s:
+        elif not wedged and answered_at is not None and time.monotonic() - answered_at > unresponsive_s:
             wedged = True
             event(f"tritonserver not answering /v2/health/live for {unresponsive_s:g} s, its process alive", pid)
 
@@ -782,6 +785,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--voices", default=",".join(VOICES), help="comma-separated")
     ap.add_argument("--workers", type=int, default=6, help="concurrent client threads")
     ap.add_argument("--kill-every-s", type=float, default=60.0, help="SIGKILL a random stub this often (0: never)")
+    ap.add_argument("--kill-only", choices=("any", "voice", "networks"), default="any",
+                    help="which stubs of a voice may be killed: any, the voice model's, or its network models'")
     ap.add_argument("--cancel-fraction", type=float, default=0.1, help="requests cancelled on purpose after their first chunk")
     ap.add_argument("--think-s", type=float, default=0.3, help="mean pause of a worker between requests (uniform 0..2x)")
     ap.add_argument("--texts", type=int, default=12, help="held-out sentences in the mix")
@@ -808,6 +813,7 @@ def main(argv: list[str] | None = None) -> int:
     window_s = 60 * args.window_min if args.window_min else min(300.0, duration_s / 3)
     args.out.mkdir(parents=True, exist_ok=True)
     config = {"minutes": args.minutes, "workers": args.workers, "voices": args.voices, "kill_every_s": args.kill_every_s,
+              "kill_only": args.kill_only,
               "cancel_fraction": args.cancel_fraction, "think_s": args.think_s, "window_s": window_s, "atol": args.atol,
               "lost_after_s": args.lost_after_s, "seed": args.seed, "repo": str(args.repo)}
 
