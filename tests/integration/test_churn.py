@@ -6,6 +6,11 @@ The storm is benchmarks/churn.py's (``python benchmarks/churn.py --out DIR`` run
 own server and a PSS table).  Quick here: 2 rounds of 40 gRPC + 20 HTTP streams.  With MELSTREAM_FULL=1 (``make
 reliability``): rounds of 500 gRPC + 200 HTTP streams, and PSS (server + stubs) may grow by less than 16 MiB per
 round after two warm-up rounds.
+
+Triton 2.51's gRPC frontend itself can crash under gRPC cancellation churn (about once in a few thousand
+cancelled gRPC streams; never over HTTP): a race between a stream's cancellation and its responses, fixed
+upstream after 2.51 (see benchmarks/churn.py).  The quick storm cancels 80 gRPC streams, so it is rarely hit;
+at full size it is likely.  When it happens this test fails with the crash lines of the server's log.
 """
 
 from __future__ import annotations
@@ -53,7 +58,8 @@ def test_a_cancellation_storm_leaves_the_server_as_it_was(server: TritonServer) 
               f"{r['quiet_s']:.2f} s, PSS {r['pss_mib']:.1f} MiB ({r['delta_mib']:+.1f}), {r['seconds']:.1f} s")
 
     new_alarms = log_alarms(server.log_file)[alarms:]
-    assert not new_alarms, "the server's log says something crashed:\n" + "\n".join(new_alarms)
+    assert not new_alarms, ("the server's log says something crashed (gRPC frontend assertions or heap corruption are "
+                            "Triton 2.51's cancellation race: see benchmarks/churn.py):\n" + "\n".join(new_alarms[:10]))
     for r in rows:
         # every stream of every round was served, then cancelled (a refused one was tried again)
         assert r["served"] == GRPC + HTTP and r["errors"] == 0, r["first_error"]

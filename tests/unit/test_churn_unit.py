@@ -1,0 +1,55 @@
+"""The pure parts of benchmarks/churn.py: how a storm spreads its streams, the growth fit, what counts as a crash
+in the server's log, and PSS read from smaps_rollup (of this test's own process)."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from benchmarks.churn import LOG_ALARMS, alive, growth, log_alarms, memory, plan, slope
+
+
+def test_plan_spreads_the_streams_evenly_over_the_voices_and_interleaves_http() -> None:
+    p = plan(500, 200, ("fastvoice", "tacovoice"))
+    assert {v: (k.count("grpc"), k.count("http")) for v, k in p.items()} == {"fastvoice": (250, 100), "tacovoice": (250, 100)}
+    for kinds in p.values():  # HTTP streams among the gRPC ones, not bunched at one end
+        first_http = [i for i, k in enumerate(kinds) if k == "http"]
+        assert first_http[0] < 5 and first_http[-1] > len(kinds) - 5
+    assert plan(3, 0, ("a", "b")) == {"a": ["grpc", "grpc"], "b": ["grpc"]}
+    assert plan(0, 0, ("a",)) == {"a": []}
+
+
+def test_growth_is_the_slope_after_the_warm_up_over_the_rounds_the_server_survived() -> None:
+    assert math.isclose(slope([1, 2, 3], [10.0, 12.0, 14.0]), 2.0)
+    assert math.isnan(slope([1], [1.0]))
+    ok = {"ready": True, "stubs_alive": 12, "stubs": 12, "log_alarms": 0}
+    rows = [{**ok, "round": r, "pss_mib": pss} for r, pss in ((1, 480.0), (2, 490.0), (3, 493.0), (4, 494.0), (5, 495.0))]
+    fit = growth(rows, warmup=2)
+    assert fit is not None and math.isclose(fit[0], 1.0)
+    dead = {**rows[-1], "round": 6, "pss_mib": 450.0, "ready": False}  # a crashed server's round is left out
+    assert not alive(dead) and growth([*rows, dead], warmup=2) == fit
+    assert growth(rows[:3], warmup=2) is None  # one round after the warm-up: no figure
+    assert not alive({**ok, "stubs_alive": 11}) and not alive({**ok, "log_alarms": 1})
+
+
+def test_log_alarms_are_crashes_not_a_stop_or_a_refusal(tmp_path: Path) -> None:
+    crashes = ["Signal (6) received.", "Signal (11) received.",
+               "E1125 20:36:07.745 7692 call_op_set.h:975] API misuse of type GRPC_CALL_ERROR_TOO_MANY_OPERATIONS observed",
+               "E1125 20:19:39.274 22357 interceptor_common.h:239] ASSERTION FAILED: ops_",
+               "terminate called after throwing an instance of 'boost::interprocess::lock_exception'",
+               "I1125 20:19:40.266 22141 pb_stub.cc:2145]  Non-graceful termination detected. "]
+    fine = ["Signal (2) received.", "Signal (15) received.",
+            "W1125 voice_model.py:327] \"voice 'fastvoice': stream refused by a network model: Request timeout expired\"",
+            "ConnectionAbortedError: [Errno 103] Software caused connection abort"]
+    assert all(LOG_ALARMS.search(line) for line in crashes)
+    assert not any(LOG_ALARMS.search(line) for line in fine)
+    log = tmp_path / "tritonserver.log"
+    log.write_text("\n".join(fine + crashes[:2]) + "\n")
+    assert log_alarms(log) == crashes[:2]
+    assert log_alarms(tmp_path / "missing.log") == [] and log_alarms(None) == []
+
+
+def test_memory_sums_pss_and_rss_over_a_process_group() -> None:
+    pss, rss, procs = memory(os.getpgid(0))
+    assert procs >= 1 and 0 < pss <= rss
