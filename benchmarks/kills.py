@@ -203,6 +203,8 @@ def models_of(voice: str, pid: int) -> list[str]:
 def inflight_kind(kill: Kill) -> str:
     if "is not healthy" in kill.inflight_error:
         return "error: stub not healthy"
+    if "is not ready" in kill.inflight_error:
+        return "error: network not ready (being reloaded)"
     if "no response within" in kill.inflight_error:
         return "client timeout (Triton never answers)"
     if kill.server_died:
