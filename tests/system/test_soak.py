@@ -20,9 +20,9 @@ MINUTES = 3.0 if FULL else 0.5
 
 def test_soak_with_stub_kills_loses_nothing(root: Path, tmp_path: Path) -> None:
     out = tmp_path / "soak"
-    # a 20 s client timeout: a hang is found within the run (and a stranded stream ends) without a minute's wait
+    # a 15 s client timeout: a hang is found within the run (and a stranded stream ends) without a minute's wait
     proc = subprocess.run([sys.executable, str(root / "benchmarks" / "soak.py"), "--minutes", str(MINUTES),
-                           "--kill-every-s", "10", "--workers", "4", "--lost-after-s", "20", "--recovery-timeout-s", "30",
+                           "--kill-every-s", "10", "--workers", "4", "--lost-after-s", "15", "--recovery-timeout-s", "20",
                            "--out", str(out)], cwd=root, capture_output=True, text=True, timeout=60 * MINUTES + 240)
     said = proc.stdout[-6000:] + proc.stderr[-2000:]
     assert (out / "soak.json").exists(), said
