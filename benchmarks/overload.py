@@ -2,7 +2,7 @@
 other voice stays fast throughout.
 
     python benchmarks/overload.py --out DIR [--url HOST:PORT] [--voice both|tacovoice|fastvoice] [--streams 200]
-                                  [--seconds 30] [--other fastvoice] [--retry-s 1.0] [--timeout-s 60]
+                                  [--seconds 30] [--other fastvoice] [--retry-s 1.0] [--jitter 0.5] [--timeout-s 60]
 
 The target (the reliability issue): 200 concurrent long streams on one voice: every request gets a first chunk
 within 1 s or a refusal within 100 ms; the other voice's first chunk stays under 100 ms throughout.
@@ -18,10 +18,13 @@ direction (``--voice both``, the default: tacovoice loaded while fastvoice is pr
   the refusal), *error* (anything else, e.g. a timeout or a stream that broke after its first chunk) or *hang*
   (its thread had not returned --timeout-s after the run should have ended).
 - for --seconds after the barrier each client keeps the load up: once its request was refused or finished it
-  waits --retry-s and sends the next one, so "every request" includes the ones that arrive while the voice is full.
+  waits --retry-s (times a random factor from 1 - --jitter to 1 + --jitter: clients refused together do not all come
+  back together) and sends the next one, so "every request" includes the ones that arrive while the voice is full.
   --seconds 0 is the single burst.
-- meanwhile one probe thread sends short utterances (one held-out sentence) to the other voice back to back and
-  records each one's first-chunk latency (or its failure), from the barrier until every client has stopped.
+- meanwhile a probe sends short utterances (one held-out sentence) to the other voice back to back and records
+  each one's first-chunk latency (or its failure), from the barrier until every client has stopped.  It runs in a
+  process of its own, so the 200 client threads do not hold its GIL: what it sees is the server's doing (and the
+  machine's: all of it shares the cores with the server).
 
 Prints a table and writes overload.md (table and verdicts), overload.csv (the table), overload_requests.csv (every
 request and probe: direction, start time after the barrier, outcome, latencies) and overload.png (latencies over
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import random
 import sys
 import threading
 import time
@@ -134,28 +138,67 @@ def record(voice: str, kind: str, start_s: float, out: Outcome) -> Request:
                    completed=out.error is None and out.chunks > 0, error=error, exc=out.error)
 
 
-def overload(url: str, voice: str, other: str, *, streams: int, seconds: float, retry_s: float = 1.0,
+def probe_process(url: str, other: str, timeout_s: float, ready: Any, go: Any, t0: Any, stop: Any, results: Any) -> None:
+    """The probe, in a process of its own (so the load clients' threads do not hold its GIL): short utterances of
+    ``other`` back to back from ``go`` until ``stop``; each as ``(start_s, first_s, total_s, chunks, error)`` on
+    ``results``, times after the barrier's ``t0`` (``time.monotonic``, the same clock in every process); ``None``
+    last.  A probe that cannot start puts its error on ``results`` and exits."""
+    try:
+        with Client(url, timeout_s=timeout_s) as client:
+            for _ in client.stream(SHORT, voice=other):  # its channel and the voice's spec, not measured
+                pass
+            ready.set()
+            if not go.wait(timeout=600):
+                return
+            while not stop.is_set():
+                start = time.monotonic()
+                out = Outcome()
+                run_stream(client, other, SHORT, out)
+                error = "" if out.error is None else f"{type(out.error).__name__}: {out.error}"[:300]
+                results.put((start - t0.value, out.first_s, out.total_s, out.chunks, error))
+                if out.error is not None:
+                    time.sleep(0.1)  # a failing probe does not spin
+    except Exception as e:
+        ready.set()
+        results.put((0.0, None, None, 0, f"probe: {type(e).__name__}: {e}"[:300]))
+    finally:
+        results.put(None)
+
+
+def overload(url: str, voice: str, other: str, *, streams: int, seconds: float, retry_s: float = 1.0, jitter: float = 0.5,
              timeout_s: float = 60.0, sentences: int = LONG_SENTENCES, log: Any = print) -> Run:
     """``streams`` clients send long streams to ``voice`` at once (a barrier), and keep doing so for ``seconds``
-    (each waits ``retry_s`` after a refusal or a finished stream); a probe sends short utterances to ``other``
-    back to back meanwhile.  A client whose thread has not returned ``3 * timeout_s`` after the end is a hang."""
+    (each waits ``retry_s`` after a refusal or a finished stream, times a random factor from ``1 - jitter`` to
+    ``1 + jitter``, so the clients refused together do not all come back together); a probe (:func:`probe_process`)
+    sends short utterances to ``other`` back to back meanwhile.  A client whose request has not ended
+    ``3 * timeout_s`` after the load should have ended is a hang."""
+    import multiprocessing
+
     run = Run(voice, other, streams, seconds, limit=max_streams(url, voice))
     lock = threading.Lock()
-    clock = {"t0": 0.0}  # the barrier's moment, set by its action before any thread is released
-    barrier = threading.Barrier(streams + 2, action=lambda: clock.update(t0=time.perf_counter()))  # clients, probe, us
-    stop_probe = threading.Event()
+    mp = multiprocessing.get_context("spawn")
+    ready, go, stop_probe, results = mp.Event(), mp.Event(), mp.Event(), mp.Queue()
+    t0_shared = mp.Value("d", 0.0)
+    clock = {"t0": 0.0}  # the barrier's moment (time.monotonic), set by its action before any thread is released
+
+    def release() -> None:
+        clock["t0"] = t0_shared.value = time.monotonic()
+        go.set()
+
+    barrier = threading.Barrier(streams + 1, action=release)  # the clients and this thread
     in_flight: dict[int, float] = {}  # client -> start of its request in flight (after the barrier)
-    failures: list[str] = []  # a client or the probe that could not even start
+    failures: list[str] = []  # a client that could not even start
 
     def client_loop(k: int) -> None:
         text = long_text(k, sentences)
+        rng = random.Random(k)  # the same pauses run after run
         try:
             with Client(url, timeout_s=timeout_s) as client:
                 client.spec(voice)  # the addon JSON before anything is timed
-                barrier.wait(timeout=120 + streams)
+                barrier.wait(timeout=300 + streams)
                 t0 = clock["t0"]
                 while True:
-                    start = time.perf_counter()
+                    start = time.monotonic()
                     with lock:
                         in_flight[k] = start - t0
                     out = Outcome()
@@ -163,60 +206,64 @@ def overload(url: str, voice: str, other: str, *, streams: int, seconds: float, 
                     with lock:
                         del in_flight[k]
                         run.requests.append(record(voice, "load", start - t0, out))
-                    if time.perf_counter() - t0 + retry_s >= seconds:
+                    pause = retry_s * rng.uniform(1 - jitter, 1 + jitter)
+                    if time.monotonic() - t0 + pause >= seconds:
                         return
-                    time.sleep(retry_s)  # a refused or finished client tries again after a short pause
+                    time.sleep(pause)  # a refused or finished client tries again after a short pause
         except Exception as e:  # could not start (or the barrier broke): said, and the run fails
             barrier.abort()
             with lock:
                 in_flight.pop(k, None)
                 failures.append(f"client {k}: {type(e).__name__}: {e}"[:300])
 
-    def probe_loop() -> None:
-        try:
-            with Client(url, timeout_s=timeout_s) as client:
-                client.spec(other)
-                barrier.wait(timeout=120 + streams)
-                t0 = clock["t0"]
-                while not stop_probe.is_set():
-                    start = time.perf_counter()
-                    out = Outcome()
-                    run_stream(client, other, SHORT, out)
-                    with lock:
-                        run.probes.append(record(other, "probe", start - t0, out))
-                    if out.error is not None:
-                        time.sleep(0.1)  # a failing probe does not spin
-        except Exception as e:
-            barrier.abort()
-            with lock:
-                failures.append(f"probe: {type(e).__name__}: {e}"[:300])
-
     with Client(url, timeout_s=timeout_s) as warm:  # first-call costs on the server, not measured
         for v in (voice, other):
             for _ in warm.stream(SHORT, voice=v):
                 pass
+    probe = mp.Process(target=probe_process, args=(url, other, timeout_s, ready, go, t0_shared, stop_probe, results),
+                       daemon=True, name="overload-probe")
+    probe.start()
     threads = [threading.Thread(target=client_loop, args=(k,), daemon=True, name=f"overload-{k}") for k in range(streams)]
-    probe = threading.Thread(target=probe_loop, daemon=True, name="overload-probe")
-    for thread in [*threads, probe]:
+    for thread in threads:
         thread.start()
     try:
-        barrier.wait(timeout=120 + streams)  # every client has its channel and the voice's spec
+        if not ready.wait(timeout=300):
+            raise threading.BrokenBarrierError
+        barrier.wait(timeout=300 + streams)  # every client has its channel and the voice's spec
     except threading.BrokenBarrierError:
-        for thread in [*threads, probe]:
+        barrier.abort()
+        stop_probe.set()
+        go.set()
+        for thread in threads:
             thread.join(10)
+        probe.join(10)
+        if probe.is_alive():
+            probe.kill()
         raise RuntimeError(f"the clients could not start: {failures[:3]}") from None
     t0 = clock["t0"]
     deadline = time.monotonic() + seconds + 3 * timeout_s
     for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))
     stop_probe.set()
-    probe.join(3 * timeout_s)
-    run.wall_s = time.perf_counter() - t0
+    probe_end = time.monotonic() + 3 * timeout_s
+    while True:  # drain the probe's results until its last (None) or its deadline
+        try:
+            item = results.get(timeout=max(0.1, probe_end - time.monotonic()))
+        except Exception:  # queue.Empty: the probe hangs
+            run.probes.append(Request(other, "probe", time.monotonic() - t0, PROBE_FAILED, None, None, 0, False, "probe hung"))
+            break
+        if item is None:
+            break
+        start_s, first_s, total_s, chunks, error = item
+        ok = not error and chunks > 0
+        run.probes.append(Request(other, "probe", start_s, PROBE_OK if ok else PROBE_FAILED, first_s, total_s, chunks, ok, error))
+    probe.join(10)
+    if probe.is_alive():
+        probe.kill()
+    run.wall_s = time.monotonic() - t0
     with lock:
         for start_s in sorted(in_flight.values()):  # still waiting: a hang
             run.requests.append(Request(voice, "load", start_s, HANG, None, None, 0, False, "no answer"))
-        if probe.is_alive():
-            run.probes.append(Request(other, "probe", run.wall_s, PROBE_FAILED, None, None, 0, False, "probe hung"))
         for failure in failures:  # a client that failed after the barrier (not in run_stream: a bug) is an error
             run.requests.append(Request(voice, "load", run.wall_s, ERROR, None, None, 0, False, failure))
     log(f"  {voice} loaded by {streams} clients ({run.limit} admitted) for {seconds:g} s, {other} probed: "
@@ -357,11 +404,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--streams", type=int, default=200, help="concurrent clients on the loaded voice")
     ap.add_argument("--seconds", type=float, default=30.0, help="keep the load up this long after the barrier (0: one burst)")
     ap.add_argument("--retry-s", type=float, default=1.0, help="a client's pause after a refusal or a finished stream")
+    ap.add_argument("--jitter", type=float, default=0.5, help="each pause is --retry-s times a random factor in "
+                    "[1 - jitter, 1 + jitter] (0: every refused client comes back at the same moment, in waves)")
     ap.add_argument("--timeout-s", type=float, default=60.0, help="a client's wait for any one response")
     ap.add_argument("--sentences", type=int, default=LONG_SENTENCES, help="held-out sentences per long stream")
     args = ap.parse_args(argv)
-    if args.streams < 1 or args.seconds < 0 or args.retry_s < 0 or args.timeout_s <= 0 or args.sentences < 1:
-        ap.error("--streams and --sentences must be positive, --seconds and --retry-s not negative, --timeout-s positive")
+    if args.streams < 1 or args.seconds < 0 or args.retry_s < 0 or not 0 <= args.jitter <= 1 or args.timeout_s <= 0 or args.sentences < 1:
+        ap.error("--streams and --sentences must be positive, --seconds and --retry-s not negative, --jitter from 0 to 1, "
+                 "--timeout-s positive")
     if args.voice == "both":
         directions = [(v, next(o for o in VOICES if o != v)) for v in VOICES]
     else:
@@ -383,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
             if k:
                 time.sleep(2.0)  # the last streams' slots are free before the next direction
             runs.append(overload(url, voice, other, streams=args.streams, seconds=args.seconds, retry_s=args.retry_s,
-                                 timeout_s=args.timeout_s, sentences=args.sentences,
+                                 jitter=args.jitter, timeout_s=args.timeout_s, sentences=args.sentences,
                                  log=lambda line: print(line, flush=True)))
 
     rows = [row(run) for run in runs]
@@ -391,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"{'PASS' if ok else 'FAIL'}  {line}" for r in rows for ok, line in verdicts(r)]
     errors = sorted({q.error for run in runs for q in run.requests + run.probes if q.error and q.outcome != REFUSED})
     print(f"\n{args.streams} clients per loaded voice, long streams of {args.sentences} held-out sentences, load kept up "
-          f"for {args.seconds:g} s (retry after {args.retry_s:g} s); latencies in ms, from the client\n{table}\n")
+          f"for {args.seconds:g} s (retry after {args.retry_s:g} s ± {100 * args.jitter:.0f} %); latencies in ms, from the client\n{table}\n")
     print("\n".join(lines))
     if errors:
         print(f"errors ({len(errors)} kinds), first: " + "; ".join(errors[:3]))
@@ -401,7 +451,9 @@ def main(argv: list[str] | None = None) -> int:
         w.writerows(rows)
     write_requests(runs, args.out / "overload_requests.csv")
     (args.out / "overload.md").write_text(
-        f"{args.streams} clients per loaded voice for {args.seconds:g} s (retry after {args.retry_s:g} s); latencies in ms\n\n"
+        f"{args.streams} clients per loaded voice, long streams of {args.sentences} held-out sentences, load kept up for "
+        f"{args.seconds:g} s (retry after {args.retry_s:g} s ± {100 * args.jitter:.0f} %); latencies in ms, from the "
+        f"client\n\n"
         + table + "\n\n" + "\n".join(f"- {line}" for line in lines) + "\n")
     wrote = ["overload.md", "overload.csv", "overload_requests.csv"] + (["overload.png"] if plot(runs, args.out / "overload.png") else [])
     print(f"wrote {', '.join(str(args.out / w) for w in wrote)}")
