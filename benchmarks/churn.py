@@ -1,7 +1,7 @@
 """Cancellation churn: storms of streams cancelled after their first chunk, round after round; memory and survival.
 
     python benchmarks/churn.py --out out/churn [--rounds 10] [--grpc 500] [--http 200] [--warmup 2]
-                               [--url HOST:GRPC_PORT --http-url HOST:PORT --metrics-url HOST:PORT [--pid PID]]
+                               [--url HOST:GRPC_PORT --http-url HOST:PORT --metrics-url HOST:PORT [--pid PID] [--log FILE]]
 
 Without --url it starts its own tritonserver on free ports from the committed model_repository/ (log:
 DIR/tritonserver.log).  Each round opens --grpc gRPC streams (tritonclient.grpc ``start_stream``, one request,
@@ -49,6 +49,7 @@ issue):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import http.client
 import json
@@ -339,6 +340,21 @@ def memory(pgid: int) -> tuple[float, float, int]:
     return pss / 1024, rss / 1024, n
 
 
+def pss_by_role(pgid: int) -> dict[str, float]:
+    """PSS MiB of tritonserver (``server``), of its voice models' stubs (``voices``) and of its network models' stubs
+    (``networks``): where memory grows."""
+    from melstream.serving.server import stub_processes
+
+    roles = {s.pid: "networks" if wire.is_network_model(s.model) else "voices" for s in stub_processes(pgid)}
+    roles[pgid] = "server"
+    out = dict.fromkeys(("server", "voices", "networks"), 0.0)
+    for pid, role in roles.items():
+        with contextlib.suppress(OSError, AttributeError):  # gone meanwhile
+            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+            out[role] += int(re.search(r"^Pss:\s+(\d+) kB", text, re.M).group(1)) / 1024  # type: ignore[union-attr]
+    return out
+
+
 def log_alarms(log_file: Path | None) -> list[str]:
     """The lines of the server's log that say a process crashed or a stub was restarted."""
     if log_file is None or not log_file.exists():
@@ -396,9 +412,11 @@ def run_round(target: Target, index: int, *, grpc: int, http: int, voices: Seque
         pss, rss, procs = memory(target.pid)
         alive = {s.pid for s in stub_processes(target.pid)}
         row.update(pss_mib=pss, delta_mib=float("nan") if baseline_pss is None else pss - baseline_pss, rss_mib=rss,
-                   processes=procs, stubs_alive=len(stubs_before & alive), stubs=len(stubs_before))
+                   processes=procs, stubs_alive=len(stubs_before & alive), stubs=len(stubs_before),
+                   **{f"pss_{role}_mib": v for role, v in pss_by_role(target.pid).items()})
     else:
-        row.update(pss_mib=float("nan"), delta_mib=float("nan"), rss_mib=float("nan"), processes=0, stubs_alive=0, stubs=0)
+        row.update(pss_mib=float("nan"), delta_mib=float("nan"), rss_mib=float("nan"), processes=0, stubs_alive=0, stubs=0,
+                   **{f"pss_{role}_mib": float("nan") for role in ("server", "voices", "networks")})
     row["ready"] = not_ready(target.http_url, timeout_s=5) is None
     row["log_alarms"] = len(log_alarms(target.log_file))
     row["first_error"] = res.errors[0] if res.errors else ""
@@ -408,8 +426,9 @@ def run_round(target: Target, index: int, *, grpc: int, http: int, voices: Seque
 TABLE = [("round", "round", "{}"), ("served", "served+cancelled", "{}"), ("refused", "refused (retried)", "{}"),
          ("server_cancelled", "server: cancelled", "{}"), ("server_completed", "completed", "{}"), ("server_error", "error", "{}"),
          ("errors", "client errors", "{}"), ("pss_mib", "PSS MiB", "{:.1f}"), ("delta_mib", "Δ MiB", "{:+.1f}"),
-         ("rss_mib", "RSS MiB", "{:.1f}"), ("stubs_alive", "stubs alive", "{}"), ("ready", "ready", "{}"),
-         ("log_alarms", "log alarms", "{}"), ("seconds", "seconds", "{:.1f}")]
+         ("pss_server_mib", "of it: server", "{:.1f}"), ("pss_voices_mib", "voice stubs", "{:.1f}"),
+         ("pss_networks_mib", "network stubs", "{:.1f}"), ("rss_mib", "RSS MiB", "{:.1f}"), ("stubs_alive", "stubs alive", "{}"),
+         ("ready", "ready", "{}"), ("log_alarms", "log alarms", "{}"), ("seconds", "seconds", "{:.1f}")]
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
@@ -438,6 +457,8 @@ def plot(rows: list[dict[str, Any]], path: Path, *, warmup: int, fit: tuple[floa
     xs = [r["round"] for r in rows]
     ax.plot(xs, [r["pss_mib"] for r in rows], "o-", label="PSS (server + stubs)")
     ax.plot(xs, [r["rss_mib"] for r in rows], "s--", alpha=0.5, label="RSS (server + stubs)")
+    for role, label in (("voices", "PSS of the voice stubs"), ("networks", "PSS of the network stubs"), ("server", "PSS of tritonserver")):
+        ax.plot(xs, [r[f"pss_{role}_mib"] for r in rows], ".-", linewidth=0.8, alpha=0.7, label=label)
     if fit is not None:
         k, b = fit
         fx = [x for x in xs if x > warmup]
@@ -504,6 +525,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--http-url", default=None, help="its HTTP HOST:PORT (default: the gRPC host, port 8000)")
     ap.add_argument("--metrics-url", default=None, help="its metrics HOST:PORT (default: the gRPC host, port 8002)")
     ap.add_argument("--pid", type=int, default=None, help="its tritonserver pid (process group), for memory and stubs")
+    ap.add_argument("--log", type=Path, default=None, help="its log file, watched for crashes")
     ap.add_argument("--cancel-ended", action="store_true", help="cancel a gRPC stream also when its request has already "
                     "ended (refused as busy), as many clients do: shows Triton 2.51's leak of such streams")
     ap.add_argument("--repo", type=Path, default=REPO, help="repository of the server it starts")
@@ -524,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
             target = Target(server.grpc_url, server.http_url, f"localhost:{server.metrics_port}", server.pid, server.log_file)
         else:
             host = args.url.rpartition(":")[0]
-            target = Target(args.url, args.http_url or f"{host}:8000", args.metrics_url or f"{host}:8002", args.pid)
+            target = Target(args.url, args.http_url or f"{host}:8000", args.metrics_url or f"{host}:8002", args.pid, args.log)
 
         def show(r: dict[str, Any]) -> None:
             print(f"  round {r['round']}: {r['served']} served+cancelled ({r['served_grpc']} gRPC, {r['served_http']} HTTP), "
@@ -547,8 +569,9 @@ def main(argv: list[str] | None = None) -> int:
         failed = False
     else:
         failed = not fit[0] < args.max_growth_mib
+        fitted = [r["round"] for r in rows if r["round"] > args.warmup and alive(r)]
         verdict = (f"VERDICT: {'FAIL' if failed else 'PASS'}: PSS grows {fit[0]:+.2f} MiB per round over rounds "
-                   f"{args.warmup + 1}..{rows[-1]['round']} (limit {args.max_growth_mib:g} MiB)")
+                   f"{fitted[0]}..{fitted[-1]} (limit {args.max_growth_mib:g} MiB)")
     if dead:
         verdict += f"; FAIL: server or stub dead after round(s) {', '.join(map(str, dead))}"
     if alarms:
