@@ -390,7 +390,10 @@ def run_round(target: Target, index: int, *, grpc: int, http: int, voices: Seque
     """One storm, then the server's state once it is quiet: a row of the table."""
     from melstream.serving.server import not_ready, stub_processes
 
-    before = outcomes(scrape(target.metrics_url), voices)
+    try:
+        before: Counter[str] | None = outcomes(scrape(target.metrics_url), voices)
+    except OSError:  # the server is down already
+        before = None
     t0 = time.perf_counter()
     res = storm(target.grpc_url, target.http_url, grpc=grpc, http=http, voices=voices, limits=limits, cancel_ended=cancel_ended,
                 log_file=target.log_file)
@@ -405,7 +408,7 @@ def run_round(target: Target, index: int, *, grpc: int, http: int, voices: Seque
                            "served_grpc": sum(n for (_, k), n in res.served.items() if k == "grpc"),
                            "served_http": sum(n for (_, k), n in res.served.items() if k == "http"),
                            "refused": res.refused, "completed": res.completed, "errors": len(res.errors),
-                           **{f"server_{o}": float("nan") if after is None else after[o] - before[o]
+                           **{f"server_{o}": float("nan") if after is None or before is None else after[o] - before[o]
                               for o in ("cancelled", "completed", "error", "refused")},
                            "quiet_s": quiet_s, "storm_s": res.seconds, "seconds": seconds}
     if target.pid is not None:
