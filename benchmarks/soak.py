@@ -853,8 +853,9 @@ def main(argv: list[str] | None = None) -> int:
                     next_line += 60.0
                     with soak.lock:
                         c = Counter(r.outcome for r in soak.requests)
+                    c["hung"] = c.pop("lost", 0)  # lost or stranded: sorted out at the end, with the kills' recoveries
                     print(f"  [{soak.now():7.1f} s] {sum(c.values())} requests: "
-                          + ", ".join(f"{o} {c.get(o, 0)}" for o in OUTCOMES), flush=True)
+                          + ", ".join(f"{o} {c.get(o, 0)}" for o in (*OUTCOMES[:-2], "hung")), flush=True)
         finally:
             soak.stop.set()
         # drain: each request in flight ends within the clients' timeout (no response for --lost-after-s)
