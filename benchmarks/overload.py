@@ -34,7 +34,10 @@ Exit status 1 on any FAIL.
 
 Latencies are measured from the client: they include the client's own work (Python threads sharing the GIL with
 every other client) and opening a stream's gRPC channel (melstream's Client keeps a channel for the next stream
-only after a stream that completed; a refused stream's channel is closed).
+only after a stream that completed; a refused stream's channel is closed).  So the table also says how late a
+heartbeat thread of the clients' process woke from a 10 ms sleep ("client lag"; the plot draws it over time):
+a lag of seconds means the clients themselves were starved, and their figures say as much about this machine as
+about the server.
 """
 
 from __future__ import annotations
@@ -66,6 +69,8 @@ VOICES = ("tacovoice", "fastvoice")
 SERVED_FIRST_S, REFUSAL_S, OTHER_FIRST_S = 1.0, 0.1, 0.1
 #: sentences per long stream: seconds of speech on either voice
 LONG_SENTENCES = 4
+#: the load process's heartbeat: a thread sleeping this long, again and again, records how late it wakes
+HEARTBEAT_S = 0.01
 SERVED, REFUSED, ERROR, HANG, PROBE_OK, PROBE_FAILED = "served", "refused", "error", "hang", "probe", "probe_failed"
 
 
@@ -117,6 +122,9 @@ class Run:
     limit: int
     requests: list[Request] = field(default_factory=list)
     probes: list[Request] = field(default_factory=list)
+    #: (seconds after the barrier, lag): how late a thread of the load clients' process woke from a 10 ms sleep;
+    #: seconds of lag mean the clients' own process was starved (GIL, CPU), not that the server was slow
+    lags: list[tuple[float, float]] = field(default_factory=list)
     wall_s: float = 0.0
 
     def of(self, outcome: str) -> list[Request]:
@@ -241,9 +249,21 @@ def overload(url: str, voice: str, other: str, *, streams: int, seconds: float, 
             probe.kill()
         raise RuntimeError(f"the clients could not start: {failures[:3]}") from None
     t0 = clock["t0"]
+    heartbeat_done = threading.Event()
+
+    def heartbeat() -> None:  # the load process's own responsiveness, next to the clients' latencies
+        while not heartbeat_done.is_set():
+            before = time.monotonic()
+            time.sleep(HEARTBEAT_S)
+            run.lags.append((before - t0, max(0.0, time.monotonic() - before - HEARTBEAT_S)))
+
+    beat = threading.Thread(target=heartbeat, daemon=True, name="overload-heartbeat")
+    beat.start()
     deadline = time.monotonic() + seconds + 3 * timeout_s
     for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))
+    heartbeat_done.set()
+    beat.join(5)
     stop_probe.set()
     probe_end = time.monotonic() + 3 * timeout_s
     while True:  # drain the probe's results until its last (None) or its deadline
@@ -302,6 +322,8 @@ def row(run: Run) -> dict[str, Any]:
         r[f"other_first_{k}_ms"] = v
     r["other_over_100ms"] = sum(v >= OTHER_FIRST_S for v in probes)
     r["other_failures"] = sum(q.outcome == PROBE_FAILED for q in run.probes)
+    lag = stats([v for _, v in run.lags])
+    r["client_lag_p99_ms"], r["client_lag_max_ms"] = lag["p99"], lag["max"]
     r["wall_s"] = run.wall_s
     return r
 
@@ -336,7 +358,8 @@ TABLE = [("voice", "loaded", "{}"), ("limit", "limit", "{}"), ("streams", "N", "
          ("refusal_max_ms", "max", "{:.0f}"), ("refusal_over_100ms", "> 100 ms", "{}"),
          ("other", "other", "{}"), ("probes", "probes", "{}"), ("other_first_p50_ms", "other first p50", "{:.0f}"),
          ("other_first_p95_ms", "p95", "{:.0f}"), ("other_first_p99_ms", "p99", "{:.0f}"), ("other_first_max_ms", "max", "{:.0f}"),
-         ("other_over_100ms", "≥ 100 ms", "{}"), ("other_failures", "failed", "{}")]
+         ("other_over_100ms", "≥ 100 ms", "{}"), ("other_failures", "failed", "{}"),
+         ("client_lag_p99_ms", "client lag p99", "{:.0f}"), ("client_lag_max_ms", "max", "{:.0f}")]
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
@@ -377,6 +400,9 @@ def plot(runs: list[Run], path: Path) -> bool:
             if points:
                 ax.plot(*zip(*points, strict=True), marker, ms=3, alpha=0.6, color=color, linestyle="none",
                         label=f"{label} ({len(points)})")
+        if run.lags:
+            ax.plot([t for t, _ in run.lags], [max(1e3 * v, 0.1) for _, v in run.lags], ".", color="grey", ms=1.5,
+                    alpha=0.5, linestyle="none", label=f"load clients' process: heartbeat lag (a {1e3 * HEARTBEAT_S:.0f} ms sleep's overrun)")
         ax.axhline(1e3 * SERVED_FIRST_S, color="tab:blue", linestyle="--", linewidth=0.8, label="target: first chunk 1 s")
         ax.axhline(1e3 * REFUSAL_S, color="tab:orange", linestyle="--", linewidth=0.8, label="target: refusal / other voice 100 ms")
         ax.set_yscale("log")
