@@ -39,7 +39,11 @@ issue):
   corrupted, whatever runs next may fail: a stub reading a corrupted message (its segfault), or the server's
   lock on a stub's shared memory (``boost::interprocess::lock_exception``).  A crashed tritonserver can also
   hang half alive in its signal handler (still listening, every call timing out), so a supervisor must not
-  rely on its exit alone.  The storm ends early when the log shows a crash.
+  rely on its exit alone.  The storm ends early when the log shows a crash.  It takes a response of the stream
+  on its way as the client cancels: 10 of 10 runs crashed within 8 rounds, and none in 10 rounds (5 000 cancelled
+  gRPC streams) with a diagnostic copy of the voices that pauses 0.3 s after each stream's first chunk, so that
+  nothing of a stream is being written when its client cancels; nor in 5 600 gRPC streams that ran to their
+  end or were refused, none cancelled in flight.  melstream's own code runs in the stubs, not in tritonserver.
 * A gRPC stream cancelled after its request has already ended (a refusal, an error) leaks that stream's state
   in Triton 2.51 and keeps its voice loaded, so the server no longer stops cleanly (its exit timeout runs out
   with "2 live models"); the clients here cancel only a request still in flight (``--cancel-ended`` does what
