@@ -139,6 +139,10 @@ class Client(VoiceDirectory):
                 except queue.Empty:
                     raise ClientTimeoutError(f"{where}: no response within {wait_s} s") from None
                 if error is not None:
+                    # an error ends its request on the server (a voice sends it with the final flag; Triton's own
+                    # refusals never start one): nothing to cancel, and the stream may carry the next request.
+                    # Cancelling a request that has ended leaks it in Triton 2.51 (benchmarks/churn.py).
+                    finished = True
                     raise grpc_error(error, where=where)
                 response = result.get_response()
                 try:
@@ -156,7 +160,8 @@ class Client(VoiceDirectory):
             raise grpc_error(e, where=where) from e
         finally:
             try:
-                # cancel_requests tells the server to stop work for a stream the caller abandoned
+                # cancel_requests tells the server to stop work for a stream the caller abandoned (closed early,
+                # or no response within the timeout)
                 client.stop_stream(cancel_requests=not finished)
             finally:
                 self._release(client, reusable=finished)
