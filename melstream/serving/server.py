@@ -21,6 +21,7 @@ import collections
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -183,6 +184,11 @@ class StubProcess:
     instance: str
 
 
+#: how tritonserver's signal handler reports a signal (main.cc), and the signals that mean it crashed (SIGINT and
+#: SIGTERM are stops)
+_FATAL_SIGNAL = re.compile(r"^\s*Signal \((\d+)\) received")
+_FATAL_SIGNALS = {signal.SIGABRT, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGSEGV}
+
 #: the header that carries a server's repository key (see TritonServer.repository_key)
 REPOSITORY_KEY_HEADER = "melstream-supervisor-key"
 
@@ -276,6 +282,10 @@ class TritonServer:
     #: the last lines of the server's output when it has no log file (kept by a reader thread)
     _tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=200))
     _reader: threading.Thread | None = None
+    #: the crash line seen in its output since it started ("Signal (11) received."), if any
+    _crash: str | None = None
+    #: how far crashed() has read the log file
+    _log_read: int = 0
 
     @property
     def http_url(self) -> str:
@@ -352,6 +362,8 @@ class TritonServer:
         out = open(self.log_file, "ab") if self.log_file else None  # noqa: SIM115 - closed in cleanup()
         self._log = out
         self._tail.clear()
+        self._crash = None
+        self._log_read = Path(self.log_file).stat().st_size if self.log_file and Path(self.log_file).exists() else 0
         # Without a log file the output is passed on to our stderr line by line, keeping the last lines for
         # a report when the server dies.
         self._proc = subprocess.Popen(self.command(), env=server_env(), stdout=out or subprocess.PIPE,
@@ -411,9 +423,32 @@ class TritonServer:
         frees it once its requests in flight have ended."""
         self._repository(f"/v2/repository/models/{name}/unload", timeout_s=timeout_s)
 
+    def crashed(self) -> str | None:
+        """The line with which tritonserver reported a fatal signal (``Signal (11) received.``), if it has since
+        it started.  Such a server usually exits, but Triton 2.51 can also hang in its signal handler, alive and
+        listening yet serving nothing: a supervisor must not wait for it to exit."""
+        if self._crash is None and self.log_file is not None:
+            try:
+                with open(self.log_file, "rb") as f:
+                    f.seek(self._log_read)
+                    chunk = f.read()
+            except OSError:
+                chunk = b""
+            complete = chunk[:chunk.rfind(b"\n") + 1]  # whole lines only: the rest is read next time
+            self._log_read += len(complete)
+            for line in complete.decode(errors="replace").splitlines():
+                self._note_crash(line)
+        return self._crash
+
+    def _note_crash(self, line: str) -> None:
+        match = _FATAL_SIGNAL.match(line)
+        if match and self._crash is None and int(match.group(1)) in _FATAL_SIGNALS:
+            self._crash = line.strip()
+
     def _pass_on(self, stream: IO[bytes]) -> None:
         for raw in stream:
             line = raw.decode(errors="replace")
+            self._note_crash(line)
             self._tail.append(line.rstrip("\n"))
             with contextlib.suppress(OSError, ValueError):
                 sys.stderr.write(line)

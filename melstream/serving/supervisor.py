@@ -10,9 +10,11 @@ whose command line names its model: :func:`~melstream.serving.server.stub_proces
   ``melstream health`` and ``Client.voices()`` for its voice, say not ready from then on; a dead voice model
   refuses new streams), then loaded again with new stubs.  The other voices are not touched.  Why not
   restart the whole server: it would cut every other voice's streams.
-* **tritonserver is gone** -> what it left is removed (its stubs, its shared memory), the reason is logged
-  with the end of its log, and it is started again after a back-off (1 s, doubling up to 30 s; back to 1 s
-  once it has served for a minute).  If reloading a voice fails three times, the server is restarted too.
+* **tritonserver is gone**, or it logged a fatal signal without exiting (Triton 2.51 can hang in its signal
+  handler), or it has not answered ``/v2/health/live`` for ``hang_after_s`` -> what it left is removed (its
+  stubs, its shared memory), the reason is logged with the end of its log, and it is started again after a
+  back-off (1 s, doubling up to 30 s; back to 1 s once it has served for a minute).  If reloading a voice
+  fails three times, the server is restarted too.
 
 What Triton 2.51 does not let us fix (python_backend ``src/python_be.cc``, core ``src/infer_response.h``):
 the parent side of the Python backend makes one response factory per request of a decoupled model and frees
@@ -33,12 +35,23 @@ import signal
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from melstream.errors import ServerError
 from melstream.serving.server import StubProcess, TritonServer, describe_exit, stub_processes
 from melstream.wire import voice_of
+
+
+def live(http_url: str, *, timeout_s: float) -> bool:
+    """Whether the server at ``http_url`` answers ``/v2/health/live`` with 200."""
+    try:
+        with urllib.request.urlopen(f"http://{http_url}/v2/health/live", timeout=timeout_s) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def _stderr(line: str) -> None:
@@ -75,6 +88,12 @@ class Supervisor:
     stale_grace_s: float = 5.0
     #: reload attempts of a voice before the whole server is restarted
     reload_attempts: int = 3
+    #: how often the server is asked whether it is alive (``/v2/health/live``), and how long it may not answer
+    #: before it counts as hung and is restarted
+    live_every_s: float = 2.0
+    hang_after_s: float = 15.0
+    #: whether the server answers /v2/health/live (fakes in tests)
+    is_live: Callable[[str], bool] = lambda url: live(url, timeout_s=2.0)
     log: Callable[[str], None] = _stderr
     clock: Callable[[], float] = time.monotonic
     #: the server's stubs from its pid (fakes in tests)
@@ -90,13 +109,15 @@ class Supervisor:
     _stale: list[tuple[float, StubProcess]] = field(default_factory=list)
     _failures: int = 0
     _started_at: float = 0.0
+    _live_at: float = 0.0
+    _asked_at: float = 0.0
 
     # --- the loop ------------------------------------------------------------------------------------------
     def start(self, *, attempts: int = 3) -> None:
         """Start the server (a server that dies while starting is tried ``attempts`` times: see
         :meth:`TritonServer.start`) and note its stubs."""
         self.server.start(timeout_s=self.start_timeout_s, attempts=attempts)
-        self._started_at = self.clock()
+        self._started_at = self._live_at = self._asked_at = self.clock()
         self._known = {s.pid: s for s in self._stubs()}
         self._stale.clear()
 
@@ -110,6 +131,13 @@ class Supervisor:
         returncode = self.server.poll()
         if returncode is not None:
             self._restart(f"tritonserver died ({describe_exit(returncode)})", stop)
+            return
+        crash = self.server.crashed()
+        if crash is not None:
+            self._restart(f"tritonserver crashed ({crash!r} in its log) and had not exited", stop)
+            return
+        if self._hung():
+            self._restart(f"tritonserver has not answered /v2/health/live for {self.hang_after_s:.0f} s", stop)
             return
         alive = {s.pid: s for s in self._stubs()}
         now = self.clock()
@@ -177,6 +205,15 @@ class Supervisor:
                 self._stale.append((self.clock() + self.stale_grace_s, stub))
         self.log(f"voice {voice!r} is ready again ({rec.seconds:.1f} s after its stub was found gone)")
         return rec
+
+    def _hung(self) -> bool:
+        """Whether the server has not answered /v2/health/live for ``hang_after_s`` (asked every ``live_every_s``)."""
+        now = self.clock()
+        if now - self._asked_at >= self.live_every_s:
+            self._asked_at = now
+            if self.is_live(self.server.http_url):
+                self._live_at = self.clock()
+        return self.clock() - self._live_at >= self.hang_after_s
 
     def _kill(self, stub: StubProcess) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -226,3 +226,20 @@ def test_stub_processes_reads_model_and_instance_from_the_command_line(tmp_path:
     stubs = stub_processes(10, tmp_path)
     assert [(s.pid, s.model, s.instance) for s in stubs] == [(12, "fastvoice", "fastvoice_0_0"),
                                                              (11, "fastvoice__decoder", "fastvoice__decoder_0_1")]
+
+
+def test_crashed_reads_a_fatal_signal_from_the_log_written_since_the_start(tmp_path: Path) -> None:
+    log = tmp_path / "tritonserver.log"
+    log.write_text("Signal (11) received.\n")  # an earlier run's crash in the same (appended) log
+    srv = TritonServer(repo=tmp_path, log_file=log)
+    srv._log_read = log.stat().st_size  # what start() does
+    assert srv.crashed() is None
+    with log.open("a") as f:
+        f.write("I1125 model_lifecycle.cc] loaded\nSignal (2) received.\n")  # a stop, not a crash
+    assert srv.crashed() is None
+    with log.open("a") as f:
+        f.write(" 0# 0x000 in tritonserver\nSignal (6) rec")  # half a line: read when it is whole
+    assert srv.crashed() is None
+    with log.open("a") as f:
+        f.write("eived.\nSignal (11) received.\n")
+    assert srv.crashed() == "Signal (6) received."  # the first one

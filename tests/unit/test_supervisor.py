@@ -25,6 +25,9 @@ class FakeServer:
     pid: int | None = None
     fail_loads: int = 0
     start_failures: list[Exception] = field(default_factory=list)
+    crash: str | None = None
+    live: bool = True
+    http_url: str = "localhost:1"
     on_load: Any = None  # called after a load: lets a test kill another stub "during" a recovery
     _next_pid: int = 100
 
@@ -45,9 +48,12 @@ class FakeServer:
     def poll(self) -> int | None:
         return self.returncode
 
+    def crashed(self) -> str | None:
+        return self.crash
+
     def cleanup(self) -> StopReport:
         self.calls.append("cleanup")
-        self.pid, self.stubs = None, {}
+        self.pid, self.stubs, self.crash = None, {}, None
         return StopReport(returncode=self.returncode)
 
     def log_tail(self, lines: int = 20) -> list[str]:
@@ -99,7 +105,7 @@ class NoWait:
 def setup() -> tuple[Supervisor, FakeServer, Clock, list[str]]:
     server, clock, lines = FakeServer(), Clock(), []
     sup = Supervisor(server, log=lines.append, clock=clock, list_stubs=lambda pid: list(server.stubs.values()),  # type: ignore[arg-type]
-                     kill=server.kill, sleep=lambda s: lines.append(f"slept {s}"))
+                     kill=server.kill, sleep=lambda s: lines.append(f"slept {s}"), is_live=lambda url: server.live)
     sup.start()
     server.calls.clear()
     return sup, server, clock, lines
@@ -245,3 +251,30 @@ def test_voice_problems_names_what_is_not_ready() -> None:
     down = voice_problems(FakeClient(everything, everything - {networks[0]}), [])
     assert down[spec.name] == f"network model(s) not ready: {networks[0]}"
     assert voice_problems(FakeClient(everything, everything), ["nosuch"]) == {"nosuch": "no model of this voice is loaded"}
+
+
+def test_a_server_that_crashed_but_did_not_exit_is_restarted(setup: Any) -> None:
+    sup, server, _, lines = setup
+    server.crash = "Signal (11) received."
+    sup.check(NoWait())  # type: ignore[arg-type]
+    assert server.calls == ["cleanup", "start"]  # cleanup kills it
+    assert any("tritonserver crashed ('Signal (11) received.' in its log) and had not exited" in line for line in lines)
+
+
+def test_a_server_that_stops_answering_is_restarted_after_hang_after_s(setup: Any) -> None:
+    sup, server, clock, lines = setup
+    server.live = False
+    for _ in range(int(sup.hang_after_s / sup.live_every_s)):
+        clock.now += sup.live_every_s * 0.99
+        sup.check(NoWait())  # type: ignore[arg-type]
+    assert server.calls == []  # not yet: it may just be busy
+    server.live = True
+    clock.now += sup.live_every_s
+    sup.check(NoWait())  # type: ignore[arg-type]
+    assert server.calls == []  # it answered again: the clock starts over
+    server.live = False
+    for _ in range(int(sup.hang_after_s / sup.live_every_s) + 2):
+        clock.now += sup.live_every_s
+        sup.check(NoWait())  # type: ignore[arg-type]
+    assert server.calls[:2] == ["cleanup", "start"]
+    assert any("has not answered /v2/health/live for 15 s" in line for line in lines)
