@@ -117,6 +117,12 @@ class HttpClient(VoiceDirectory):
                 chunk = wire.decode_chunk(event, n_mels=n_mels)
                 if chunk is not None:
                     yield chunk
+            # Triton streams the events chunked and ends the body with its last chunk after the final response;
+            # a body cut off (the server died mid-utterance) ends the events silently, and http.client then has
+            # a chunk length still pending instead of None: a truncated utterance must not pass as a whole one
+            if resp.chunked and resp.chunk_left is not None:
+                raise ServerUnavailableError(f"{where}: the stream was cut off before its end (the server went away "
+                                             "mid-utterance)")
         except TimeoutError as e:
             raise ClientTimeoutError(f"{where}: no response within {wait_s} s") from e
         except (OSError, http.client.HTTPException) as e:

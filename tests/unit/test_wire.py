@@ -302,3 +302,54 @@ def test_client_reads_specs_without_components_or_plugins() -> None:
     plugins = {ep.module for ep in importlib.metadata.entry_points(group="melstream.components")}
     assert not plugins & modules, plugins & modules
     assert not {"onnxruntime", "torch"} & modules
+
+
+def test_http_client_refuses_a_stream_cut_off_before_its_end() -> None:
+    """A server that dies mid-utterance cuts the chunked body of generate_stream: the events end without an error,
+    and the client must say so instead of returning a truncated utterance as a whole one."""
+    import http.server
+    import socketserver
+    import threading
+
+    from melstream.client import HttpClient
+    from melstream.errors import ServerUnavailableError
+
+    addon = json.dumps(ADDON)
+    event = json.dumps({"model_name": "tiny", "outputs": [], "MEL": [[0.0] * 5] * 2})
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            body = json.dumps({"name": "tiny", "parameters": {"addon_json": {"string_value": addon}}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            data = f"data: {event}\n\n".encode()
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            if self.path.endswith("/whole/generate_stream"):
+                self.wfile.write(b"0\r\n\r\n")  # the body's end
+            self.wfile.flush()
+            self.close_connection = True  # and the connection goes: cut off, or ended properly
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = HttpClient(f"127.0.0.1:{server.server_address[1]}", timeout_s=10)
+        assert client.synthesize("x", voice="whole").shape == (2, 5)
+        with pytest.raises(ServerUnavailableError, match="cut off before its end"):
+            client.synthesize("x", voice="cut")
+    finally:
+        server.shutdown()
+        server.server_close()
