@@ -340,9 +340,15 @@ QUEUE_REFUSALS = ("Exceeds maximum queue size", "Request timeout")  # the latter
 # Triton's refusals while it stops: at SIGTERM it refuses new inference (a voice's calls to its networks
 # included: "Server not ready") before it unloads any model
 SERVER_STOPPING = ("Server is stopping", "Server not ready")
+# Triton's answers for a model whose stub died (python_backend: "Stub process '<instance>' is not healthy.") or
+# that is unloaded while melstream's supervisor loads it again (core: "Model '<name>' is not ready" / "... is
+# not found" while unloaded): a moment later it serves again, so they are UNAVAILABLE (try again), not faults
+RESTARTING = ("Stub process", "is not ready")
 # Triton's refusal of a request with too few or too many inputs for a model without optional inputs (a network
 # model): "expected 1 inputs but got 0 inputs for model ..." (core r24.10, infer_request.cc)
 _INPUT_COUNT = re.compile(r"expected \d+ inputs but got \d+ inputs")
+# RESTARTING: "Failed for execute the inference request. Model 'x' is not ready." (a model being reloaded)
+_NOT_READY = re.compile(r"Model '[^']+' is not ready")
 # the detail of a busy refusal, after the tag: "voice 'tacovoice' is busy: <why>; try again later"
 _BUSY = re.compile(r"voice '[^']+' is busy: .*; try again later", re.S)
 
@@ -369,7 +375,7 @@ _TRITON_MESSAGES = (("Request for unknown model", "NOT_FOUND"),  # "...: 'x' is 
                     ("input '", "INVALID_ARG"),  # "input 'TEXT' already exists in request" (an input sent twice)
                     *((refusal, BUSY_ERROR) for refusal in QUEUE_REFUSALS),
                     *((stopping, "UNAVAILABLE") for stopping in SERVER_STOPPING),
-                    ("Stub process", "INTERNAL"))  # the Python backend's stub died ("... is not healthy.")
+                    ("Stub process", "UNAVAILABLE"))  # RESTARTING: a stub died, the supervisor reloads its model
 
 
 def error_message(code: str, detail: str) -> str:
@@ -390,6 +396,11 @@ def busy_detail(voice: str, why: str) -> str:
 def is_server_stopping(message: str) -> bool:
     """Whether ``message`` holds one of Triton's :data:`SERVER_STOPPING` refusals (the server is shutting down)."""
     return any(stopping in message for stopping in SERVER_STOPPING)
+
+
+def is_restarting(message: str) -> bool:
+    """Whether ``message`` holds one of Triton's :data:`RESTARTING` answers (a model being brought back)."""
+    return any(restarting in message for restarting in RESTARTING)
 
 
 def is_queue_refusal(message: str) -> bool:
@@ -455,6 +466,8 @@ def error_code(message: str, *, http_status: int | None = None, grpc_status: str
             return code
     if _INPUT_COUNT.match(text):
         return "INVALID_ARG"
+    if _NOT_READY.search(text):
+        return "UNAVAILABLE"
     if http_status is not None and http_status >= 400:
         return _HTTP_STATUS_CODES.get(http_status, "UNKNOWN")
     return "UNKNOWN"

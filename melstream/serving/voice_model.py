@@ -37,7 +37,7 @@ import numpy as np
 
 from melstream import wire
 from melstream.addon import addon_from_json
-from melstream.errors import InputError, TextError
+from melstream.errors import InputError, SynthesisError, TextError
 from melstream.runners.triton_bls import TritonBLSRunner
 
 # Triton's own metrics count requests and time whole executions; a stream's listener cares about
@@ -327,6 +327,9 @@ class VoiceModel:
         except Exception as e:
             if wire.is_server_stopping(str(e)):  # Triton refuses a voice's network calls once it is told to stop
                 outcome, error = "error", ("UNAVAILABLE", f"voice {self.name!r} is shutting down")
+            elif isinstance(e, SynthesisError) and wire.is_restarting(str(e)):  # a network's stub died: it is reloaded
+                outcome, error = "error", ("UNAVAILABLE", f"voice {self.name!r} is restarting a network ({e}); try again")
+                pb.Logger.log_warn(f"voice {self.name!r}: stream cut by a network being restarted: {e}")
             elif wire.is_queue_refusal(str(e)):  # a network model's bounded queue refused the call: overload, not a fault
                 outcome, error = "error", (wire.BUSY_ERROR, wire.busy_detail(self.name, str(e)))
                 pb.Logger.log_warn(f"voice {self.name!r}: stream refused by a network model: {e}")

@@ -517,6 +517,21 @@ def test_a_full_network_queue_ends_the_stream_as_busy_not_as_a_fault() -> None:
     model.finalize()
 
 
+@pytest.mark.parametrize("answer", ["Stub process 'tiny__decoder_0_0' is not healthy.",
+                                    "Failed for execute the inference request. Model 'tiny__decoder' is not ready."])
+def test_a_network_being_restarted_ends_the_stream_as_unavailable_not_as_a_fault(answer: str) -> None:
+    failing = ScriptedPipeline([mel(1, 0.0)], fail=SynthesisError(f"network model 'tiny__decoder': {answer}"))
+    model, pb = voice(failing)
+    sender = run(model, request())
+    assert sender.kinds() == ["chunk", "error+final"]
+    [(code, message)] = sender.errors()
+    assert code == "UNAVAILABLE" and message.startswith("[UNAVAILABLE] voice 'tiny' is restarting a network (")
+    assert message.endswith("); try again") and answer in message
+    assert wire.error_code(message) == "UNAVAILABLE" and not wire.is_busy(message)
+    assert [level for level, _ in pb.Logger.lines] == ["warn"]
+    model.finalize()
+
+
 @pytest.mark.parametrize("refusal", ["Server not ready", "Server is stopping"])
 def test_a_server_that_stops_ends_the_stream_as_shutting_down_not_as_a_fault(refusal: str) -> None:
     # at SIGTERM Triton refuses the voice's network calls before it unloads the voice (finalize comes later)
@@ -663,7 +678,9 @@ def test_error_message_refuses_an_unknown_code() -> None:
     ("[request id: 7] unexpected inference input 'X' for model 'fastvoice'", {}, "INVALID_ARG"),
     ("Exceeds maximum queue size", {}, "UNAVAILABLE"),
     ("Server is stopping, scheduler for model has stopped accepting new inference requests", {}, "UNAVAILABLE"),
-    ("Stub process 'fastvoice_0_0' is not healthy.", {"http_status": 400}, "INTERNAL"),  # HTTP's status for it is unreliable
+    # a model being brought back by the supervisor: try again (HTTP's status for the stub's death is unreliable)
+    ("Stub process 'fastvoice_0_0' is not healthy.", {"http_status": 400}, "UNAVAILABLE"),
+    ("Failed for execute the inference request. Model 'fastvoice__text_encoder' is not ready.", {}, "UNAVAILABLE"),
     # HTTP statuses (Triton's HttpCodeFromError, and proxies)
     ("The schema can not convert input 'TEXT' to tensor with proper shape", {"http_status": 400}, "INVALID_ARG"),
     ("Unable to parse 'data': attempt to access JSON non-number as double", {"http_status": 500}, "INTERNAL"),
