@@ -118,8 +118,27 @@ class Supervisor:
         :meth:`TritonServer.start`) and note its stubs."""
         self.server.start(timeout_s=self.start_timeout_s, attempts=attempts)
         self._started_at = self._live_at = self._asked_at = self.clock()
+        self._load_missing()
         self._known = {s.pid: s for s in self._stubs()}
         self._stale.clear()
+
+    def _load_missing(self) -> None:
+        """Load the models that did not come up with the server (a stub that died while it loaded; the server is
+        ready without them: one voice that fails must not hide the others), ``reload_attempts`` times each."""
+        try:
+            missing = [m["name"] for m in self.server.repository_index() if m.get("state") != "READY"]
+        except ServerError as e:
+            self.log(f"cannot list the server's models: {e}")
+            return
+        for model in missing:
+            for attempt in range(1, self.reload_attempts + 1):
+                try:
+                    self.server.load_model(model, timeout_s=self.start_timeout_s)
+                    self.log(f"model {model!r} did not load with the server; loaded it (attempt {attempt})")
+                    break
+                except ServerError as e:
+                    self.log(f"model {model!r} did not load with the server, nor now (attempt {attempt} of "
+                             f"{self.reload_attempts}): {e}")
 
     def run(self, stop: threading.Event) -> None:
         """Check every ``poll_s`` until ``stop`` is set (the caller then stops the server)."""

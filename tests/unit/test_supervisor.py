@@ -48,6 +48,10 @@ class FakeServer:
     def poll(self) -> int | None:
         return self.returncode
 
+    def repository_index(self) -> list[dict[str, str]]:
+        loaded = {s.model for s in self.stubs.values()}
+        return [{"name": m, "state": "READY" if m in loaded else "UNAVAILABLE"} for m in MODELS]
+
     def crashed(self) -> str | None:
         return self.crash
 
@@ -278,3 +282,23 @@ def test_a_server_that_stops_answering_is_restarted_after_hang_after_s(setup: An
         sup.check(NoWait())  # type: ignore[arg-type]
     assert server.calls[:2] == ["cleanup", "start"]
     assert any("has not answered /v2/health/live for 15 s" in line for line in lines)
+
+
+def test_a_model_that_did_not_load_with_the_server_is_loaded_after_it(setup: Any) -> None:
+    sup, server, _, lines = setup
+    server.returncode = -9
+
+    def start_without_taco(*, timeout_s: float, attempts: int = 1) -> FakeServer:
+        FakeServer.start(server, timeout_s=timeout_s)
+        for stub in server.of("tacovoice__encoder"):
+            del server.stubs[stub.pid]  # its stub died while the server loaded it: the server is ready without it
+        return server
+
+    server.start = start_without_taco  # type: ignore[method-assign]
+    sup.check(NoWait())  # type: ignore[arg-type]
+    assert server.calls == ["cleanup", "start", "load tacovoice__encoder"]
+    assert any("model 'tacovoice__encoder' did not load with the server; loaded it" in line for line in lines)
+    assert len(server.of("tacovoice__encoder")) == 2
+    server.calls.clear()
+    sup.check(NoWait())  # type: ignore[arg-type]
+    assert server.calls == []  # its new stubs are known: nothing dead
