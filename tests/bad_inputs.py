@@ -122,8 +122,6 @@ class Case:
     voice: str
     grpc: GrpcRequest | None = None
     http: HttpRequest | None = None
-    #: a known gap in melstream, not fixed here: the runner expects ``expect`` and marks the case xfail (strict)
-    known_issue: str | None = None
 
     @property
     def protocols(self) -> tuple[str, ...]:
@@ -207,7 +205,7 @@ def corpus(spec: AddonSpec) -> tuple[Case, ...]:  # noqa: PLR0915 - one list, re
     def case(id: str, description: str, *, grpc: tuple[Tensor, ...] | None = None, grpc_expect: Outcome | None = None,
              http: Any = None, http_expect: Outcome | None = None, expect: Outcome | None = None,
              model: str = voice, endpoint: str = "generate_stream", unary: bool = False,
-             method: str = "POST", headers: tuple[tuple[str, str], ...] | None = None, known_issue: str | None = None) -> None:
+             method: str = "POST", headers: tuple[tuple[str, str], ...] | None = None) -> None:
         """``http`` is a dict (a generate_stream JSON body) or bytes (the raw body); ``expect`` is the outcome
         over both protocols unless ``grpc_expect``/``http_expect`` say otherwise."""
         grpc_request = http_request = None
@@ -217,7 +215,7 @@ def corpus(spec: AddonSpec) -> tuple[Case, ...]:  # noqa: PLR0915 - one list, re
             body = generate_body(**http) if isinstance(http, dict) else http  # None: no body (a GET)
             http_request = HttpRequest(model_path(model, endpoint), body, http_expect or expect or HONOURED, method=method,
                                        headers=tuple(wire.GENERATE_STREAM_HEADERS.items()) if headers is None else headers)
-        cases.append(Case(id, description, voice, grpc_request, http_request, known_issue))
+        cases.append(Case(id, description, voice, grpc_request, http_request))
 
     def text_case(id: str, description: str, value: str | bytes, expect: Outcome, *, http_value: Any = ...,
                   http_expect: Outcome | None = None) -> None:

@@ -44,21 +44,25 @@ class HttpClient(VoiceDirectory):
         host, _, port = self.url.partition(":")
         return http.client.HTTPConnection(host, int(port or 80), timeout=timeout_s)
 
-    def _json(self, method: str, path: str, *, where: str, body: bytes | None = None) -> Any:
-        """The JSON answer of one request; an error status raises the typed error with Triton's message."""
+    def _request(self, method: str, path: str, *, where: str, body: bytes | None = None) -> tuple[int, bytes]:
+        """One request's status and body; no answer raises the typed error."""
         conn = self._connection(self.timeout_s)
         try:
             conn.request(method, path, body=body)
             resp = conn.getresponse()
-            data = resp.read()
+            return resp.status, resp.read()
         except TimeoutError as e:
             raise ClientTimeoutError(f"{where}: no response within {self.timeout_s} s") from e
         except (OSError, http.client.HTTPException) as e:
             raise ServerUnavailableError(f"{where}: {type(e).__name__}: {e}") from e
         finally:
             conn.close()
-        if resp.status != 200:
-            raise client_error(wire.http_error_message(resp.status, data), where=where, http_status=resp.status)
+
+    def _json(self, method: str, path: str, *, where: str, body: bytes | None = None) -> Any:
+        """The JSON answer of one request; an error status raises the typed error with Triton's message."""
+        status, data = self._request(method, path, where=where, body=body)
+        if status != 200:
+            raise client_error(wire.http_error_message(status, data), where=where, http_status=status)
         try:
             return json.loads(data)
         except ValueError as e:
@@ -69,19 +73,8 @@ class HttpClient(VoiceDirectory):
         return self._json("GET", wire.MODEL_STATS_PATH, where=f"cannot list voices at {self.where}")
 
     def _ready(self, model: str) -> bool:
-        conn = self._connection(self.timeout_s)
-        where = f"model {model!r} at {self.where}"
-        try:
-            conn.request("GET", wire.model_ready_path(model))
-            resp = conn.getresponse()
-            resp.read()
-        except TimeoutError as e:
-            raise ClientTimeoutError(f"{where}: no response within {self.timeout_s} s") from e
-        except (OSError, http.client.HTTPException) as e:
-            raise ServerUnavailableError(f"{where}: {type(e).__name__}: {e}") from e
-        finally:
-            conn.close()
-        return resp.status == 200  # Triton answers 400 for a model that is not ready (or not loaded any more)
+        status, _ = self._request("GET", wire.model_ready_path(model), where=f"model {model!r} at {self.where}")
+        return status == 200  # Triton answers 400 for a model that is not ready (or not loaded any more)
 
     def _config(self, model: str) -> dict[str, Any]:
         return dict(self._json("GET", wire.model_config_path(model), where=f"voice {model!r} at {self.where}"))
