@@ -59,7 +59,10 @@ reliability: $(STAMP) sysdeps
 	MELSTREAM_FULL=1 $(BIN)/pytest -q -m reliability
 	$(BIN)/python benchmarks/kills.py --rounds 3 --out out/reliability
 	$(BIN)/python benchmarks/overload.py --out out/reliability
-	$(BIN)/python benchmarks/churn.py --out out/reliability
+	$(BIN)/python benchmarks/churn.py --grpc 0 --http 700 --rounds 12 --out out/reliability/churn-http
+	# gRPC cancellations crash Triton 2.51's own gRPC frontend now and then (a race fixed upstream in 2.53+:
+	# RELIABILITY.md); this run reports the round it happened in, so its exit status is not the suite's
+	-$(BIN)/python benchmarks/churn.py --grpc 500 --http 200 --rounds 10 --out out/reliability/churn-mixed
 
 # mixed traffic with periodic stub kills and cancellations, every utterance checked against a reference
 # (make soak SOAK_MINUTES=5); table, RSS plot and first-chunk percentiles in out/soak
