@@ -49,7 +49,6 @@ def test_a_killed_stub_is_noticed_and_its_voice_recovers(supervised: Serve, voic
           f"utterances, {k.other_failures} failed")
     assert serves(supervised.grpc_url, voice), f"{voice} does not serve after {k.instance} was killed:\n{k.log[-3000:]}"
     assert k.seen_not_ready, f"{model}'s ready endpoint never said not ready after {k.instance} died"
-    assert k.inflight_error, "the stream in flight did not end with an error"
     assert k.other_done > 0
     if k.server_died:
         # Now and then tritonserver itself dies after one of its stubs was killed: it aborts
@@ -65,9 +64,11 @@ def test_a_killed_stub_is_noticed_and_its_voice_recovers(supervised: Serve, voic
     if model == voice:  # Triton 2.51 never answers a dead voice stub's streams: the client's timeout ends them
         assert "ClientTimeoutError" in k.inflight_error, k.inflight_error
         assert k.inflight_ended_after_s < INFLIGHT_TIMEOUT_S + 2
-    else:  # the voice's call to its dead network fails, and the stream with it
-        assert "is not healthy" in k.inflight_error, k.inflight_error
+    elif k.inflight_error:  # the voice's call to its dead (or reloading) network fails, and the stream with it
+        assert "ServerUnavailableError" in k.inflight_error and "is restarting a network" in k.inflight_error, k.inflight_error
         assert k.inflight_ended_after_s < 2
+    else:  # or the stream needed nothing more of that network (an encoder that had done its part): it completes
+        assert model != f"{voice}__decoder" and model != f"{voice}__decoder_step", "a stream completed without its decoder?"
     assert re.search(rf"stub of {re.escape(k.instance)} \(pid \d+\) is gone; voice '{voice}' is not ready", k.log), k.log[-3000:]
     assert f"voice '{voice}' is ready again" in k.log
 
