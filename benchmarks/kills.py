@@ -162,10 +162,13 @@ def kill_stub(srv: object, voice: str, model: str, *, watch_s: float = 30.0) -> 
         os.kill(victim.pid, signal.SIGKILL)
         killed_at = time.monotonic()
         seen_not_ready = False
+        back_again = f"voice '{voice}' is ready again"
         while time.monotonic() - killed_at < watch_s:
             if not ready(http_url, model):  # the dead model: unloaded, then loaded again
                 seen_not_ready = True
-            elif seen_not_ready and serves(grpc_url, voice):
+            # back: the dead model was seen not ready (or the supervisor says it reloaded it: its not-ready
+            # window can be shorter than one poll) and the voice serves
+            elif (seen_not_ready or back_again in srv.stderr()[log_before:]) and serves(grpc_url, voice):  # type: ignore[attr-defined]
                 break
             time.sleep(0.01)  # polling interval of the ready endpoint
         back_after = time.monotonic() - killed_at

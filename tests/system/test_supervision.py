@@ -48,7 +48,11 @@ def test_a_killed_stub_is_noticed_and_its_voice_recovers(supervised: Serve, voic
           f"{k.inflight_ended_after_s:.2f} s after the kill: {k.inflight_error}; other voice: {k.other_done} "
           f"utterances, {k.other_failures} failed")
     assert serves(supervised.grpc_url, voice), f"{voice} does not serve after {k.instance} was killed:\n{k.log[-3000:]}"
-    assert k.seen_not_ready, f"{model}'s ready endpoint never said not ready after {k.instance} died"
+    # the dead model's ready endpoint says not ready from its unload until it is loaded again; that window can
+    # be shorter than one poll of the endpoint, so the supervisor's own word that it reloaded it counts too
+    reloaded = re.search(rf"voice '{voice}' is ready again \((\d+\.\d) s", k.log)
+    assert k.seen_not_ready or (reloaded and float(reloaded.group(1)) < 1.0), \
+        f"{model}'s ready endpoint never said not ready after {k.instance} died:\n{k.log[-3000:]}"
     assert k.other_done > 0
     if k.server_died:
         # Now and then tritonserver itself dies after one of its stubs was killed: it aborts
