@@ -4,8 +4,10 @@ integration and system tiers (the ``server`` fixture lives in tests/conftest.py)
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -136,8 +138,18 @@ def serve(root: Path, *args: str) -> Iterator[Serve]:
         yield Serve(proc, f"localhost:{grpc}", f"localhost:{http}", metrics, int(match.group(1)), lines, drainer)
     finally:
         if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            # a test that failed half-way: stop serve as a user would (it stops tritonserver and cleans up);
+            # SIGKILL only if it does not, and then tritonserver's process group too (serve cannot any more)
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                named = re.findall(r"tritonserver pid (\d+)|serving again \(pid (\d+)\)", "".join(lines))
+                for pgid in (int(first or again) for first, again in named):
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(pgid, signal.SIGKILL)
 
 
 def assert_nothing_left(srv: Serve, regions: list[str], *, by_prefix: bool = True) -> None:
