@@ -221,7 +221,8 @@ def cmd_describe(args: argparse.Namespace) -> int:
     for name, spec in addon.networks.items():
         ins = ", ".join(f"{t.name} {t.dtype}{list(t.shape)}" for t in spec.inputs)
         outs = ", ".join(f"{t.name} {t.dtype}{list(t.shape)}" for t in spec.outputs)
-        print(f"network {name} ({spec.role}, {spec.file}): {ins} -> {outs}")
+        buckets = f"; buckets {', '.join(map(str, spec.buckets))}" if spec.buckets else ""
+        print(f"network {name} ({spec.role}, {spec.file}): {ins} -> {outs}{buckets}")
     print(addon.build(UnboundRunner()).describe())
     return 0
 

@@ -22,6 +22,9 @@ without importing any component, plugin, ONNX Runtime or numpy.  Building the bl
           "outputs": {"encodings": {"dtype": "float32", "shape": [-1, 128]}},
           "arch": {"type": "ConvTextEncoder", "config": {...}},   # optional: torch runner
           "max_batch_size": 8,             # optional, Triton dynamic batching (0 = off)
+          "buckets": [16, 32, 64, 128],    # optional: the sizes its variable axis is compiled for (fixed-shape
+                                           # profiles pad to the smallest that fits); increasing, each above twice
+                                           # the network's context_tokens/context_frames
           "context_frames": 6              # optional, network-specific facts used by blocks
         }, ...
       },
@@ -48,7 +51,9 @@ DTYPES = ("float32", "int64", "int32", "float16", "bool")
 ROLES = ("encoder", "decoder", "other")
 TOP_KEYS = ("name", "version", "description", "license", "audio", "text", "networks", "stack")
 TEXT_KEYS = ("frontend", "max_chars", "symbols")
-NETWORK_KEYS = ("file", "role", "inputs", "outputs", "arch", "max_batch_size")
+NETWORK_KEYS = ("file", "role", "inputs", "outputs", "arch", "max_batch_size", "buckets")
+#: the options that declare a network's context on each side of a window, in its variable axis
+CONTEXT_OPTIONS = ("context_tokens", "context_frames")
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,8 @@ class NetworkSpec:
     arch: dict[str, Any] | None = None
     max_batch_size: int = 8
     options: dict[str, Any] = field(default_factory=dict)
+    #: the sizes its variable axis (every ``-1`` of its inputs: one length) is compiled for, increasing; () = any
+    buckets: tuple[int, ...] = ()
 
     def input_names(self) -> tuple[str, ...]:
         return tuple(t.name for t in self.inputs)
@@ -224,11 +231,33 @@ def _network(r: _Reader, name: str, spec: Any, path: Path | None, check_files: b
     mbs = r.get(spec, "max_batch_size", int, p, default=8)
     if mbs < 0:
         raise r.fail(f"{p}.max_batch_size", f"must be >= 0, got {mbs}")
-    return NetworkSpec(name=name, file=file, role=role,
-                       inputs=_tensors(r, r.get(spec, "inputs", dict, p), f"{p}.inputs"),
+    inputs = _tensors(r, r.get(spec, "inputs", dict, p), f"{p}.inputs")
+    options = {k: v for k, v in spec.items() if k not in NETWORK_KEYS}
+    return NetworkSpec(name=name, file=file, role=role, inputs=inputs,
                        outputs=_tensors(r, r.get(spec, "outputs", dict, p), f"{p}.outputs"),
-                       arch=arch, max_batch_size=mbs,
-                       options={k: v for k, v in spec.items() if k not in NETWORK_KEYS})
+                       arch=arch, max_batch_size=mbs, options=options,
+                       buckets=_buckets(r, spec, p, inputs, options))
+
+
+def _buckets(r: _Reader, spec: Mapping[str, Any], p: str, inputs: tuple[TensorSpec, ...], options: Mapping[str, Any]) -> tuple[int, ...]:
+    """A network's ``buckets``: positive integers, strictly increasing; the network must have a variable axis,
+    and each bucket must hold more than its context on both sides (a window keeps a middle)."""
+    buckets = r.get(spec, "buckets", list, p, default=None)
+    if buckets is None:
+        return ()
+    where = f"{p}.buckets"
+    if not buckets or not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in buckets):
+        raise r.fail(where, f"expected a non-empty list of positive integers, got {buckets!r}")
+    if any(a >= b for a, b in zip(buckets, buckets[1:], strict=False)):
+        raise r.fail(where, f"expected strictly increasing sizes, got {buckets}")
+    if not any(-1 in t.shape for t in inputs):
+        raise r.fail(where, "the network has no variable axis (no -1 in its inputs' shapes) to compile sizes of")
+    for key in CONTEXT_OPTIONS:
+        context = options.get(key)
+        if isinstance(context, int) and buckets[0] <= 2 * context:
+            raise r.fail(where, f"{buckets[0]} does not hold more than the network's {key} ({context}) on both "
+                                f"sides: every bucket must exceed {2 * context}")
+    return tuple(buckets)
 
 
 def parse_addon_spec(data: Any, *, source: str = "addon.json", path: Path | None = None, check_files: bool = True) -> AddonSpec:

@@ -47,6 +47,14 @@ class Decoder(StreamableBlock):
         self.chunk_frames = chunk_frames
         self.max_chunk_frames = max_chunk_frames
         spec = self.network.spec
+        # a fixed-shape profile runs each window in the smallest bucket that holds it: the largest chunk with
+        # its context on both sides must fit the largest bucket (longer inputs are split: whole utterances)
+        window = (max_chunk_frames or chunk_frames) + 2 * self.context_frames
+        if spec.buckets and window > spec.buckets[-1]:
+            raise StackError(f'{path}: a chunk of {max_chunk_frames or chunk_frames} frames with its context '
+                             f'({self.context_frames} on each side) is a window of {window} frames, but network '
+                             f'"{network}" is compiled for at most {spec.buckets[-1]} (its buckets: '
+                             f'{", ".join(map(str, spec.buckets))})')
         self.in_name = spec.inputs[0].name
         self.out_name = spec.outputs[0].name
         # frames in [T, D] from upstream, out [T, n_mels]: the network's own widths must be those

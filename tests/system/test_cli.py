@@ -73,3 +73,14 @@ def test_serve_command_starts_and_stops_on_sigterm(root: Path) -> None:
     # tritonserver has exited (serve waits for it), so nothing answers on its port any more
     with pytest.raises(ClientError):
         Client(f"localhost:{ports[1]}", timeout_s=2).voices()
+
+
+@pytest.mark.parametrize("voice", ["fastvoice", "tacovoice"])
+def test_describe_shows_every_shipped_network_with_its_buckets(root: Path, voice: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["describe", str(root / "addons" / voice)]) == 0
+    out = capsys.readouterr().out
+    spec = melstream.load_addon(root / "addons" / voice).spec
+    for name, net in spec.networks.items():
+        assert net.buckets, f"{voice}: network {name} declares no buckets"
+        line = next(line for line in out.splitlines() if line.startswith(f"network {name} "))
+        assert line.endswith(f"; buckets {', '.join(map(str, net.buckets))}"), line

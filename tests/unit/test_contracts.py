@@ -197,3 +197,19 @@ def test_unknown_front_end_is_refused_at_load_not_at_parse() -> None:
     data["text"]["frontend"] = "klingon"
     with pytest.raises(AddonError, match=r"tiny: text.frontend: unknown front end 'klingon'; known: english-chars, espeak-phonemes"):
         addon_from_data(data, source="tiny")
+
+
+def test_a_decoder_window_must_fit_its_largest_bucket() -> None:
+    """The Decoder runs a chunk with its context on both sides: with max_chunk_frames 16 and context_frames 3,
+    a window is 22 frames, so a network compiled for at most 21 cannot take it."""
+    def decoder(buckets: list[int], max_chunk: int) -> dict[str, Any]:
+        data = duration_addon()
+        data["networks"]["decoder"]["buckets"] = buckets
+        data["stack"][0]["streamable_block"]["stack"][1].update(chunk_frames=8, max_chunk_frames=max_chunk)
+        return data
+
+    addon_from_data(decoder([8, 22], 16)).build(UNBOUND)
+    with pytest.raises(StackError, match=r'stack\[0\]\.streamable_block\.stack\[1\]: a chunk of 16 frames with its context \(3 '
+                                         r'on each side\) is a window of 22 frames, but network "decoder" is compiled for at '
+                                         r"most 21 \(its buckets: 8, 21\)"):
+        addon_from_data(decoder([8, 21], 16))

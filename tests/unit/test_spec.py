@@ -60,6 +60,39 @@ def test_errors_name_the_json_path(change: Any, message: str) -> None:
         parse(changed(change))
 
 
+def test_buckets_are_read() -> None:
+    spec = parse(changed(lambda d: d["networks"]["text_encoder"].update(buckets=[8, 16, 64])))
+    assert spec.networks["text_encoder"].buckets == (8, 16, 64)
+    assert spec.networks["decoder"].buckets == ()  # none: any size
+    assert "buckets" not in spec.networks["text_encoder"].options
+
+
+@pytest.mark.parametrize(("buckets", "message"), [
+    ([], r"networks.text_encoder.buckets: expected a non-empty list of positive integers, got \[\]"),
+    ([8, 0], r"networks.text_encoder.buckets: expected a non-empty list of positive integers, got \[8, 0\]"),
+    ([8, 16.0], r"expected a non-empty list of positive integers"),
+    ([True, 16], r"expected a non-empty list of positive integers"),
+    ("16", r"networks.text_encoder.buckets: expected list"),
+    ([16, 8], r"networks.text_encoder.buckets: expected strictly increasing sizes, got \[16, 8\]"),
+    ([8, 8], r"expected strictly increasing sizes"),
+    # context_tokens 2: a window of 4 would be context only
+    ([4, 16], r"networks.text_encoder.buckets: 4 does not hold more than the network's context_tokens \(2\) on both "
+              r"sides: every bucket must exceed 4"),
+])
+def test_bad_buckets_name_the_json_path(buckets: Any, message: str) -> None:
+    with pytest.raises(AddonError, match=message):
+        parse(changed(lambda d: d["networks"]["text_encoder"].update(buckets=buckets)))
+    assert parse(changed(lambda d: d["networks"]["text_encoder"].update(buckets=[5, 6]))).networks["text_encoder"].buckets == (5, 6)
+
+
+def test_buckets_need_a_variable_axis() -> None:
+    def fixed(d: dict[str, Any]) -> None:
+        d["networks"]["decoder"]["inputs"]["upsampled"]["shape"] = [7, 24]
+        d["networks"]["decoder"]["buckets"] = [16]
+    with pytest.raises(AddonError, match=r"networks.decoder.buckets: the network has no variable axis"):
+        parse(changed(fixed))
+
+
 def test_not_an_object() -> None:
     with pytest.raises(AddonError, match=r"x/addon.json: \(root\): expected a JSON object, got list"):
         parse([])
