@@ -53,7 +53,6 @@ issue):
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import http.client
 import json
@@ -328,34 +327,25 @@ def outcomes(samples: dict[str, float], voices: Sequence[str]) -> Counter[str]:
 def memory(pgid: int) -> tuple[float, float, int]:
     """(PSS MiB, RSS MiB, processes) summed over the live processes of process group ``pgid`` (the server and its
     stubs), from /proc/<pid>/smaps_rollup."""
-    from melstream.serving.server import group_members
+    from melstream.serving.server import Memory, group_members, process_memory
 
-    pss = rss = 0
-    n = 0
-    for pid in group_members(pgid):
-        try:
-            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
-        except OSError:
-            continue  # gone meanwhile
-        fields = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+):\s+(\d+) kB", text, re.M)}
-        pss += fields.get("Pss", 0)
-        rss += fields.get("Rss", 0)
-        n += 1
-    return pss / 1024, rss / 1024, n
+    found = [m for m in map(process_memory, group_members(pgid)) if m is not None]  # None: gone meanwhile
+    total = sum(found, Memory())
+    return total.pss / MIB, total.rss / MIB, len(found)
 
 
 def pss_by_role(pgid: int) -> dict[str, float]:
     """PSS MiB of tritonserver (``server``), of its voice models' stubs (``voices``) and of its network models' stubs
     (``networks``): where memory grows."""
-    from melstream.serving.server import stub_processes
+    from melstream.serving.server import process_memory, stub_processes
 
     roles = {s.pid: "networks" if wire.is_network_model(s.model) else "voices" for s in stub_processes(pgid)}
     roles[pgid] = "server"
     out = dict.fromkeys(("server", "voices", "networks"), 0.0)
     for pid, role in roles.items():
-        with contextlib.suppress(OSError, AttributeError):  # gone meanwhile
-            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
-            out[role] += int(re.search(r"^Pss:\s+(\d+) kB", text, re.M).group(1)) / 1024  # type: ignore[union-attr]
+        got = process_memory(pid)
+        if got is not None:  # None: gone meanwhile
+            out[role] += got.pss / MIB
     return out
 
 

@@ -25,8 +25,6 @@ import statistics
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -37,7 +35,7 @@ if str(ROOT) not in sys.path:
 from melstream import wire  # noqa: E402
 from melstream.client import Client  # noqa: E402
 from melstream.errors import ClientError  # noqa: E402
-from melstream.serving.server import stub_processes  # noqa: E402
+from melstream.serving.server import model_ready, stub_processes  # noqa: E402
 
 VOICES = ("fastvoice", "tacovoice")
 LONG_TEXT = " ".join(["This sentence is long, and it keeps a stream busy for quite a while."] * 20)
@@ -45,16 +43,6 @@ SHORT_TEXT = "Hello there."
 #: the in-flight stream's client timeout: it bounds a stream whose voice stub died (Triton never ends it)
 INFLIGHT_TIMEOUT_S = 4.0
 STUB_TARGET_S, SERVER_TARGET_S = 15.0, 30.0
-
-
-def ready(http_url: str, model: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://{http_url}{wire.model_ready_path(model)}", timeout=2) as resp:
-            return resp.status == 200
-    except urllib.error.HTTPError:
-        return False
-    except (urllib.error.URLError, OSError):
-        return False  # no server (it is being restarted)
 
 
 def serves(grpc_url: str, voice: str) -> bool:
@@ -149,7 +137,7 @@ def kill_stub(srv: object, voice: str, model: str, *, watch_s: float = 30.0) -> 
     grpc_url, http_url = srv.grpc_url, srv.http_url  # type: ignore[attr-defined]
     other = next(v for v in VOICES if v != voice)
     deadline = time.monotonic() + 60
-    while not all(ready(http_url, m) for m in (voice, other)) and time.monotonic() < deadline:
+    while not all(model_ready(http_url, m) for m in (voice, other)) and time.monotonic() < deadline:
         time.sleep(0.05)  # polling interval: the previous kill's recovery may still run
     victim = next(s for s in stub_processes(srv.current_pid()) if s.model == model)  # type: ignore[attr-defined]
     log_before = len(srv.stderr())  # type: ignore[attr-defined]
@@ -164,7 +152,7 @@ def kill_stub(srv: object, voice: str, model: str, *, watch_s: float = 30.0) -> 
         seen_not_ready = False
         back_again = f"voice '{voice}' is ready again"
         while time.monotonic() - killed_at < watch_s:
-            if not ready(http_url, model):  # the dead model: unloaded, then loaded again
+            if not model_ready(http_url, model):  # the dead model: unloaded, then loaded again
                 seen_not_ready = True
             # back: the dead model was seen not ready (or the supervisor says it reloaded it: its not-ready
             # window can be shorter than one poll) and the voice serves

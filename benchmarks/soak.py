@@ -62,8 +62,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -208,21 +206,15 @@ class Serve:
         return self._tritonserver
 
     def voice_ready(self, voice: str, timeout_s: float = 5.0) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://{self.http_url}/v2/models/{voice}/ready", timeout=timeout_s) as resp:
-                return bool(resp.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
+        from melstream.serving.server import model_ready
+
+        return model_ready(self.http_url, voice, timeout_s=timeout_s)
 
     def live(self, timeout_s: float) -> bool:
         """Whether tritonserver answers ``/v2/health/live`` at all."""
-        try:
-            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/live", timeout=timeout_s) as resp:
-                return bool(resp.status == 200)
-        except urllib.error.HTTPError:
-            return True  # it answered
-        except (urllib.error.URLError, OSError):
-            return False
+        from melstream.serving.server import live
+
+        return live(self.http_url, timeout_s=timeout_s)
 
     def not_ready(self, voices: list[str]) -> str | None:
         """None if the server and every voice are ready, else why not."""
@@ -509,34 +501,20 @@ def track_recovery(soak: Soak, serve: Serve, kill: Kill, text: str, ref: np.ndar
 
 
 # --- memory ---------------------------------------------------------------------------------------------------------
-def smaps_rollup(pid: int) -> tuple[int, int] | None:
-    """(RSS, PSS) of a process in bytes, None if it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
-    except OSError:
-        return None
-    values = {m.group(1): int(m.group(2)) * 1024 for m in re.finditer(r"^(Rss|Pss):\s+(\d+) kB", text, re.M)}
-    return values.get("Rss", 0), values.get("Pss", 0)
-
-
 def sample_memory(soak: Soak, serve: Serve) -> None:
-    from melstream.serving.server import group_members, stub_processes
+    from melstream.serving.server import Memory, group_members, process_memory, stub_processes
 
     tpid = serve.tritonserver_pid()
     if tpid is None:
         return
-    rss = pss = 0
     members = group_members(tpid)
-    own = smaps_rollup(tpid)
-    for pid in members:
-        got = smaps_rollup(pid)
-        if got is not None:
-            rss, pss = rss + got[0], pss + got[1]
+    total = sum((m for m in map(process_memory, members) if m is not None), Memory())  # None: gone meanwhile
+    own = process_memory(tpid)
     with soak.lock:
         soak.memory.append({"t": round(soak.now(), 2), "tritonserver_pid": tpid, "processes": len(members),
-                            "stubs": len(stub_processes(tpid)), "rss_mib": round(rss / MIB, 2),
-                            "pss_mib": round(pss / MIB, 2),
-                            "tritonserver_rss_mib": round(own[0] / MIB, 2) if own else math.nan})
+                            "stubs": len(stub_processes(tpid)), "rss_mib": round(total.rss / MIB, 2),
+                            "pss_mib": round(total.pss / MIB, 2),
+                            "tritonserver_rss_mib": round(own.rss / MIB, 2) if own else math.nan})
 
 
 def watcher(soak: Soak, serve: Serve, *, unresponsive_s: float = 5.0) -> None:

@@ -88,14 +88,20 @@ class Serve:
 
     def current_pid(self) -> int:
         """tritonserver's pid now: the last one serve named (it restarts a dead one)."""
-        pids = re.findall(r"tritonserver pid (\d+)|tritonserver is serving again \(pid (\d+)\)", self.stderr())
-        return int(next(p for p in reversed(pids[-1]) if p)) if pids else self.pid
+        pids = named_pids(self.stderr())
+        return pids[-1] if pids else self.pid
 
     def all_stderr(self, timeout_s: float = 10) -> str:
         """Everything serve wrote, once it has exited and its stderr is read to the end."""
         if self.drainer is not None:
             self.drainer.join(timeout_s)
         return self.stderr()
+
+
+def named_pids(serve_output: str) -> list[int]:
+    """The tritonserver pids `melstream serve` named, in order: at its start, then at each restart."""
+    named = re.findall(r"tritonserver pid (\d+)|tritonserver is serving again \(pid (\d+)\)", serve_output)
+    return [int(first or again) for first, again in named]
 
 
 def stub_regions(pgid: int) -> list[str]:
@@ -146,8 +152,7 @@ def serve(root: Path, *args: str) -> Iterator[Serve]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-                named = re.findall(r"tritonserver pid (\d+)|serving again \(pid (\d+)\)", "".join(lines))
-                for pgid in (int(first or again) for first, again in named):
+                for pgid in named_pids("".join(lines)):
                     with contextlib.suppress(ProcessLookupError, PermissionError):
                         os.killpg(pgid, signal.SIGKILL)
 

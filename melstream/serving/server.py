@@ -39,7 +39,7 @@ from types import TracebackType
 from typing import IO
 
 from melstream.errors import ServerDiedError, ServerError
-from melstream.wire import REPOSITORY_INDEX_PATH
+from melstream.wire import REPOSITORY_INDEX_PATH, model_ready_path
 
 _PY_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 
@@ -113,6 +113,27 @@ def not_ready(http_url: str, *, timeout_s: float) -> str | None:
     return None
 
 
+def model_ready(http_url: str, model: str, *, timeout_s: float = 2.0) -> bool:
+    """Whether model ``model`` of the server at ``http_url`` answers its ready endpoint with 200 (False for
+    any other answer, or none: a server being restarted)."""
+    try:
+        with urllib.request.urlopen(f"http://{http_url}{model_ready_path(model)}", timeout=timeout_s) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError):  # HTTPError (400: not ready) is a URLError
+        return False
+
+
+def live(http_url: str, *, timeout_s: float) -> bool:
+    """Whether the server at ``http_url`` answers ``/v2/health/live`` at all (any status: it is not hung)."""
+    try:
+        with urllib.request.urlopen(f"http://{http_url}/v2/health/live", timeout=timeout_s):
+            return True
+    except urllib.error.HTTPError:
+        return True  # it answered
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 def server_env(base: dict[str, str] | None = None) -> dict[str, str]:
     """Environment in which the server's Python stubs run this interpreter's environment."""
     env = dict(os.environ if base is None else base)
@@ -171,6 +192,27 @@ def group_members(pgid: int, proc_dir: Path = Path("/proc")) -> list[int]:
         if fields[0] != "Z" and int(fields[2]) == pgid:
             members.append(int(entry.name))
     return members
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Resident (RSS) and proportional (PSS: shared pages divided among their users) set sizes, in bytes."""
+
+    rss: int = 0
+    pss: int = 0
+
+    def __add__(self, other: Memory) -> Memory:
+        return Memory(self.rss + other.rss, self.pss + other.pss)
+
+
+def process_memory(pid: int, proc_dir: Path = Path("/proc")) -> Memory | None:
+    """A process's RSS and PSS from ``/proc/<pid>/smaps_rollup``; None if it is gone."""
+    try:
+        text = (proc_dir / str(pid) / "smaps_rollup").read_text()
+    except OSError:
+        return None
+    kb = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(Rss|Pss):\s+(\d+) kB", text, re.M)}
+    return Memory(kb.get("Rss", 0) * 1024, kb.get("Pss", 0) * 1024)
 
 
 @dataclass(frozen=True)

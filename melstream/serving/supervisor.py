@@ -35,23 +35,12 @@ import signal
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from melstream.errors import ServerError
-from melstream.serving.server import StubProcess, TritonServer, describe_exit, stub_processes
+from melstream.serving.server import StubProcess, TritonServer, describe_exit, live, stub_processes
 from melstream.wire import voice_of
-
-
-def live(http_url: str, *, timeout_s: float) -> bool:
-    """Whether the server at ``http_url`` answers ``/v2/health/live`` with 200."""
-    try:
-        with urllib.request.urlopen(f"http://{http_url}/v2/health/live", timeout=timeout_s) as resp:
-            return bool(resp.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 def _stderr(line: str) -> None:

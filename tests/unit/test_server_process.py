@@ -243,3 +243,43 @@ def test_crashed_reads_a_fatal_signal_from_the_log_written_since_the_start(tmp_p
     with log.open("a") as f:
         f.write("eived.\nSignal (11) received.\n")
     assert srv.crashed() == "Signal (6) received."  # the first one
+
+
+def test_process_memory_reads_rss_and_pss_of_a_live_process(tmp_path: Path) -> None:
+    from melstream.serving.server import Memory, process_memory
+
+    (tmp_path / "7").mkdir()
+    (tmp_path / "7" / "smaps_rollup").write_text("00400000-7ffd [rollup]\nRss:     2048 kB\nPss:      512 kB\nPss_Anon:  100 kB\n")
+    assert process_memory(7, tmp_path) == Memory(rss=2048 * 1024, pss=512 * 1024)
+    assert process_memory(8, tmp_path) is None  # gone
+    assert process_memory(7, tmp_path) + Memory(1, 2) == Memory(2048 * 1024 + 1, 512 * 1024 + 2)
+    own = process_memory(os.getpid())  # this process, from the real /proc
+    assert own is not None and own.rss > 0 and 0 < own.pss <= own.rss
+
+
+def test_model_ready_and_live_read_the_answer_not_just_the_connection(tmp_path: Path) -> None:
+    import http.server
+    import threading
+
+    from melstream.serving.server import live, model_ready
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            code = {"/v2/models/up/ready": 200, "/v2/health/live": 503}.get(self.path, 400)
+            self.send_response(code)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"127.0.0.1:{server.server_address[1]}"
+    try:
+        assert model_ready(url, "up") and not model_ready(url, "down")  # Triton: 400 when not ready
+        assert live(url, timeout_s=2)  # any answer: it is not hung
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not live(url, timeout_s=2) and not model_ready(url, "up")  # no answer at all
