@@ -343,12 +343,10 @@ SERVER_STOPPING = ("Server is stopping", "Server not ready")
 # Triton's answers for a model whose stub died (python_backend: "Stub process '<instance>' is not healthy.") or
 # that is unloaded while melstream's supervisor loads it again (core: "Model '<name>' is not ready" / "... is
 # not found" while unloaded): a moment later it serves again, so they are UNAVAILABLE (try again), not faults
-RESTARTING = ("Stub process", "is not ready")
+RESTARTING = ("Stub process", "' is not ready")
 # Triton's refusal of a request with too few or too many inputs for a model without optional inputs (a network
 # model): "expected 1 inputs but got 0 inputs for model ..." (core r24.10, infer_request.cc)
 _INPUT_COUNT = re.compile(r"expected \d+ inputs but got \d+ inputs")
-# RESTARTING: "Failed for execute the inference request. Model 'x' is not ready." (a model being reloaded)
-_NOT_READY = re.compile(r"Model '[^']+' is not ready")
 # the detail of a busy refusal, after the tag: "voice 'tacovoice' is busy: <why>; try again later"
 _BUSY = re.compile(r"voice '[^']+' is busy: .*; try again later", re.S)
 
@@ -374,8 +372,7 @@ _TRITON_MESSAGES = (("Request for unknown model", "NOT_FOUND"),  # "...: 'x' is 
                     ("incomplete string data for inference input", "INVALID_ARG"),  # a BYTES element overruns its raw contents
                     ("input '", "INVALID_ARG"),  # "input 'TEXT' already exists in request" (an input sent twice)
                     *((refusal, BUSY_ERROR) for refusal in QUEUE_REFUSALS),
-                    *((stopping, "UNAVAILABLE") for stopping in SERVER_STOPPING),
-                    ("Stub process", "UNAVAILABLE"))  # RESTARTING: a stub died, the supervisor reloads its model
+                    *((stopping, "UNAVAILABLE") for stopping in SERVER_STOPPING))
 
 
 def error_message(code: str, detail: str) -> str:
@@ -448,7 +445,8 @@ def error_code(message: str, *, http_status: int | None = None, grpc_status: str
     1. the ``[<CODE>]`` tag a voice model puts in front of its messages (:func:`error_message`);
     2. a gRPC status other than OK/UNKNOWN that Triton has a code for (DEADLINE_EXCEEDED, a client's own
        timeout, is none: the caller decides what that means);
-    3. Triton's own messages (unknown model, wrong shape or datatype, missing inputs, queue full, stub died),
+    3. Triton's own messages (unknown model, wrong shape or datatype, missing inputs, queue full, a stub that
+       died or a model being reloaded: :data:`RESTARTING`),
        which reach a gRPC stream without their code;
     4. an HTTP error status (>= 400);
     5. ``"UNKNOWN"``.
@@ -466,7 +464,7 @@ def error_code(message: str, *, http_status: int | None = None, grpc_status: str
             return code
     if _INPUT_COUNT.match(text):
         return "INVALID_ARG"
-    if _NOT_READY.search(text):
+    if is_restarting(text):  # a model being brought back: try again
         return "UNAVAILABLE"
     if http_status is not None and http_status >= 400:
         return _HTTP_STATUS_CODES.get(http_status, "UNKNOWN")
