@@ -219,7 +219,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
     print(f"{addon.name} {addon.version}: {addon.description}")
     print(f"audio: {a.sample_rate} Hz, hop {a.hop_length}, {a.n_mels} mel bins; text front end: {addon.text['frontend']}")
     for name, spec in addon.networks.items():
-        ins = ", ".join(f"{t.name} {t.dtype}{list(t.shape)}" for t in spec.inputs)
+        ins = ", ".join(f"{t.name} {t.dtype}{list(t.shape)}" for t in spec.all_inputs())
         outs = ", ".join(f"{t.name} {t.dtype}{list(t.shape)}" for t in spec.outputs)
         buckets = f"; buckets {', '.join(map(str, spec.buckets))}" if spec.buckets else ""
         print(f"network {name} ({spec.role}, {spec.file}): {ins} -> {outs}{buckets}")

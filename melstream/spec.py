@@ -25,6 +25,10 @@ without importing any component, plugin, ONNX Runtime or numpy.  Building the bl
           "buckets": [16, 32, 64, 128],    # optional: the sizes its variable axis is compiled for (fixed-shape
                                            # profiles pad to the smallest that fits); increasing, each above twice
                                            # the network's context_tokens/context_frames
+          "length_input": "length",        # optional: an int64 [1] input holding the true size of the variable
+                                           # axis (the network masks what lies beyond it, so padded inputs give
+                                           # the values of unpadded ones); the integration layer fills it, blocks
+                                           # never see it
           "context_frames": 6              # optional, network-specific facts used by blocks
         }, ...
       },
@@ -51,7 +55,7 @@ DTYPES = ("float32", "int64", "int32", "float16", "bool")
 ROLES = ("encoder", "decoder", "other")
 TOP_KEYS = ("name", "version", "description", "license", "audio", "text", "networks", "stack")
 TEXT_KEYS = ("frontend", "max_chars", "symbols")
-NETWORK_KEYS = ("file", "role", "inputs", "outputs", "arch", "max_batch_size", "buckets")
+NETWORK_KEYS = ("file", "role", "inputs", "outputs", "arch", "max_batch_size", "buckets", "length_input")
 #: the options that declare a network's context on each side of a window, in its variable axis
 CONTEXT_OPTIONS = ("context_tokens", "context_frames")
 
@@ -80,9 +84,17 @@ class NetworkSpec:
     options: dict[str, Any] = field(default_factory=dict)
     #: the sizes its variable axis (every ``-1`` of its inputs: one length) is compiled for, increasing; () = any
     buckets: tuple[int, ...] = ()
+    #: the input that carries the true size of the variable axis (int64 ``[1]``), filled by the integration layer
+    #: (melstream.runners.base.Network), not by blocks: ``inputs`` does not list it, :meth:`all_inputs` does
+    length: TensorSpec | None = None
 
     def input_names(self) -> tuple[str, ...]:
+        """The inputs blocks provide (the length input excluded)."""
         return tuple(t.name for t in self.inputs)
+
+    def all_inputs(self) -> tuple[TensorSpec, ...]:
+        """Every input of the exported network, in its order: the blocks' inputs, then the length input."""
+        return self.inputs + ((self.length,) if self.length is not None else ())
 
     def output_names(self) -> tuple[str, ...]:
         return tuple(t.name for t in self.outputs)
@@ -232,11 +244,32 @@ def _network(r: _Reader, name: str, spec: Any, path: Path | None, check_files: b
     if mbs < 0:
         raise r.fail(f"{p}.max_batch_size", f"must be >= 0, got {mbs}")
     inputs = _tensors(r, r.get(spec, "inputs", dict, p), f"{p}.inputs")
+    inputs, length = _length_input(r, spec, p, inputs)
     options = {k: v for k, v in spec.items() if k not in NETWORK_KEYS}
     return NetworkSpec(name=name, file=file, role=role, inputs=inputs,
                        outputs=_tensors(r, r.get(spec, "outputs", dict, p), f"{p}.outputs"),
                        arch=arch, max_batch_size=mbs, options=options,
-                       buckets=_buckets(r, spec, p, inputs, options))
+                       buckets=_buckets(r, spec, p, inputs, options), length=length)
+
+
+def _length_input(r: _Reader, spec: Mapping[str, Any], p: str,
+                  inputs: tuple[TensorSpec, ...]) -> tuple[tuple[TensorSpec, ...], TensorSpec | None]:
+    """The inputs blocks provide, and the declared length input (int64 ``[1]``, one of ``inputs``; the others
+    must have a variable axis for it to measure), if any."""
+    name = r.get(spec, "length_input", str, p, default=None)
+    if name is None:
+        return inputs, None
+    where = f"{p}.length_input"
+    found = [t for t in inputs if t.name == name]
+    if not found:
+        raise r.fail(where, f"{name!r} is not one of the network's inputs ({', '.join(t.name for t in inputs)})")
+    if found[0].dtype != "int64" or found[0].shape != (1,):
+        raise r.fail(where, f"input {name!r} must be int64 of shape [1] (the true size of the variable axis), "
+                            f"it is {found[0].dtype} {list(found[0].shape)}")
+    rest = tuple(t for t in inputs if t.name != name)
+    if not any(-1 in t.shape for t in rest):
+        raise r.fail(where, "the network's other inputs have no variable axis (-1) for a length to measure")
+    return rest, found[0]
 
 
 def _buckets(r: _Reader, spec: Mapping[str, Any], p: str, inputs: tuple[TensorSpec, ...], options: Mapping[str, Any]) -> tuple[int, ...]:

@@ -56,6 +56,9 @@ AUDIO = OUTPUTS["audio"]
 
 #: the voice model's config parameter that carries the addon JSON
 ADDON_PARAMETER = "addon_json"
+#: the voice model's config parameter that says whether its network models run only at their buckets' sizes
+#: ("true": the integration layer pads, splits and crops every call; absent or "false": any size)
+FIXED_SHAPES_PARAMETER = "fixed_shapes"
 #: the response parameter Triton sets on a stream's last response
 FINAL_RESPONSE_PARAMETER = "triton_final_response"
 #: the request parameter that asks Triton for that empty last response, so the end of a stream is explicit

@@ -38,7 +38,7 @@ class TorchRunner(Runner):
             raise AddonError(f"networks.{spec.name}: {addon.network_path(spec.name)} lacks parameters {missing[:5]} "
                              f"of architecture {spec.arch['type']!r}")
         module.load_state_dict({k: params[k] for k in state}, strict=True)
-        in_names = list(spec.input_names())
+        in_names = [t.name for t in spec.all_inputs()]
         out_names = list(spec.output_names())
 
         def call(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -30,7 +30,7 @@ class TritonRemoteRunner(Runner):
         g = self._grpc
         model = network_model_name(addon.name, spec.name)
         outputs = list(spec.output_names())
-        dtypes = {t.name: _TRITON_DTYPES[t.dtype] for t in spec.inputs}
+        dtypes = {t.name: _TRITON_DTYPES[t.dtype] for t in spec.all_inputs()}
 
         def call(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             tensors = []

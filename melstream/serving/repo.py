@@ -52,6 +52,13 @@ class Profile:
     network_kind: str = "KIND_CPU"  # Triton instance kind of the network models; voices always run on CPU
     # ONNX Runtime execution providers in order of preference; None writes no parameter (CPU only)
     ort_providers: tuple[str, ...] | None = None
+    # how the network models run: "python" (a Python-backend model wrapping ONNX Runtime, melstream's own),
+    # "onnxruntime" (Triton's native ONNX Runtime backend) or "tensorrt" (native TensorRT plans); the voice
+    # models are always Python-backend models calling the networks through BLS
+    network_backend: str = "python"
+    # fixed shapes: every network runs only at the sizes of its buckets; the voices' integration layer pads,
+    # splits and crops (melstream.runners.fixed), so the same addon and stack run unchanged
+    fixed_shapes: bool = False
 
     def streams_for(self, voice: str) -> int:
         """The streams ``voice`` admits at once."""
@@ -78,6 +85,20 @@ PROFILES = {
                           "(CPU if CUDA is missing); the voice pipelines stay on CPU",
                    voice_max_streams=MEASURED_MAX_STREAMS,
                    network_kind="KIND_GPU", ort_providers=("CUDAExecutionProvider", "CPUExecutionProvider")),
+    # The proof on this machine that fixed-shape execution is exact, and the artefacts a compile-ahead
+    # accelerator (AWS Neuron) starts from: one ONNX per bucket with no variable axis but the batch.
+    "cpu-static": Profile("cpu-static", "Python backend with ONNX Runtime on CPU, one fixed-shape ONNX per bucket "
+                                        "(no variable axis but the batch); the voices pad, split and crop",
+                          network_instances=2, voice_max_streams=MEASURED_MAX_STREAMS, fixed_shapes=True),
+    # Native Triton backends (NVIDIA's tritonserver image, not the pytriton wheel): see melstream.serving.native.
+    "gpu-ort-trt": Profile("gpu-ort-trt", "Triton's onnxruntime backend with the TensorRT execution accelerator, "
+                                          "one optimisation profile per bucket; the voice pipelines stay on CPU",
+                           voice_max_streams=MEASURED_MAX_STREAMS, network_kind="KIND_GPU",
+                           network_backend="onnxruntime", fixed_shapes=True),
+    "gpu-trt": Profile("gpu-trt", "Triton's tensorrt backend with plans built per GPU compute capability by "
+                                  "melstream build-plans, one optimisation profile per bucket",
+                       voice_max_streams=MEASURED_MAX_STREAMS, network_kind="KIND_GPU",
+                       network_backend="tensorrt", fixed_shapes=True),
 }
 
 
@@ -108,7 +129,7 @@ def network_config(addon: Addon, network: str, profile: Profile, *, network_file
     spec = addon.networks[network]
     cfg = mc.ModelConfig(name=network_model_name(addon.name, network), backend="python",
                          max_batch_size=spec.max_batch_size)
-    for tensors, field in ((spec.inputs, cfg.input), (spec.outputs, cfg.output)):
+    for tensors, field in ((spec.all_inputs(), cfg.input), (spec.outputs, cfg.output)):
         for t in tensors:
             io = field.add()
             io.name = t.name
@@ -134,7 +155,7 @@ def network_config(addon: Addon, network: str, profile: Profile, *, network_file
     warm = cfg.model_warmup.add()
     warm.name = "zeros"
     warm.batch_size = 1
-    for t in spec.inputs:
+    for t in spec.all_inputs():
         inp = warm.inputs[t.name]
         inp.data_type = getattr(mc, _TYPES[t.dtype])
         # variable dimensions get one small length, the same for every input (they often must agree)
@@ -173,6 +194,7 @@ def pipeline_config(addon: Addon, profile: Profile) -> Any:
     group.count = 1  # one instance: streams run in its worker threads
     group.kind = mc.ModelInstanceGroup.KIND_CPU
     cfg.parameters[wire.ADDON_PARAMETER].string_value = addon.to_json()
+    cfg.parameters[wire.FIXED_SHAPES_PARAMETER].string_value = "true" if profile.fixed_shapes else "false"
     cfg.parameters[voice_model.MAX_STREAMS_PARAMETER].string_value = str(profile.streams_for(addon.name))
     return cfg
 
@@ -201,6 +223,11 @@ def write_addon_models(addon: Addon, root: Path, profile: Profile, *, final_root
     assert addon.path is not None
     names = []
     for network in addon.networks:
+        if profile.network_backend != "python":
+            from melstream.serving import native
+
+            names.append(native.write_network_model(addon, network, profile, root=root, final_root=final_root))
+            continue
         model_dir = final_root.resolve() / network_model_name(addon.name, network)
         rel = os.path.relpath(addon.network_path(network).resolve(), model_dir)
         cfg = network_config(addon, network, profile, network_file=rel)
