@@ -113,6 +113,12 @@ class AttentionDecoderStep(nn.Module):
     decoder state, the attended memory and the memory one token ahead, so it cannot skip back or
     jump; the stop logit sees how much attention sits on the last token (the end symbol).  With
     ``hard`` the decoder reads only the most likely token of the alignment (which stays soft).
+
+    Optional length ``[B, 1]`` int64: the memory's true size.  Masking rule: memory at or past ``length`` is
+    padding and is zeroed (no weight, and nothing to read one token ahead of the end); the end token is the
+    one at ``length - 1``, so the stop logit and the end's kept mass see the true last token.  Padded
+    alignment (0 in, as the integration layer pads) stays 0: mass never moves past the end token.  A length
+    beyond the memory's size means the end lies outside it (a window of a longer memory): no end token then.
     """
 
     def __init__(self, n_mels: int = 80, dim: int = 128, hidden: int = 256, prenet: int = 128,
@@ -134,9 +140,14 @@ class AttentionDecoderStep(nn.Module):
         self.stop_gain = nn.Parameter(torch.tensor(20.0))
 
     def forward(self, prev_mel: torch.Tensor, state: torch.Tensor, alignment: torch.Tensor, memory: torch.Tensor,
-                end_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        # end_mask [B, N] marks each utterance's last token (training pads batches); by default the last column
-        if end_mask is None:
+                length: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        # end_mask [B, N] marks each utterance's last token (training pads batches, and calls step); by default
+        # the last column
+        if length is not None:
+            positions = torch.arange(alignment.shape[1], device=length.device).unsqueeze(0)
+            memory = memory * (positions < length).float().unsqueeze(-1)
+            end_mask = (positions == length - 1).float()
+        else:
             end_mask = torch.cat([torch.zeros_like(alignment[:, :-1]), torch.ones_like(alignment[:, -1:])], dim=1)
         mel, stop, state, alignment, _ = self.step(prev_mel, state, alignment, memory, end_mask)
         return mel, stop, state, alignment
@@ -172,6 +183,15 @@ class AttentionDecoderStep(nn.Module):
 
 # --- trained voices (training/): layer-normalised residual convolutions, masks for padded batches ---
 
+def length_mask(length: torch.Tensor, size: int) -> torch.Tensor:
+    """``[B, size, 1]`` float: 1 at the first ``length[b, 0]`` positions of each row, 0 after them.
+
+    ``length`` ``[B, 1]`` int64 is the true size of a padded variable axis (an exported network's length
+    input): the fixed-shape integration layer pads inputs to a compiled size and says how much is real."""
+    positions = torch.arange(size, device=length.device).unsqueeze(0)
+    return (positions < length).float().unsqueeze(-1)
+
+
 class NormConvStack(nn.Module):
     """Residual blocks ``x + dropout(LayerNorm(relu(conv(x))))`` over ``[B, T, C]``; receptive
     half-width ``layers * (kernel - 1) // 2``.  ``mask`` ``[B, T, 1]`` (training only) zeroes padding
@@ -194,21 +214,34 @@ class NormConvStack(nn.Module):
 
 @register_net("PhonemeEncoder")
 class PhonemeEncoder(nn.Module):
-    """tokens ``[B, N]`` int64 → encodings ``[B, N, dim]`` (also used as attention memory)."""
+    """tokens ``[B, N]`` int64 (and optionally length ``[B, 1]`` int64) → encodings ``[B, N, dim]`` (also used
+    as attention memory).
+
+    Masking rule: tokens at or past ``length`` are padding; they are zeroed before the first block and after
+    every block, which is exactly the zero 'same' padding an unpadded run sees past its end, so every real
+    token's encoding equals the unpadded one (padding's own encodings are 0)."""
 
     def __init__(self, num_symbols: int, dim: int = 192, layers: int = 4, kernel: int = 5, dropout: float = 0.0) -> None:
         super().__init__()
         self.embed = nn.Embedding(num_symbols, dim, padding_idx=0)
         self.convs = NormConvStack(dim, layers, kernel, dropout)
 
-    def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, length: torch.Tensor | None = None) -> torch.Tensor:
+        return self.masked(tokens, None if length is None else length_mask(length, tokens.shape[1]))
+
+    def masked(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """:meth:`forward` with a ``[B, N, 1]`` float mask (training's padded batches) in place of a length."""
         x = self.embed(tokens)
         return self.convs(x if mask is None else x * mask, mask)
 
 
 @register_net("PhonemeDurationPredictor")
 class PhonemeDurationPredictor(nn.Module):
-    """tokens ``[B, N]`` int64 → durations ``[B, N]`` float32 frames (``exp(log_d) - 1``, ≥ 0)."""
+    """tokens ``[B, N]`` int64 (and optionally length ``[B, 1]`` int64) → durations ``[B, N]`` float32 frames
+    (``exp(log_d) - 1``, ≥ 0).
+
+    Masking rule: as :class:`PhonemeEncoder`'s (padding zeroed before and after every block, so real tokens
+    get their unpadded durations), and a padded token is given 0 frames."""
 
     def __init__(self, num_symbols: int, dim: int = 128, layers: int = 3, kernel: int = 3, dropout: float = 0.0) -> None:
         super().__init__()
@@ -220,14 +253,21 @@ class PhonemeDurationPredictor(nn.Module):
         x = self.embed(tokens)
         return self.proj(self.convs(x if mask is None else x * mask, mask)).squeeze(-1)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return torch.relu(torch.exp(self.log_durations(tokens)) - 1.0)
+    def forward(self, tokens: torch.Tensor, length: torch.Tensor | None = None) -> torch.Tensor:
+        if length is None:
+            return torch.relu(torch.exp(self.log_durations(tokens)) - 1.0)
+        mask = length_mask(length, tokens.shape[1])
+        return torch.relu(torch.exp(self.log_durations(tokens, mask)) - 1.0) * mask.squeeze(-1)
 
 
 @register_net("MelDecoder")
 class MelDecoder(nn.Module):
-    """upsampled ``[B, T, in_dim]`` → mel ``[B, T, n_mels]``; receptive half-width
-    ``layers * (kernel - 1) // 2`` frames (the addon's ``context_frames``)."""
+    """upsampled ``[B, T, in_dim]`` (and optionally length ``[B, 1]`` int64) → mel ``[B, T, n_mels]``;
+    receptive half-width ``layers * (kernel - 1) // 2`` frames (the addon's ``context_frames``).
+
+    Masking rule: frames at or past ``length`` are padding, zeroed after the input projection and after every
+    block (the zero 'same' padding an unpadded run sees), so real frames equal the unpadded ones; padded
+    frames' mel is the output layer's bias and is cropped by the integration layer."""
 
     def __init__(self, in_dim: int = 192, hidden: int = 256, n_mels: int = 80, layers: int = 6, kernel: int = 5,
                  dropout: float = 0.0, mel_mean: float = -5.0) -> None:
@@ -238,6 +278,10 @@ class MelDecoder(nn.Module):
         with torch.no_grad():
             self.out.bias.fill_(mel_mean)
 
-    def forward(self, upsampled: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, upsampled: torch.Tensor, length: torch.Tensor | None = None) -> torch.Tensor:
+        return self.masked(upsampled, None if length is None else length_mask(length, upsampled.shape[1]))
+
+    def masked(self, upsampled: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """:meth:`forward` with a ``[B, T, 1]`` float mask (training's padded batches) in place of a length."""
         h = self.inp(upsampled)
         return self.out(self.convs(h if mask is None else h * mask, mask))

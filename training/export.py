@@ -32,3 +32,19 @@ def write_addon(out: Path, addon: dict[str, Any]) -> None:
 
 def arch_of(module: torch.nn.Module, type_name: str, config: dict[str, Any]) -> dict[str, Any]:
     return {"type": type_name, "config": config}
+
+
+LENGTH = "length"  # the masked networks' length input: int64 [1], the true size of the variable axis
+
+
+def export_masked(module: torch.nn.Module, examples: dict[str, torch.Tensor], outputs: list[str],
+                  dynamic: dict[str, dict[int, str]], path: Path, *, size: int) -> None:
+    """:func:`export_onnx` with the length input appended (``[B, 1]`` int64, after ``examples``): the network
+    masks what lies past it, so an input padded to a compiled size gives the values of the unpadded one."""
+    length = torch.full((next(iter(examples.values())).shape[0], 1), size, dtype=torch.int64)
+    export_onnx(module, {**examples, LENGTH: length}, outputs, {**dynamic, LENGTH: {0: "b"}}, path)
+
+
+def with_length(network: dict[str, Any]) -> dict[str, Any]:
+    """A network's addon entry with the length input declared (last input, ``length_input``)."""
+    return {**network, "length_input": LENGTH, "inputs": {**network["inputs"], LENGTH: tensor("int64", [1])}}

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from melstream.nets import AttentionDecoderStep, PhonemeEncoder
 from training.dataset import Batch, Utterance, collate
-from training.export import AUDIO, export_onnx, tensor, write_addon
+from training.export import AUDIO, export_masked, tensor, with_length, write_addon
 from training.loop import add_common_args, prepare, run_record, train
 
 ENC = {"dim": 192, "layers": 4, "kernel": 5}
@@ -57,7 +57,7 @@ class Voice(torch.nn.Module):
         frames.  Mel frames are teacher-forced unless ``free``; with ``targets`` the attention is too:
         each step starts from the teacher's token (one-hot), so the advance decision is learnt locally
         instead of through hundreds of steps of attention recursion."""
-        memory = self.encoder(b.tokens, b.token_mask)
+        memory = self.encoder.masked(b.tokens, b.token_mask)
         bsz, n = b.tokens.shape
         end_mask = F.one_hot(b.n_tokens - 1, n).float()
         state = memory.new_zeros(bsz, STEP["hidden"])
@@ -107,30 +107,33 @@ def export(model: Voice, symbols: list[str], out: Path, meta: dict[str, Any]) ->
     out.mkdir(parents=True, exist_ok=True)
     n_sym = len(symbols)
     model.eval()
-    export_onnx(model.encoder, {"tokens": torch.randint(1, n_sym, (1, 11))}, ["memory"],
-                {"tokens": {0: "b", 1: "n"}, "memory": {0: "b", 1: "n"}}, out / "encoder.onnx")
+    # with a length input: a padded input gives the unpadded values (fixed-shape profiles pad to a bucket)
+    export_masked(model.encoder, {"tokens": torch.randint(1, n_sym, (1, 11))}, ["memory"],
+                  {"tokens": {0: "b", 1: "n"}, "memory": {0: "b", 1: "n"}}, out / "encoder.onnx", size=11)
     align = torch.zeros(1, 11)
     align[0, 0] = 1
     examples = {"prev_mel": torch.zeros(1, 80), "state": torch.zeros(1, STEP["hidden"]), "alignment": align,
                 "memory": torch.randn(1, 11, ENC["dim"])}
     dyn = {"prev_mel": {0: "b"}, "state": {0: "b"}, "alignment": {0: "b", 1: "n"}, "memory": {0: "b", 1: "n"},
            "mel": {0: "b"}, "stop_logit": {0: "b"}, "state_out": {0: "b"}, "alignment_out": {0: "b", 1: "n"}}
-    export_onnx(model.step, examples, ["mel", "stop_logit", "state_out", "alignment_out"], dyn, out / "decoder_step.onnx")
+    export_masked(model.step, examples, ["mel", "stop_logit", "state_out", "alignment_out"], dyn, out / "decoder_step.onnx", size=11)
     nets = {
-        "encoder": {"file": "encoder.onnx", "role": "encoder", "max_batch_size": 8,
+        "encoder": {"file": "encoder.onnx", "role": "encoder", "max_batch_size": 8, "buckets": [32, 64, 128, 256],
                     "context_tokens": ENC["layers"] * (ENC["kernel"] - 1) // 2,
                     "arch": {"type": "PhonemeEncoder", "config": {"num_symbols": n_sym, **ENC}},
                     "inputs": {"tokens": tensor("int64", [-1])}, "outputs": {"memory": tensor("float32", [-1, ENC["dim"]])}},
         "decoder_step": {
-            "file": "decoder_step.onnx", "role": "decoder", "max_batch_size": 8,
+            # a longer memory runs as a window that follows the attention (melstream.components.attention)
+            "file": "decoder_step.onnx", "role": "decoder", "max_batch_size": 8, "buckets": [32, 64, 128, 256, 512],
             "arch": {"type": "AttentionDecoderStep", "config": dict(STEP)},
             "inputs": {"prev_mel": tensor("float32", [80]), "state": tensor("float32", [STEP["hidden"]]),
                        "alignment": tensor("float32", [-1]), "memory": tensor("float32", [-1, ENC["dim"]])},
             "outputs": {"mel": tensor("float32", [80]), "stop_logit": tensor("float32", [1]),
                         "state_out": tensor("float32", [STEP["hidden"]]), "alignment_out": tensor("float32", [-1])}},
     }
+    nets = {name: with_length(net) for name, net in nets.items()}
     write_addon(out, {
-        "name": "tacovoice", "version": "1.0.0",
+        "name": "tacovoice", "version": "1.1.0",
         "description": "Legacy attention acoustic model trained on an espeak-ng teacher: encoder -> autoregressive "
                        "forward-attention decoder with a stop token, one frame per step. See MODEL_CARD.md.",
         "license": "GPL-3.0-or-later (weights derived from espeak-ng output; see MODEL_CARD.md)",

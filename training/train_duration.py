@@ -19,7 +19,7 @@ import torch
 
 from melstream.nets import MelDecoder, PhonemeDurationPredictor, PhonemeEncoder
 from training.dataset import Batch, Utterance, collate
-from training.export import AUDIO, export_onnx, tensor, write_addon
+from training.export import AUDIO, export_masked, tensor, with_length, write_addon
 from training.loop import add_common_args, prepare, run_record, train
 
 ENC = {"dim": 192, "layers": 4, "kernel": 5}
@@ -35,9 +35,9 @@ class Voice(torch.nn.Module):
         self.decoder = MelDecoder(**DEC, dropout=dropout, mel_mean=mel_mean)
 
     def losses(self, b: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        enc = self.encoder(b.tokens, b.token_mask)
+        enc = self.encoder.masked(b.tokens, b.token_mask)
         up = torch.gather(enc, 1, b.frame_token.unsqueeze(-1).expand(-1, -1, enc.shape[-1])) * b.frame_mask
-        mel = self.decoder(up, b.frame_mask)
+        mel = self.decoder.masked(up, b.frame_mask)
         mel_l1 = ((mel - b.mel).abs() * b.frame_mask).sum() / (b.frame_mask.sum() * mel.shape[-1])
         log_d = self.duration.log_durations(b.tokens, b.token_mask)
         mask = b.token_mask.squeeze(-1)
@@ -62,33 +62,41 @@ def evaluate(model: Voice, utts: list[Utterance]) -> dict[str, float]:
     return {"mel_l1": sum(mel_l1) / n, "log_duration_mse": sum(dur) / n, "length_error": float(np.mean(frames_err))}
 
 
+# the sizes the variable axes are compiled for in fixed-shape profiles: token segments (16 first, then 96, plus
+# context on both sides) and decoder windows (chunks of 32 then 64 frames plus 12 of context on each side)
+TOKEN_BUCKETS = [32, 64, 128, 256]
+FRAME_BUCKETS = [32, 64, 96]
+
+
 def export(model: Voice, symbols: list[str], out: Path, meta: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     n_sym = len(symbols)
     model.eval()
     tokens = torch.randint(1, n_sym, (1, 11))
-    export_onnx(model.encoder, {"tokens": tokens}, ["encodings"], {"tokens": {0: "b", 1: "n"}, "encodings": {0: "b", 1: "n"}},
-                out / "text_encoder.onnx")
-    export_onnx(model.duration, {"tokens": tokens}, ["durations"], {"tokens": {0: "b", 1: "n"}, "durations": {0: "b", 1: "n"}},
-                out / "duration_predictor.onnx")
-    export_onnx(model.decoder, {"upsampled": torch.randn(1, 40, ENC["dim"])}, ["mel"],
-                {"upsampled": {0: "b", 1: "t"}, "mel": {0: "b", 1: "t"}}, out / "decoder.onnx")
+    # with a length input: a padded input gives the unpadded values (fixed-shape profiles pad to a bucket)
+    export_masked(model.encoder, {"tokens": tokens}, ["encodings"], {"tokens": {0: "b", 1: "n"}, "encodings": {0: "b", 1: "n"}},
+                  out / "text_encoder.onnx", size=11)
+    export_masked(model.duration, {"tokens": tokens}, ["durations"], {"tokens": {0: "b", 1: "n"}, "durations": {0: "b", 1: "n"}},
+                  out / "duration_predictor.onnx", size=11)
+    export_masked(model.decoder, {"upsampled": torch.randn(1, 40, ENC["dim"])}, ["mel"],
+                  {"upsampled": {0: "b", 1: "t"}, "mel": {0: "b", 1: "t"}}, out / "decoder.onnx", size=40)
     nets = {
-        "text_encoder": {"file": "text_encoder.onnx", "role": "encoder", "max_batch_size": 8,
+        "text_encoder": {"file": "text_encoder.onnx", "role": "encoder", "max_batch_size": 8, "buckets": TOKEN_BUCKETS,
                          "context_tokens": ENC["layers"] * (ENC["kernel"] - 1) // 2,
                          "arch": {"type": "PhonemeEncoder", "config": {"num_symbols": n_sym, **ENC}},
                          "inputs": {"tokens": tensor("int64", [-1])}, "outputs": {"encodings": tensor("float32", [-1, ENC["dim"]])}},
-        "duration_predictor": {"file": "duration_predictor.onnx", "role": "encoder", "max_batch_size": 8,
+        "duration_predictor": {"file": "duration_predictor.onnx", "role": "encoder", "max_batch_size": 8, "buckets": TOKEN_BUCKETS,
                                "context_tokens": DUR["layers"] * (DUR["kernel"] - 1) // 2,
                                "arch": {"type": "PhonemeDurationPredictor", "config": {"num_symbols": n_sym, **DUR}},
                                "inputs": {"tokens": tensor("int64", [-1])}, "outputs": {"durations": tensor("float32", [-1])}},
-        "decoder": {"file": "decoder.onnx", "role": "decoder", "max_batch_size": 8,
+        "decoder": {"file": "decoder.onnx", "role": "decoder", "max_batch_size": 8, "buckets": FRAME_BUCKETS,
                     "context_frames": DEC["layers"] * (DEC["kernel"] - 1) // 2,
                     "arch": {"type": "MelDecoder", "config": {**DEC, "mel_mean": meta["mel_mean"]}},
                     "inputs": {"upsampled": tensor("float32", [-1, ENC["dim"]])}, "outputs": {"mel": tensor("float32", [-1, 80])}},
     }
+    nets = {name: with_length(net) for name, net in nets.items()}
     write_addon(out, {
-        "name": "fastvoice", "version": "1.1.0",
+        "name": "fastvoice", "version": "1.2.0",
         "description": "Duration-based acoustic model trained on an espeak-ng teacher: phoneme encoder + duration "
                        "predictor -> Upsampler -> convolutional Decoder. See MODEL_CARD.md.",
         "license": "GPL-3.0-or-later (weights derived from espeak-ng output; see MODEL_CARD.md)",

@@ -3,6 +3,10 @@
 A handle is called with a mapping of input tensors (each with its leading batch dimension of 1)
 and returns a dict of the network's outputs.  Handles check the inputs against the addon's
 tensor specs, so a wrong dtype or rank is reported with the network's name whatever the runner.
+
+The handle is also the one seam where the profile's shapes are met: it fills a network's length input
+(blocks never see it) and, for a runner with ``fixed_shapes``, pads, splits and crops every call to the
+network's buckets (melstream.runners.fixed), so blocks and stacks are the same in every profile.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from melstream.errors import MelstreamError, SynthesisError
+from melstream.runners.fixed import fixed_shapes, with_length
 from melstream.wire import network_model_name as network_model_name  # the wire's, re-exported: existing imports work
 from melstream.wire import servable_voices as servable_voices
 
@@ -25,10 +30,12 @@ Call = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 class Network:
     """A bound network: ``handle(inputs) -> outputs`` with checked names, dtypes and ranks."""
 
-    def __init__(self, spec: NetworkSpec, call: Call, *, where: str) -> None:
+    def __init__(self, spec: NetworkSpec, call: Call, *, where: str, fixed: bool = False) -> None:
         self.spec = spec
         self.where = where
-        self._call = call
+        #: the largest size the variable axis runs at in one call (None: any), for blocks that window themselves
+        self.max_size: int | None = spec.buckets[-1] if fixed and spec.buckets else None
+        self._call = fixed_shapes(spec, call) if self.max_size is not None else with_length(spec, call)
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         feed: dict[str, np.ndarray] = {}
@@ -42,6 +49,13 @@ class Network:
                 raise SynthesisError(f"network {self.spec.name!r}: input {t.name!r} has shape {x.shape}, "
                                      f"expected [batch, {', '.join(map(str, t.shape))}]")
             feed[t.name] = np.ascontiguousarray(x)
+        length = self.spec.length
+        if length is not None and length.name in inputs:  # a block running a window says where its sequence ends
+            x = np.asarray(inputs[length.name])
+            if x.dtype != np.int64 or x.shape != (1, 1):
+                raise SynthesisError(f"network {self.spec.name!r}: length input {length.name!r} must be int64 of shape "
+                                     f"[1, 1], got {x.dtype} {x.shape}")
+            feed[length.name] = x
         try:
             out = self._call(feed)
         except MelstreamError:
@@ -55,12 +69,15 @@ class Network:
 
 
 class Runner:
-    """Base class: subclasses implement :meth:`call_for`; :meth:`bind` wraps it in a checked handle."""
+    """Base class: subclasses implement :meth:`call_for`; :meth:`bind` wraps it in a checked handle.
+
+    ``fixed_shapes``: the networks run only at their buckets' sizes (the handle pads, splits and crops)."""
 
     name = "runner"
+    fixed_shapes = False
 
     def bind(self, addon: AddonSpec, spec: NetworkSpec) -> Network:
-        return Network(spec, self.call_for(addon, spec), where=self.name)
+        return Network(spec, self.call_for(addon, spec), where=self.name, fixed=self.fixed_shapes)
 
     def call_for(self, addon: AddonSpec, spec: NetworkSpec) -> Call:
         raise NotImplementedError

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,24 +20,10 @@ class TorchRunner(Runner):
         self.threads = threads
 
     def call_for(self, addon: AddonSpec, spec: NetworkSpec) -> Call:
-        import onnx
         import torch
-        from onnx import numpy_helper
 
-        from melstream.nets import build_net
-
-        if spec.arch is None:
-            raise AddonError(f"networks.{spec.name}: no \"arch\" entry, so the torch runner cannot rebuild it")
         torch.set_num_threads(self.threads)
-        module = build_net(spec.arch).eval()
-        model = onnx.load(str(addon.network_path(spec.name)))
-        params = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in model.graph.initializer}
-        state = module.state_dict()
-        missing = sorted(set(state) - set(params))
-        if missing:
-            raise AddonError(f"networks.{spec.name}: {addon.network_path(spec.name)} lacks parameters {missing[:5]} "
-                             f"of architecture {spec.arch['type']!r}")
-        module.load_state_dict({k: params[k] for k in state}, strict=True)
+        module = load_module(addon, spec)
         in_names = [t.name for t in spec.all_inputs()]
         out_names = list(spec.output_names())
 
@@ -48,3 +34,25 @@ class TorchRunner(Runner):
             return {n: o.numpy() for n, o in zip(out_names, outs, strict=True)}
 
         return call
+
+
+def load_module(addon: AddonSpec, spec: NetworkSpec) -> Any:
+    """The network's registered architecture (``arch``) filled with the parameters of its ONNX file, in eval mode."""
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    from melstream.nets import build_net
+
+    if spec.arch is None:
+        raise AddonError(f"networks.{spec.name}: no \"arch\" entry, so the torch runner cannot rebuild it")
+    module = build_net(spec.arch).eval()
+    model = onnx.load(str(addon.network_path(spec.name)))
+    params = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in model.graph.initializer}
+    state = module.state_dict()
+    missing = sorted(set(state) - set(params))
+    if missing:
+        raise AddonError(f"networks.{spec.name}: {addon.network_path(spec.name)} lacks parameters {missing[:5]} "
+                         f"of architecture {spec.arch['type']!r}")
+    module.load_state_dict({k: params[k] for k in state}, strict=True)
+    return module
