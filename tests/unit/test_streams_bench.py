@@ -1,0 +1,156 @@
+"""The pure parts of benchmarks/streams.py: reading Triton's metrics, the mean batch per network, the table (no server)."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+
+from benchmarks.streams import (
+    BATCH_PREFIX,
+    batch_cell,
+    default_metrics_url,
+    main,
+    markdown,
+    mean_batches,
+    model_counters,
+    side_by_side,
+    write_csv,
+)
+
+# What Triton's metrics endpoint says (trimmed): other metrics with the same prefix, labels in either order,
+# two versions of one model, a voice model (no "__"), a network that never ran, the melstream_ metrics.
+BEFORE = """\
+# HELP nv_inference_request_success Number of successful inference requests, all batch sizes
+# TYPE nv_inference_request_success counter
+nv_inference_request_success{model="fastvoice__decoder",version="1"} 40
+nv_inference_request_success{model="fastvoice",version="1"} 10
+# HELP nv_inference_count Number of inferences performed (does not include cached requests)
+# TYPE nv_inference_count counter
+nv_inference_count{model="fastvoice__encoder",version="1"} 10
+nv_inference_count{version="1",model="fastvoice__decoder"} 40
+nv_inference_count{model="fastvoice",version="1"} 10
+nv_inference_count{model="tacovoice__decoder",version="1"} 0
+nv_inference_count{model="tacovoice__postnet",version="1"} 5
+nv_inference_count{model="tacovoice__postnet",version="2"} 5
+# HELP nv_inference_exec_count Number of model executions performed (does not include cached requests)
+# TYPE nv_inference_exec_count counter
+nv_inference_exec_count{model="fastvoice__encoder",version="1"} 10
+nv_inference_exec_count{version="1",model="fastvoice__decoder"} 40
+nv_inference_exec_count{model="fastvoice",version="1"} 10
+nv_inference_exec_count{model="tacovoice__decoder",version="1"} 0
+nv_inference_exec_count{model="tacovoice__postnet",version="1"} 5
+nv_inference_exec_count{model="tacovoice__postnet",version="2"} 5
+nv_inference_count_total{model="fastvoice__decoder",version="1"} 999
+nv_inference_queue_duration_us{model="fastvoice__decoder",version="1"} 1234
+nv_cpu_utilization 0.5
+melstream_streams_total{voice="fastvoice",outcome="completed"} 10
+"""
+
+AFTER = """\
+# HELP nv_inference_count Number of inferences performed (does not include cached requests)
+# TYPE nv_inference_count counter
+nv_inference_count{model="fastvoice__encoder",version="1"} 30
+nv_inference_count{version="1",model="fastvoice__decoder"} 132
+nv_inference_count{model="fastvoice",version="1"} 30
+nv_inference_count{model="tacovoice__decoder",version="1"} 0
+nv_inference_count{model="tacovoice__postnet",version="1"} 15
+nv_inference_count{model="tacovoice__postnet",version="2"} 11
+nv_inference_exec_count{model="fastvoice__encoder",version="1"} 30
+nv_inference_exec_count{version="1",model="fastvoice__decoder"} 80
+nv_inference_exec_count{model="fastvoice",version="1"} 30
+nv_inference_exec_count{model="tacovoice__decoder",version="1"} 0
+nv_inference_exec_count{model="tacovoice__postnet",version="1"} 10
+nv_inference_exec_count{model="tacovoice__postnet",version="2"} 8
+nv_inference_count_total{model="fastvoice__decoder",version="1"} 5000
+melstream_streams_total{voice="fastvoice",outcome="completed"} 30
+"""
+
+
+def test_counters_per_model_sum_over_versions_and_skip_other_metrics() -> None:
+    assert model_counters(BEFORE, "nv_inference_count") == {
+        "fastvoice__encoder": 10, "fastvoice__decoder": 40, "fastvoice": 10, "tacovoice__decoder": 0, "tacovoice__postnet": 10}
+    assert model_counters(AFTER, "nv_inference_exec_count")["tacovoice__postnet"] == 18
+    assert model_counters(BEFORE, "nv_cpu_utilization") == {}  # no model label
+    assert model_counters("", "nv_inference_count") == {}
+
+
+def test_counters_read_the_exposition_format_edge_cases() -> None:
+    text = ('nv_inference_count{model="a__b",version="1"} 1.5e+03 1700000000000\n'  # a timestamp after the value
+            '  nv_inference_count{ model = "a__b" , version="2", } 2\n'  # spaces and a trailing comma
+            'nv_inference_count{gpu_uuid="x\\"}y",model="c__d"} 7\n'  # an escaped quote and a brace in a value
+            'nv_inference_count{model="e__f",version="1"} NaN\n'
+            'nv_inference_count{model="g__h"} not-a-number\n'
+            'nv_inference_count 3\n')  # no labels
+    assert model_counters(text, "nv_inference_count") == {"a__b": 1502.0, "c__d": 7.0}
+
+
+def test_mean_batch_is_items_per_execution_of_network_models_that_ran() -> None:
+    batches = mean_batches(BEFORE, AFTER)
+    # voices are not networks; tacovoice__decoder ran no execution: no figure, no division by zero
+    assert set(batches) == {"fastvoice__encoder", "fastvoice__decoder", "tacovoice__postnet"}
+    assert batches["fastvoice__encoder"] == 1.0
+    assert batches["fastvoice__decoder"] == pytest.approx(92 / 40)
+    assert batches["tacovoice__postnet"] == pytest.approx(16 / 8)  # both versions' counts
+    assert mean_batches(BEFORE, BEFORE) == {}
+    # a model that appears only after (loaded during the level) counts from zero
+    assert mean_batches("", AFTER)["fastvoice__decoder"] == pytest.approx(132 / 80)
+
+
+def _row(profile: str, voice: str, mode: str, streams: int, **batches: float) -> dict[str, object]:
+    r: dict[str, object] = {"profile": profile, "voice": voice, "mode": mode, "streams": streams, "utterances": 3,
+                            "errors": 0, "wall_s": 1.0, "rtf_mean": 0.2, "rtf_p95": 0.3, "audio_s": 5.0, "rtfx": 5.0,
+                            "stalled_pct": 0.0, "stalls_per_utt": 0.0, "stall_s_per_utt": 0.0}
+    for name in ("first_chunk", "gap"):
+        for k in ("mean", "p50", "p90", "p95", "p99"):
+            r[f"{name}_{k}_ms"] = float("nan") if name == "gap" and mode == "naive" else 12.0
+    r.update({BATCH_PREFIX + k: v for k, v in batches.items()})
+    return r
+
+
+def test_rows_of_each_level_sit_side_by_side_and_show_their_batches(tmp_path: Path) -> None:
+    rows = [_row("cpu", "fastvoice", "stream", 1, fastvoice__encoder=1.0, fastvoice__decoder=1.0),
+            _row("cpu", "fastvoice", "stream", 2, fastvoice__decoder=1.3),
+            _row("cpu", "tacovoice", "stream", 1),
+            _row("cpu-static", "fastvoice", "stream", 1, fastvoice__encoder=1.0, fastvoice__decoder=1.0),
+            _row("cpu-static", "fastvoice", "stream", 2, fastvoice__decoder=2.3),
+            _row("cpu-static", "tacovoice", "stream", 1, tacovoice__postnet=1.5)]
+    ordered = side_by_side(rows, ["cpu", "cpu-static"])
+    assert [(r["voice"], r["streams"], r["profile"]) for r in ordered] == [
+        ("fastvoice", 1, "cpu"), ("fastvoice", 1, "cpu-static"), ("fastvoice", 2, "cpu"), ("fastvoice", 2, "cpu-static"),
+        ("tacovoice", 1, "cpu"), ("tacovoice", 1, "cpu-static")]
+    assert batch_cell(ordered[0]) == "decoder 1.0, encoder 1.0"
+    assert batch_cell(ordered[3]) == "decoder 2.3"
+    assert batch_cell(ordered[4]) == "–"
+
+    table = markdown(ordered).splitlines()
+    assert table[0].startswith("| profile | voice | mode | N | utts | first mean |") and table[0].endswith("| mean batch |")
+    assert len(table) == len(rows) + 2
+    assert table[4].startswith("| cpu | fastvoice | stream | 2 |") and table[4].endswith("| decoder 1.3 |")
+    assert all(line.count("|") == table[0].count("|") for line in table)
+
+    write_csv(ordered, tmp_path / "streams.csv")
+    with open(tmp_path / "streams.csv") as f:
+        read = list(csv.DictReader(f))
+    batch_columns = [k for k in read[0] if k.startswith(BATCH_PREFIX)]
+    assert batch_columns == ["batch fastvoice__decoder", "batch fastvoice__encoder", "batch tacovoice__postnet"]
+    assert [r["profile"] for r in read] == [r["profile"] for r in ordered]
+    assert read[2]["batch fastvoice__encoder"] == "" and float(read[3]["batch fastvoice__decoder"]) == 2.3
+    assert float(read[5]["batch tacovoice__postnet"]) == 1.5
+    assert not math.isnan(float(read[0]["gap_p50_ms"]))
+
+
+def test_metrics_url_defaults_to_tritons_port_on_the_servers_host() -> None:
+    assert default_metrics_url("localhost:8001") == "http://localhost:8002/metrics"
+    assert default_metrics_url("10.0.0.7:31001") == "http://10.0.0.7:8002/metrics"
+
+
+@pytest.mark.parametrize("argv", [
+    ["--profiles", ""], ["--profiles", "cpu,cpu"], ["--profiles", "no-such-profile"],
+    ["--profiles", "cpu,cpu-static", "--url", "localhost:8001"], ["--profiles", "cpu,cpu-static", "--repo", "r"],
+])
+def test_bad_profiles_are_refused_before_anything_runs(tmp_path: Path, argv: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        main([*argv, "--out", str(tmp_path)])
