@@ -249,6 +249,14 @@ def addon_json_from_config(config: Mapping[str, Any], *, model: str = "model") -
     return value
 
 
+def fixed_shapes_from_config(config: Mapping[str, Any]) -> bool:
+    """Whether a voice model's network models run only at their buckets' sizes (:data:`FIXED_SHAPES_PARAMETER`;
+    absent, as in repositories built before it existed: no)."""
+    parameters = _unwrap(config).get("parameters")
+    value = parameters.get(FIXED_SHAPES_PARAMETER) if isinstance(parameters, Mapping) else None
+    return isinstance(value, Mapping) and value.get("string_value") == "true"
+
+
 def is_voice_config(config: Mapping[str, Any]) -> bool:
     """Whether a model config carries an addon (the model is a melstream voice)."""
     parameters = _unwrap(config).get("parameters")

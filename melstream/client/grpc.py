@@ -95,7 +95,8 @@ class Client(VoiceDirectory):
         """The voice's stack, rebuilt here, with networks running on the server's network models."""
         from melstream.runners.triton_remote import TritonRemoteRunner
 
-        return self.addon(voice).build(TritonRemoteRunner(self.url, timeout_s=self.timeout_s))
+        fixed = wire.fixed_shapes_from_config(self._config(voice))  # the server's profile decides the shapes
+        return self.addon(voice).build(TritonRemoteRunner(self.url, timeout_s=self.timeout_s, fixed_shapes=fixed))
 
     # --- streaming ----------------------------------------------------------------------------
     def stream(self, text: str, *, voice: str, pace: float | None = None, chunk_frames: int | None = None,

@@ -78,15 +78,17 @@ def bucket_for(buckets: tuple[int, ...], n: int) -> int | None:
     return buckets[i] if i < len(buckets) else None
 
 
-def _pad(x: np.ndarray, axis: int, size: int) -> np.ndarray:
-    if x.shape[axis] == size:
+def _pad(x: np.ndarray, axis: int | None, size: int) -> np.ndarray:
+    if axis is None or x.shape[axis] == size:
         return x
     widths = [(0, 0)] * x.ndim
     widths[axis] = (0, size - x.shape[axis])
     return np.pad(x, widths)
 
 
-def _slice(x: np.ndarray, axis: int, lo: int, hi: int) -> np.ndarray:
+def _slice(x: np.ndarray, axis: int | None, lo: int, hi: int) -> np.ndarray:
+    if axis is None:
+        return x
     index = [slice(None)] * x.ndim
     index[axis] = slice(lo, hi)
     return x[tuple(index)]
@@ -108,10 +110,10 @@ def fixed_shapes(spec: NetworkSpec, call: Call) -> Call:
     def padded(inputs: Mapping[str, np.ndarray], n: int, length: np.ndarray) -> dict[str, np.ndarray]:
         bucket = bucket_for(buckets, n)
         assert bucket is not None
-        feed = {k: (v if in_axes[k] is None else np.ascontiguousarray(_pad(v, in_axes[k], bucket))) for k, v in inputs.items()}
+        feed = {k: np.ascontiguousarray(_pad(v, in_axes[k], bucket)) for k, v in inputs.items()}
         feed[length_name] = length
         out = call(feed)
-        return {k: (v if out_axes[k] is None else _slice(v, out_axes[k], 0, n)) for k, v in out.items()}
+        return {k: _slice(v, out_axes[k], 0, n) for k, v in out.items()}
 
     def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         data = {k: v for k, v in inputs.items() if k != length_name}
@@ -131,12 +133,10 @@ def fixed_shapes(spec: NetworkSpec, call: Call) -> Call:
         for a in range(0, n, step):
             b = min(a + step, n)
             lo, hi = max(a - context, 0), min(b + context, n)
-            window = {k: (v if in_axes[k] is None else _slice(v, in_axes[k], lo, hi)) for k, v in data.items()}
+            window = {k: _slice(v, in_axes[k], lo, hi) for k, v in data.items()}
             out = padded(window, hi - lo, np.full((1, 1), hi - lo, np.int64))
             for k, v in out.items():
-                axis = out_axes[k]
-                assert axis is not None
-                parts[k].append(_slice(v, axis, a - lo, b - lo))
+                parts[k].append(_slice(v, out_axes[k], a - lo, b - lo))
         return {k: np.concatenate(v, axis=out_axes[k]) for k, v in parts.items()}
 
     return run

@@ -37,7 +37,7 @@ def dynamic_tensors(model: Any) -> dict[str, list[int | None]]:
     import onnx
 
     inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    found = {}
+    found: dict[str, list[int | None]] = {}
     for vi in (*inferred.graph.input, *inferred.graph.output, *inferred.graph.value_info):
         if not vi.type.tensor_type.HasField("shape"):
             found[vi.name] = []
@@ -73,8 +73,9 @@ def _fold_once(model: Any) -> bool:
                 value = np.array(picked if index.ndim else picked[0], dtype=np.int64)
         elif node.input and all(i in consts for i in node.input if i) and len(node.output) == 1:
             single = helper.make_graph([node], "fold", [], [helper.make_tensor_value_info(node.output[0], onnx.TensorProto.UNDEFINED, None)])
-            value = ReferenceEvaluator(helper.make_model(single, opset_imports=model.opset_import)).run(
-                None, {i: consts[i] for i in node.input if i})[0]
+            evaluated: Any = ReferenceEvaluator(helper.make_model(single, opset_imports=model.opset_import)).run(
+                None, {i: consts[i] for i in node.input if i})
+            value = evaluated[0]
         if value is not None:
             consts[node.output[0]] = value
             node = helper.make_node("Constant", [], [node.output[0]], value=numpy_helper.from_array(np.asarray(value), node.output[0]))

@@ -22,8 +22,9 @@ class TritonBLSRunner(Runner):
 
     name = "triton-bls"
 
-    def __init__(self, pb_utils: Any) -> None:
+    def __init__(self, pb_utils: Any, *, fixed_shapes: bool = False) -> None:
         self.pb = pb_utils
+        self.fixed_shapes = fixed_shapes
 
     def call_for(self, addon: AddonSpec, spec: NetworkSpec) -> Call:
         pb = self.pb

@@ -18,9 +18,10 @@ _TRITON_DTYPES = {"float32": "FP32", "float16": "FP16", "int64": "INT64", "int32
 class TritonRemoteRunner(Runner):
     name = "triton-remote"
 
-    def __init__(self, url: str = "localhost:8001", *, timeout_s: float | None = 60.0) -> None:
+    def __init__(self, url: str = "localhost:8001", *, timeout_s: float | None = 60.0, fixed_shapes: bool = False) -> None:
         import tritonclient.grpc as grpcclient
 
+        self.fixed_shapes = fixed_shapes  # the server's profile runs its networks at their buckets' sizes only
         self.url = url
         self.timeout_s = timeout_s
         self._grpc = grpcclient

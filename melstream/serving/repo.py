@@ -21,6 +21,8 @@ from melstream import wire
 from melstream.addon import Addon, discover_addons, load_addon
 from melstream.errors import AddonError, MelstreamError
 from melstream.runners.base import UnboundRunner, network_model_name
+from melstream.runners.fixed import check_fixed
+from melstream.runners.static_onnx import frozen_bytes, static_file_name
 from melstream.serving import network_model, voice_model
 
 BACKENDS_DIR = Path(__file__).resolve().parent.parent.parent / "python_backends"
@@ -150,17 +152,7 @@ def network_config(addon: Addon, network: str, profile: Profile, *, network_file
     group = cfg.instance_group.add()
     group.count = profile.network_instances  # per GPU for KIND_GPU
     group.kind = getattr(mc.ModelInstanceGroup, profile.network_kind)
-    # Triton runs this request on every instance before the model is ready, so no listener's first
-    # chunk pays an instance's cold start (ONNX Runtime plans and allocates on its first run).
-    warm = cfg.model_warmup.add()
-    warm.name = "zeros"
-    warm.batch_size = 1
-    for t in spec.all_inputs():
-        inp = warm.inputs[t.name]
-        inp.data_type = getattr(mc, _TYPES[t.dtype])
-        # variable dimensions get one small length, the same for every input (they often must agree)
-        inp.dims.extend([WARMUP_LENGTH if d == -1 else d for d in (t.shape if spec.max_batch_size else (1, *t.shape))])
-        inp.zero_data = True
+    add_warmups(cfg, spec, warmup_sizes(spec, profile))
     cfg.parameters[network_model.NETWORK_FILE_PARAMETER].string_value = network_file
     cfg.parameters[network_model.THREADS_PARAMETER].string_value = str(profile.intra_op_threads)
     if profile.ort_providers is not None:
@@ -169,6 +161,29 @@ def network_config(addon: Addon, network: str, profile: Profile, *, network_file
     if ranges:
         cfg.parameters[network_model.INPUT_RANGES_PARAMETER].string_value = json.dumps(ranges, sort_keys=True)
     return cfg
+
+
+def warmup_sizes(spec: Any, profile: Profile) -> tuple[int, ...]:
+    """The sizes of the variable axis a network model is warmed up at: every bucket at fixed shapes (each is
+    its own compiled model or engine), else one small length."""
+    return tuple(spec.buckets) if profile.fixed_shapes and spec.buckets else (WARMUP_LENGTH,)
+
+
+def add_warmups(cfg: Any, spec: Any, sizes: Iterable[int]) -> None:
+    """One zero-filled warm-up request per size of the variable axis (every input's -1 gets that size).
+
+    Triton runs them on every instance before the model is ready, so no listener's first chunk pays an
+    instance's cold start (ONNX Runtime plans and allocates on its first run at each shape)."""
+    mc = _mc()
+    for size in sizes:
+        warm = cfg.model_warmup.add()
+        warm.name = f"zeros-{size}"
+        warm.batch_size = 1
+        for t in spec.all_inputs():
+            inp = warm.inputs[t.name]
+            inp.data_type = getattr(mc, _TYPES[t.dtype])
+            inp.dims.extend([size if d == -1 else d for d in (t.shape if spec.max_batch_size else (1, *t.shape))])
+            inp.zero_data = True
 
 
 def pipeline_config(addon: Addon, profile: Profile) -> Any:
@@ -231,7 +246,15 @@ def write_addon_models(addon: Addon, root: Path, profile: Profile, *, final_root
         model_dir = final_root.resolve() / network_model_name(addon.name, network)
         rel = os.path.relpath(addon.network_path(network).resolve(), model_dir)
         cfg = network_config(addon, network, profile, network_file=rel)
+        spec = addon.networks[network]
+        if profile.fixed_shapes and spec.buckets:
+            static = {b: static_file_name(network, b) for b in spec.buckets}
+            cfg.parameters[network_model.STATIC_FILES_PARAMETER].string_value = json.dumps(static, sort_keys=True)
         _write_model(root, cfg, "network")
+        if profile.fixed_shapes and spec.buckets:
+            check_fixed(spec)
+            for bucket, model in frozen_bytes(str(addon.network_path(network)), spec).items():
+                (root / cfg.name / "1" / static_file_name(network, bucket)).write_bytes(model)
         names.append(cfg.name)
     cfg = pipeline_config(addon, profile)
     _write_model(root, cfg, "pipeline")

@@ -205,7 +205,7 @@ class VoiceModel:
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         name = config["name"]
         addon = addon_from_json(params[wire.ADDON_PARAMETER], source=f"model {name!r} parameter {wire.ADDON_PARAMETER}")
-        pipeline = addon.build(TritonBLSRunner(self.pb))
+        pipeline = addon.build(TritonBLSRunner(self.pb, fixed_shapes=wire.fixed_shapes_from_config(config)))
         # The text front end's first call loads its data (espeak-ng's voice, if it uses it); pay it at load,
         # not on a listener's first chunk.
         pipeline.inputs_for("Warm up.")
