@@ -143,3 +143,41 @@ def test_discover_addons(tmp_path: Path) -> None:
     assert discover_addons(tmp_path) == [tmp_path / "a", tmp_path / "b"]
     with pytest.raises(AddonError, match="addons directory does not exist"):
         discover_addons(tmp_path / "missing")
+
+
+def with_length(d: dict[str, Any], **entry: Any) -> None:
+    net = d["networks"]["text_encoder"]
+    net["inputs"]["length"] = {"dtype": "int64", "shape": [1], **entry}
+    net["length_input"] = "length"
+
+
+def test_a_length_input_is_kept_apart_from_the_blocks_inputs() -> None:
+    spec = parse(changed(with_length)).networks["text_encoder"]
+    assert spec.input_names() == ("tokens",)
+    assert spec.length is not None and (spec.length.name, spec.length.dtype, spec.length.shape) == ("length", "int64", (1,))
+    assert [t.name for t in spec.all_inputs()] == ["tokens", "length"]
+    assert "length_input" not in spec.options
+    assert parse(changed(lambda d: None)).networks["text_encoder"].length is None
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda d: d["networks"]["text_encoder"].update(length_input="size"),
+     r"networks.text_encoder.length_input: 'size' is not one of the network's inputs \(tokens\)"),
+    (lambda d: with_length(d, dtype="int32"),
+     r"networks.text_encoder.length_input: input 'length' must be int64 of shape \[1\] .*it is int32 \[1\]"),
+    (lambda d: with_length(d, shape=[-1]),
+     r"networks.text_encoder.length_input: input 'length' must be int64 of shape \[1\] .*it is int64 \[-1\]"),
+    (lambda d: d["networks"]["text_encoder"].update(length_input=3), r"networks.text_encoder.length_input: expected str"),
+])
+def test_bad_length_inputs_name_the_json_path(change: Any, message: str) -> None:
+    with pytest.raises(AddonError, match=message):
+        parse(changed(change))
+
+
+def test_a_length_needs_a_variable_axis_to_measure() -> None:
+    def fixed(d: dict[str, Any]) -> None:
+        d["networks"]["text_encoder"]["inputs"]["tokens"]["shape"] = [4]
+        with_length(d)
+
+    with pytest.raises(AddonError, match=r"networks.text_encoder.length_input: the network's other inputs have no variable axis"):
+        parse(changed(fixed))

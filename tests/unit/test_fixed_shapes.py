@@ -1,0 +1,152 @@
+"""melstream.runners.fixed: pad to a bucket, split past the largest with context, crop (issue 10).
+
+The network here is numpy: a masked moving sum of half-width ``C`` (what a convolution stack computes),
+which refuses any size that is not one of its buckets, as a compiled model does.  Every answer is compared
+with the same sum computed on the unpadded input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from melstream.errors import AddonError, SynthesisError
+from melstream.runners.base import Network
+from melstream.runners.fixed import bucket_for, fixed_shapes, with_length
+from melstream.spec import NetworkSpec, TensorSpec
+
+C = 3
+BUCKETS = (8, 16)
+LENGTH = TensorSpec("length", "int64", (1,))
+
+
+def spec(*, context: int | None = C, buckets: tuple[int, ...] = BUCKETS, length: TensorSpec | None = LENGTH,
+         extra_output: bool = False) -> NetworkSpec:
+    outputs = (TensorSpec("y", "float32", (-1, 2)),) + ((TensorSpec("total", "float32", (1,)),) if extra_output else ())
+    return NetworkSpec(name="conv", file="conv.onnx", role="decoder",
+                       inputs=(TensorSpec("x", "float32", (-1, 2)), TensorSpec("gain", "float32", (1,))), outputs=outputs,
+                       options={} if context is None else {"context_frames": context}, buckets=buckets, length=length)
+
+
+def reference(x: np.ndarray, gain: np.ndarray) -> np.ndarray:
+    """The moving sum over ``[t - C, t + C]`` with zeros past both ends, times gain: ``[1, T, 2]``."""
+    padded = np.pad(x, ((0, 0), (C, C), (0, 0)))
+    return gain[:, :, None] * sum(padded[:, k:k + x.shape[1]] for k in range(2 * C + 1))
+
+
+class Compiled:
+    """The network at fixed sizes: refuses any other; masks past the length, as the masked networks do."""
+
+    def __init__(self, *, extra_output: bool = False) -> None:
+        self.sizes: list[int] = []
+        self.extra_output = extra_output
+
+    def __call__(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x, gain, length = feed["x"], feed["gain"], feed["length"]
+        assert x.shape[1] in BUCKETS, f"compiled for {BUCKETS}, called at {x.shape[1]}"
+        assert length.shape == (1, 1) and length.dtype == np.int64
+        self.sizes.append(x.shape[1])
+        mask = (np.arange(x.shape[1]) < length[0, 0])[None, :, None]
+        y = reference(x * mask, gain) * mask
+        out = {"y": y.astype(np.float32)}
+        if self.extra_output:
+            out["total"] = y.sum(axis=(1, 2))[:, None].astype(np.float32)
+        return out
+
+
+def inputs(n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed + n)
+    return {"x": rng.standard_normal((1, n, 2)).astype(np.float32), "gain": np.full((1, 1), 0.5, np.float32)}
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 15, 16, 17, 31, 100, 1000])
+def test_any_size_equals_the_unpadded_computation(n: int) -> None:
+    net = Compiled()
+    feed = inputs(n)
+    out = fixed_shapes(spec(), net)(feed)
+    assert out["y"].shape == (1, n, 2)
+    np.testing.assert_allclose(out["y"], reference(feed["x"], feed["gain"]), atol=1e-5)
+    assert net.sizes and all(s in BUCKETS for s in net.sizes)
+
+
+@pytest.mark.parametrize(("n", "calls"), [(1, [8]), (8, [8]), (9, [16]), (16, [16]),
+                                          # past 16: windows of 10 new frames with 3 of context on each side
+                                          (17, [16, 16]), (22, [16, 16, 8]), (30, [16, 16, 16])])
+def test_each_call_runs_in_the_smallest_bucket_that_holds_it(n: int, calls: list[int]) -> None:
+    net = Compiled()
+    fixed_shapes(spec(), net)(inputs(n))
+    assert net.sizes == calls
+
+
+def test_bucket_for() -> None:
+    assert [bucket_for((8, 16), n) for n in (0, 1, 8, 9, 16, 17)] == [8, 8, 8, 16, 16, None]
+
+
+def test_a_caller_may_say_where_a_longer_sequence_ends() -> None:
+    """A window of a longer sequence (the attention decoder's) passes its own length, which reaches the network."""
+    seen: list[int] = []
+
+    def net(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        seen.append(int(feed["length"][0, 0]))
+        return {"y": feed["x"]}
+
+    call = fixed_shapes(spec(), net)
+    call({**inputs(5), "length": np.full((1, 1), 40, np.int64)})
+    call(inputs(5))
+    assert seen == [40, 5]
+    with pytest.raises(SynthesisError, match=r"network 'conv': a window of 17 exceeds its largest compiled size 16"):
+        call({**inputs(17), "length": np.full((1, 1), 40, np.int64)})
+
+
+def test_a_network_without_context_cannot_be_split() -> None:
+    call = fixed_shapes(spec(context=None), Compiled())
+    np.testing.assert_allclose(call(inputs(16))["y"], reference(inputs(16)["x"], inputs(16)["gain"]), atol=1e-5)
+    with pytest.raises(SynthesisError, match=r"network 'conv' is compiled for at most 16 \(buckets 8, 16\) and got 17; "
+                                             r"it declares no context \(context_tokens or context_frames\)"):
+        call(inputs(17))
+
+
+def test_an_output_without_the_variable_axis_cannot_be_split() -> None:
+    call = fixed_shapes(spec(extra_output=True), Compiled(extra_output=True))
+    assert call(inputs(9))["total"].shape == (1, 1)
+    with pytest.raises(SynthesisError, match="declares no context"):
+        call(inputs(17))
+
+
+def test_padding_needs_a_length_input() -> None:
+    with pytest.raises(AddonError, match=r"network 'conv' has buckets but no length input .*cannot run at fixed shapes"):
+        fixed_shapes(spec(length=None), Compiled())
+
+
+def test_the_variable_axis_has_one_size() -> None:
+    two = NetworkSpec(name="pair", file="p.onnx", role="other",
+                      inputs=(TensorSpec("a", "float32", (-1,)), TensorSpec("b", "float32", (-1,))),
+                      outputs=(TensorSpec("c", "float32", (-1,)),), buckets=(8,), length=LENGTH)
+    call = fixed_shapes(two, lambda feed: {"c": feed["a"]})
+    with pytest.raises(SynthesisError, match=r"network 'pair': its variable axis must have one size, the inputs have \{'a': 3, 'b': 4\}"):
+        call({"a": np.zeros((1, 3), np.float32), "b": np.zeros((1, 4), np.float32)})
+
+
+def test_dynamic_shapes_fill_the_length_with_the_calls_size() -> None:
+    seen: list[Any] = []
+
+    def net(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        seen.append((feed["x"].shape[1], feed["length"].tolist()))
+        return {"y": feed["x"]}
+
+    with_length(spec(), net)(inputs(23))
+    assert seen == [(23, [[23]])]
+
+
+def test_the_network_handle_is_the_seam() -> None:
+    net = Compiled()
+    fixed = Network(spec(), net, where="test", fixed=True)
+    dynamic = Network(spec(), lambda feed: {"y": reference(feed["x"], feed["gain"]).astype(np.float32)}, where="test")
+    assert (fixed.max_size, dynamic.max_size) == (16, None)
+    feed = inputs(40)
+    np.testing.assert_allclose(fixed(feed)["y"], dynamic(feed)["y"], atol=1e-5)
+    assert set(net.sizes) <= set(BUCKETS)
+    with pytest.raises(SynthesisError, match=r"length input 'length' must be int64 of shape \[1, 1\], got int32"):
+        fixed({**feed, "length": np.ones((1, 1), np.int32)})
