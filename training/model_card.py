@@ -20,6 +20,9 @@ ARCH = {
                  "reading the most likely phoneme of its own alignment",
 }
 
+EVALUATION = "## Evaluation (held-out sentences, benchmarks/voice_quality.py)"
+LICENCES_HEADING = "## Licences"
+
 LICENCES = """\
 - **espeak-ng** (the teacher: its audio and phoneme timings are the training targets; it is also the
   serving front end, loaded at run time as a library) is GPL-3.0-or-later. Whether weights learned from a
@@ -68,10 +71,52 @@ def card(addon_dir: Path, quality: Path | None) -> str:
         lines += ["| step | minutes | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
         lines += [f"| {r['step']} | {r['seconds'] / 60:.1f} | " + " | ".join(f"{r[k]:.4g}" for k in keys) + " |" for r in meta["log"]]
         lines.append("")
+    lines += fixed_shapes_section(addon)
     if quality is not None and (quality / "quality.md").is_file():
-        lines += ["## Evaluation (held-out sentences, benchmarks/voice_quality.py)", "", (quality / "quality.md").read_text().strip(), ""]
-    lines += ["## Licences", "", LICENCES]
+        lines += [EVALUATION, "", (quality / "quality.md").read_text().strip(), ""]
+    elif (addon_dir / "MODEL_CARD.md").is_file():
+        # no new evaluation run: the card keeps its last one (a re-export that changes no output keeps it valid)
+        old = (addon_dir / "MODEL_CARD.md").read_text()
+        if EVALUATION in old and LICENCES_HEADING in old:
+            lines += [old[old.index(EVALUATION):old.index(LICENCES_HEADING)].strip(), ""]
+    lines += [LICENCES_HEADING, "", LICENCES]
     return "\n".join(lines)
+
+
+def masking_rule(arch_type: str) -> str:
+    """The "Masking rule:" paragraph of a registered architecture's docstring (melstream/nets.py: one source)."""
+    import re
+
+    from melstream.nets import NETS
+
+    # the docstring's reStructuredText literals and roles, as Markdown code
+    doc = re.sub(r":\w+:`([^`]+)`", r"`\1`", (NETS[arch_type].__doc__ or "").replace("``", "`"))
+    for paragraph in doc.split("\n\n"):
+        text = " ".join(paragraph.split())
+        if text.startswith("Masking rule:"):
+            return text.removeprefix("Masking rule:").strip()
+        if "Masking rule:" in text:
+            return text[text.index("Masking rule:") + len("Masking rule:"):].strip()
+    return "none stated"
+
+
+def fixed_shapes_section(addon: dict) -> list[str]:  # type: ignore[type-arg]
+    """How each network runs at fixed shapes (the cpu-static and GPU TensorRT profiles): its length input,
+    buckets and context, and what its mask guarantees."""
+    lines = ["## Fixed shapes", "",
+             "Every network takes a length input (`length_input`, int64 [1]: the true size of its variable axis) and "
+             "masks what lies past it, so a call padded to one of its buckets gives exactly the values of the unpadded "
+             "call; melstream's integration layer pads, splits and crops (melstream/runners/fixed.py). The networks were "
+             "re-exported with it from the trained parameters (training/reexport.py), without retraining; unpadded, "
+             "they give bit-identical output to the previous version.", ""]
+    for name, net in addon["networks"].items():
+        context = next((f"{net[k]} {k.removeprefix('context_')} of context on each side" for k in ("context_tokens", "context_frames")
+                        if k in net), "no declared context, so the integration layer never splits it (a block that needs more, as the "
+                       "AttentionDecoder does for a long memory, runs it on a window of the largest bucket)")
+        buckets = ", ".join(map(str, net.get("buckets", []))) or "none"
+        lines.append(f"- `{name}` ({net['arch']['type']}): buckets {buckets}; {context}. "
+                     f"Masking rule: {masking_rule(net['arch']['type'])}")
+    return [*lines, ""]
 
 
 def main() -> None:
