@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from google.protobuf import json_format
@@ -10,7 +11,7 @@ from google.protobuf import json_format
 import melstream
 from melstream.serving.batching import run_grouped
 from melstream.serving.network_model import NetworkModel
-from melstream.serving.repo import get_profile, network_config
+from melstream.serving.repo import get_profile, network_config, parse_config
 
 from .test_voice_model import FakePb, FakeRequest, FakeTensor, FakeTritonError
 
@@ -100,9 +101,36 @@ def test_network_model_initializes_from_the_config_build_repo_writes(fast_addon:
     model = NetworkModel(pb)
     model.initialize({"model_config": json.dumps(json_format.MessageToDict(cfg, preserving_proto_field_name=True)),
                       "model_repository": str(model_dir)})
-    assert (model.name, model.inputs, model.outputs) == ("tinyfast__decoder", ["upsampled"], ["mel"])
-    (response,) = model.execute([net_request(upsampled=np.zeros((1, 5, fast_addon.networks["decoder"].inputs[0].shape[-1]), np.float32))])
+    assert (model.name, model.inputs, model.outputs) == ("tinyfast__decoder", ["upsampled", "length"], ["mel"])
+    (response,) = model.execute([net_request(upsampled=np.zeros((1, 5, fast_addon.networks["decoder"].inputs[0].shape[-1]), np.float32),
+                                             length=np.full((1, 1), 5, np.int64))])
     assert response.error is None and response.tensors["mel"].shape == (1, 5, 80)
+
+
+def test_a_cpu_static_network_model_runs_its_buckets_and_refuses_other_sizes(fast_addon: melstream.Addon, tmp_path: Path) -> None:
+    from melstream.serving.repo import build_repository
+
+    assert fast_addon.path is not None
+    build_repository(fast_addon.path.parent, tmp_path / "repo", profile="cpu-static")
+    model_dir = tmp_path / "repo" / "tinyfast__decoder"
+    cfg = parse_config((model_dir / "config.pbtxt").read_text())
+    model = NetworkModel(FakePb())
+    model.initialize({"model_config": json.dumps(json_format.MessageToDict(cfg, preserving_proto_field_name=True)),
+                      "model_repository": str(model_dir), "model_version": "1"})
+    spec = fast_addon.networks["decoder"]
+    assert sorted(model.sessions) == list(spec.buckets) and model.session is None
+    width = spec.inputs[0].shape[-1]
+
+    def request(frames: int, real: int) -> Any:
+        return net_request(upsampled=np.random.default_rng(frames).standard_normal((1, frames, width)).astype(np.float32),
+                           length=np.full((1, 1), real, np.int64))
+
+    bucket, odd = model.execute([request(spec.buckets[1], 20), request(spec.buckets[1] + 1, 20)])
+    assert bucket.error is None and bucket.tensors["mel"].shape == (1, spec.buckets[1], 80)
+    assert odd.error is not None and FakeTritonError.NAMES[odd.error.code()] == "INVALID_ARG"
+    assert odd.error.message() == (f"[INVALID_ARG] inputs upsampled {spec.buckets[1] + 1} on the variable axis: model "
+                                   f"'tinyfast__decoder' runs at the fixed sizes {', '.join(map(str, spec.buckets))} only "
+                                   "(pad to one; its length input says how much is real)")
 
 
 def test_network_model_refuses_empty_and_out_of_range_inputs_naming_them() -> None:

@@ -52,6 +52,9 @@ def test_every_profile_writes_a_repository_of_every_voice(workdir: Path, profile
         for network in data["networks"]:
             net_cfg = parse_config((workdir / "repo" / f"{voice}__{network}" / "config.pbtxt").read_text())
             assert net_cfg.name == f"{voice}__{network}"
+            if profile.network_backend != "python":  # a native backend's model: the ONNX (tests/unit/test_native.py)
+                assert (workdir / "repo" / f"{voice}__{network}" / "1" / "model.onnx").is_file()
+                continue
             assert filecmp.cmp(workdir / "repo" / f"{voice}__{network}" / "1" / "model.py", PYTHON_BACKENDS / "network" / "model.py",
                                shallow=False)
         assert filecmp.cmp(workdir / "repo" / voice / "1" / "model.py", PYTHON_BACKENDS / "pipeline" / "model.py", shallow=False)
@@ -77,7 +80,8 @@ def test_pipeline_config_carries_the_addon(fast_addon: Addon) -> None:
 def test_network_config_batches(fast_addon: Addon) -> None:
     cfg = network_config(fast_addon, "decoder", get_profile("cpu"), network_file="x")
     assert cfg.max_batch_size == 8 and cfg.HasField("dynamic_batching")
-    assert [list(i.dims) for i in cfg.input] == [[-1, fast_addon.networks["decoder"].inputs[0].shape[-1]]]
+    # the frames, then the length input (int64 [1] per batch item: how many frames are real)
+    assert [list(i.dims) for i in cfg.input] == [[-1, fast_addon.networks["decoder"].inputs[0].shape[-1]], [1]]
 
 
 def test_unknown_profile() -> None:
@@ -139,7 +143,8 @@ def test_describe_prints_the_block_tree(capsys: pytest.CaptureFixture[str], fast
     out = capsys.readouterr().out
     dim = fast_addon.networks["decoder"].inputs[0].shape[-1]
     ctx = max(fast_addon.networks[n].options["context_tokens"] for n in ("text_encoder", "duration_predictor"))
-    assert f"network decoder (decoder, decoder.onnx): upsampled float32[-1, {dim}] -> mel float32[-1, 80]" in out
+    assert (f"network decoder (decoder, decoder.onnx): upsampled float32[-1, {dim}], length int64[1] -> mel float32[-1, 80]; "
+            f"buckets {', '.join(map(str, fast_addon.networks['decoder'].buckets))}") in out
     assert "StreamablePipeline (StreamableBlock)\n  SequenceBlockContainer (SequenceBlock)\n  StreamableStack" in out
     assert f"    SegmentedPipeline (StreamableBlock, first_segment_tokens=16, segment_tokens=96, context_tokens={ctx})\n" \
            "      Encoders (SequenceBlock)\n" in out
@@ -169,11 +174,21 @@ def test_every_network_instance_warms_up_on_zeros_of_a_fixed_shape(fast_addon: A
         for network, spec in addon.networks.items():
             cfg = network_config(addon, network, get_profile("cpu"), network_file="x")
             [warm] = cfg.model_warmup
-            assert warm.batch_size == 1 and sorted(warm.inputs) == sorted(t.name for t in spec.inputs), network
-            for t in spec.inputs:
+            assert warm.batch_size == 1 and sorted(warm.inputs) == sorted(t.name for t in spec.all_inputs()), network
+            for t in spec.all_inputs():
                 inp = warm.inputs[t.name]
                 assert inp.zero_data and inp.data_type == next(i.data_type for i in cfg.input if i.name == t.name)
                 assert len(inp.dims) == len(cfg.input[[i.name for i in cfg.input].index(t.name)].dims) and min(inp.dims) > 0
+
+
+def test_a_fixed_shape_profile_warms_every_bucket_up(fast_addon: Addon, taco_addon: Addon) -> None:
+    for addon in (fast_addon, taco_addon):
+        for network, spec in addon.networks.items():
+            cfg = network_config(addon, network, get_profile("cpu-static"), network_file="x")
+            assert [w.name for w in cfg.model_warmup] == [f"zeros-{b}" for b in spec.buckets], network
+            for warm, bucket in zip(cfg.model_warmup, spec.buckets, strict=True):
+                for t in spec.all_inputs():
+                    assert list(warm.inputs[t.name].dims) == [bucket if d == -1 else d for d in t.shape], (network, t.name)
 
 
 # --- admission and bounded queues -------------------------------------------------------------------------
