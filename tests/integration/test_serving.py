@@ -152,7 +152,7 @@ def test_voices_lists_both(server: TritonServer, capsys: pytest.CaptureFixture[s
         assert client.voices() == VOICES
     assert main(["voices", "--url", server.grpc_url]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("fastvoice\t1.1.0\t") and "\ntacovoice\t1.0.0\t" in out
+    assert out.startswith("fastvoice\t1.2.0\t") and "\ntacovoice\t1.1.0\t" in out
 
 
 def test_both_voices_stream_concurrently(server: TritonServer, references: dict[str, Any]) -> None:
