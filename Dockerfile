@@ -46,6 +46,14 @@ RUN cp /opt/melstream/venv/lib/python3.11/site-packages/pytriton/tritonserver/py
 # files are relative, so addons/ must stay where it is.
 RUN melstream build-repo --profile gpu --out /opt/melstream/model_repository_gpu
 
+# The deployment profile, one variable (README "Profiles"): `melstream serve` (re)writes its --repo from its
+# --addons for $MELSTREAM_PROFILE when the container starts, on the host it will run on, and for gpu-trt builds
+# the TensorRT plans for that host's GPUs there (`melstream build-plans`: a plan does not carry over between GPU
+# types or TensorRT versions, and no GPU is present at image build).  gpu-ort-trt and gpu-trt need this image's
+# own onnxruntime and tensorrt backends (the pytriton wheel has the Python backend only).  docker-compose.yml
+# sets it per service (gpu, cpu); unset, serve serves --repo as built above.
+ENV MELSTREAM_PROFILE=gpu
+
 EXPOSE 8000 8001 8002 8089
 # NVIDIA's entrypoint stays (driver checks, banner); this is the GPU service's command.
 CMD ["/opt/melstream/venv/bin/melstream", "serve", "--repo", "/opt/melstream/model_repository_gpu", "--triton-home", "/opt/tritonserver"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -14,6 +15,9 @@ from melstream.errors import MelstreamError
 
 if TYPE_CHECKING:
     from melstream.client._voices import VoiceDirectory
+
+#: the one environment variable a container picks its deployment profile by (docker-compose.yml, Dockerfile)
+PROFILE_VARIABLE = "MELSTREAM_PROFILE"
 
 
 def cmd_build_repo(args: argparse.Namespace) -> int:
@@ -28,6 +32,29 @@ def cmd_build_repo(args: argparse.Namespace) -> int:
     return 1 if report.refused else 0
 
 
+def cmd_build_plans(args: argparse.Namespace) -> int:
+    from melstream.serving.plans import build_plans
+
+    build_plans(args.repo, compute_capabilities=args.compute_capability, dry_run=args.dry_run)
+    return 0
+
+
+def prepare_repository(args: argparse.Namespace) -> None:
+    """With ``serve --profile P`` (or MELSTREAM_PROFILE=P): (re)write ``--repo`` from ``--addons`` for P before
+    starting, and build its TensorRT plans for this machine's GPUs if P runs them (gpu-trt): what a container does
+    at start, where the GPU is known (plans do not carry over between GPU types or TensorRT versions)."""
+    from melstream.serving.plans import build_plans
+    from melstream.serving.repo import build_repository, get_profile
+
+    profile = get_profile(args.profile)
+    report = build_repository(args.addons, args.repo, profile=profile.name)
+    for where, message in report.refused.items():
+        print(f"refused addon {where}: {message}", file=sys.stderr)
+    print(f"wrote {args.repo} (profile {profile.name}): voices {', '.join(report.voices) or 'none'}", file=sys.stderr)
+    if profile.network_backend == "tensorrt":
+        build_plans(args.repo, say=lambda line: print(line, file=sys.stderr))
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run tritonserver until SIGTERM or Ctrl-C (then stop it: 0 if it stopped cleanly, 1 if not), supervised:
     a dead tritonserver is restarted, a voice whose stub died is reloaded (melstream.serving.supervisor).  With
@@ -38,6 +65,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from melstream.serving.server import TritonServer, describe_exit
     from melstream.serving.supervisor import Supervisor
 
+    if args.profile:
+        prepare_repository(args)
     server = TritonServer(repo=Path(args.repo), http_port=args.http_port, grpc_port=args.grpc_port,
                           metrics_port=args.metrics_port, log_verbose=args.log_verbose,
                           triton_home=Path(args.triton_home) if args.triton_home else None,
@@ -264,7 +293,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-supervise", dest="supervise", action="store_false",
                    help="do not restart a dead tritonserver or reload a voice whose stub died: exit 1 when the "
                         "server dies (for running under another supervisor)")
+    s.add_argument("--profile", default=os.environ.get(PROFILE_VARIABLE) or None,
+                   help=f"first (re)write --repo from --addons for this profile, and build its TensorRT plans for "
+                        f"gpu-trt (default: ${PROFILE_VARIABLE}; unset: serve --repo as it is)")
+    s.add_argument("--addons", default="addons", help="the addons --profile builds from")
     s.set_defaults(func=cmd_serve)
+
+    bp = sub.add_parser("build-plans", help="build the TensorRT plans of a gpu-trt repository for this machine's GPUs")
+    bp.add_argument("--repo", default="model_repository")
+    bp.add_argument("--compute-capability", action="append", metavar="CC",
+                    help="build for compute capability CC, e.g. 8.6 (repeatable; default: each GPU's here)")
+    bp.add_argument("--dry-run", action="store_true", help="print the trtexec commands, build nothing")
+    bp.set_defaults(func=cmd_build_plans)
 
     h = sub.add_parser("health", help="exit 0 if a server and its voices are ready, else 1 naming what is not")
     h.add_argument("--url", default="localhost:8000", help="HTTP HOST:PORT")

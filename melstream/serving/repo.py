@@ -226,11 +226,14 @@ def parse_config(text: str) -> Any:
     return text_format.Parse(text, _mc().ModelConfig())
 
 
-def _write_model(root: Path, cfg: Any, backend: str) -> None:
+def _write_model(root: Path, cfg: Any, backend: str | None) -> None:
+    """``cfg``'s model directory under ``root``: its config, and python_backends/``backend``/model.py in its version
+    directory (``backend`` None: a native Triton backend's model, whose files its writer adds)."""
     model_dir = root / cfg.name
     (model_dir / "1").mkdir(parents=True)
     (model_dir / "config.pbtxt").write_text(config_text(cfg))
-    shutil.copyfile(BACKENDS_DIR / backend / "model.py", model_dir / "1" / "model.py")
+    if backend is not None:
+        shutil.copyfile(BACKENDS_DIR / backend / "model.py", model_dir / "1" / "model.py")
 
 
 def write_addon_models(addon: Addon, root: Path, profile: Profile, *, final_root: Path) -> list[str]:
@@ -241,7 +244,12 @@ def write_addon_models(addon: Addon, root: Path, profile: Profile, *, final_root
         if profile.network_backend != "python":
             from melstream.serving import native
 
-            names.append(native.write_network_model(addon, network, profile, root=root, final_root=final_root))
+            # the wire contract is network_config's; native adds what its backend reads, and the model's files
+            cfg = native.network_config(network_config(addon, network, profile, network_file=native.ONNX_FILE),
+                                        addon, network, profile, final_root=final_root)
+            _write_model(root, cfg, None)
+            native.write_network_files(addon, network, profile, model_dir=root / cfg.name)
+            names.append(cfg.name)
             continue
         model_dir = final_root.resolve() / network_model_name(addon.name, network)
         rel = os.path.relpath(addon.network_path(network).resolve(), model_dir)
