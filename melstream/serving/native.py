@@ -107,7 +107,7 @@ def machine_key() -> str:
     """``<gpu-name>-sm<cc>-trt<version>`` of this machine (``unknown-gpu``/``trt-unknown`` for what it cannot
     tell): the directory under a model's :data:`TRT_CACHE_DIR` that ONNX Runtime's engines are cached in, so an
     engine is never loaded on another GPU model or TensorRT version.  Known only where the repository is built on the GPU
-    host (the container's start does that, deploy/entrypoint.sh); a repository built elsewhere says unknown."""
+    host (`melstream serve --profile`, at container start, does that); a repository built elsewhere says unknown."""
     gpu = "unknown-gpu"
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],

@@ -2,7 +2,7 @@
 
 A plan (serialized TensorRT engine) is built for one GPU compute capability and one TensorRT version, and does
 not carry over to another GPU type or another TensorRT: so plans are not made by ``build-repo`` (which runs at
-image build, where no GPU is) but here, on the GPU host, at container start (deploy/entrypoint.sh) or in an image
+image build, where no GPU is) but here, on the GPU host, at container start (`melstream serve --profile`) or in an image
 build that runs on the target GPU type.  For every ``tensorrt_plan`` network model of the repository, one plan per
 compute capability present on the machine (or asked for), written where the model's ``cc_model_filenames`` says
 (``<model>/1/model.sm80.plan``), from the addon's ONNX that build-repo copied beside it (``<model>/1/model.onnx``).
