@@ -382,34 +382,45 @@ def corpus(spec: AddonSpec) -> tuple[Case, ...]:  # noqa: PLR0915 - one list, re
     outputs = tuple(t.name for t in net.outputs)
     infer = "infer"
 
-    def tokens(values: tuple[Any, ...], shape: tuple[int, ...], datatype: str = "INT64") -> Tensor:
-        return Tensor("tokens", datatype, shape, values)
+    def tokens(values: tuple[Any, ...], shape: tuple[int, ...], datatype: str = "INT64") -> tuple[Tensor, ...]:
+        """The tokens tensor, and the network's length input (the tokens' count) if it declares one."""
+        length = (Tensor(net.length.name, "INT64", (shape[0], 1), (shape[-1],) * shape[0]),) if net.length is not None else ()
+        return (Tensor("tokens", datatype, shape, values), *length)
 
+    required = "[" + ",".join(f"'{t.name}'" for t in net.all_inputs()) + "]"  # as Triton lists them: config order
     net_ok = tokens((3, 4, 5), (1, 3))
     case("network-good", f"the network model {encoder} called directly with good tokens: honoured",
-         model=net_model, endpoint=infer, grpc=(net_ok,), http=infer_body(net_ok), expect=Outcome(outputs=outputs))
+         model=net_model, endpoint=infer, grpc=net_ok, http=infer_body(*net_ok), expect=Outcome(outputs=outputs))
+    if net.length is not None:
+        alone = net_ok[:1]
+        case("network-without-length", "the network model's tokens without its length input: Triton's front end refuses",
+             model=net_model, endpoint=infer, grpc=alone, http=infer_body(*alone),
+             grpc_expect=triton("INVALID_ARG", f"missing required input(s) ['{net.length.name}']"),
+             http_expect=triton("INVALID_ARG", f"missing required input(s) ['{net.length.name}']", http_status=400))
+    # with the length input, so that the count of inputs is right and Triton names the unexpected one
+    voice_input = (good, *net_ok[1:])
     case("network-voice-input", "the network model given the voice's TEXT: Triton's front end refuses", model=net_model, endpoint=infer,
-         grpc=(good,), http=infer_body(good),
+         grpc=voice_input, http=infer_body(*voice_input),
          grpc_expect=triton("INVALID_ARG", f"unexpected inference input '{TEXT}'"),
          http_expect=triton("INVALID_ARG", f"unexpected inference input '{TEXT}'", http_status=400))
     case("network-no-inputs", "the network model with no input: Triton's front end refuses", model=net_model, endpoint=infer,
          grpc=(), http=b'{"inputs": []}',
-         grpc_expect=triton("INVALID_ARG", "missing required input(s) ['tokens']"),
-         http_expect=triton("INVALID_ARG", "missing required input(s) ['tokens']", http_status=400))
+         grpc_expect=triton("INVALID_ARG", f"missing required input(s) {required}"),
+         http_expect=triton("INVALID_ARG", f"missing required input(s) {required}", http_status=400))
     case("network-wrong-dtype", "the network model's tokens as FP32: Triton's front end refuses", model=net_model, endpoint=infer,
-         grpc=(tokens((3.0,), (1, 1), "FP32"),), http=infer_body(tokens((3.0,), (1, 1), "FP32")),
+         grpc=tokens((3.0,), (1, 1), "FP32"), http=infer_body(*tokens((3.0,), (1, 1), "FP32")),
          grpc_expect=triton("INVALID_ARG", "input 'tokens' data-type is 'FP32'"),
          http_expect=triton("INVALID_ARG", "input 'tokens' data-type is 'FP32'", http_status=400))
     case("network-wrong-rank", "the network model's tokens with an extra axis: Triton's front end refuses", model=net_model,
-         endpoint=infer, grpc=(tokens((3,), (1, 1, 1)),), http=infer_body(tokens((3,), (1, 1, 1))),
+         endpoint=infer, grpc=tokens((3,), (1, 1, 1)), http=infer_body(*tokens((3,), (1, 1, 1))),
          grpc_expect=triton("INVALID_ARG", "unexpected shape for input 'tokens'"),
          http_expect=triton("INVALID_ARG", "unexpected shape for input 'tokens'", http_status=400))
     empty = tokens((), (1, 0))
     case("network-empty-tokens", "the network model given no tokens ([1, 0])", model=net_model, endpoint=infer,
-         grpc=(empty,), http=infer_body(empty), expect=refused("tokens", "is empty"))
+         grpc=empty, http=infer_body(*empty), expect=refused("tokens", "is empty"))
     bad_ids = tokens((10_000, 4, 5), (1, 3))
     case("network-token-out-of-range", "the network model given a token id beyond its symbols", model=net_model, endpoint=infer,
-         grpc=(bad_ids,), http=infer_body(bad_ids), expect=refused("tokens", "outside [0, "))
+         grpc=bad_ids, http=infer_body(*bad_ids), expect=refused("tokens", "outside [0, "))
     case("network-infer-without-inputs", "HTTP infer on the network model with a JSON body without \"inputs\": "
          "Triton's front end refuses (500, its own parse failure)", model=net_model, endpoint=infer,
          http=b'{"id": "1"}', http_expect=triton("INTERNAL", "Unable to parse 'inputs'", http_status=500))
