@@ -137,8 +137,6 @@ def test_served_cpu_static_networks_equal_cpu_at_every_bucket_edge(voice: str, a
     with Client(static_server.grpc_url, timeout_s=120) as client:
         remote = client.remote_pipeline(voice)
         for n in lengths(addons[voice]):
-            if voice == "tacovoice" and n > 130:  # one gRPC call per frame: the longest are covered below, served whole
-                continue
             tokens = tokens_of_length(addons[voice], dynamic, n)
             assert_same(voice, frames(dynamic, tokens), frames(remote, tokens), f"{n} tokens, remote pipeline")
 
