@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from melstream.errors import MelstreamError, SynthesisError
+from melstream.runners.batching import BatchPolicy, batched
 from melstream.runners.fixed import fixed_shapes, with_length
 from melstream.wire import network_model_name as network_model_name  # the wire's, re-exported: existing imports work
 from melstream.wire import servable_voices as servable_voices
@@ -71,13 +72,19 @@ class Network:
 class Runner:
     """Base class: subclasses implement :meth:`call_for`; :meth:`bind` wraps it in a checked handle.
 
-    ``fixed_shapes``: the networks run only at their buckets' sizes (the handle pads, splits and crops)."""
+    ``fixed_shapes``: the networks run only at their buckets' sizes (the handle pads, splits and crops).
+    ``batching``: concurrent calls to one network (from different streams' threads) run as one padded batch
+    (melstream.runners.batching), for networks that batch (``max_batch_size`` > 0); None: each call alone."""
 
     name = "runner"
     fixed_shapes = False
+    batching: BatchPolicy | None = None
 
     def bind(self, addon: AddonSpec, spec: NetworkSpec) -> Network:
-        return Network(spec, self.call_for(addon, spec), where=self.name, fixed=self.fixed_shapes)
+        call = self.call_for(addon, spec)
+        if spec.max_batch_size > 0:
+            call = batched(spec, call, self.batching)
+        return Network(spec, call, where=self.name, fixed=self.fixed_shapes)
 
     def call_for(self, addon: AddonSpec, spec: NetworkSpec) -> Call:
         raise NotImplementedError

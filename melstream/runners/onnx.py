@@ -10,6 +10,7 @@ import numpy as np
 
 from melstream.errors import SynthesisError
 from melstream.runners.base import Call, Runner
+from melstream.runners.batching import BatchPolicy
 from melstream.runners.fixed import size_of
 from melstream.runners.static_onnx import frozen_bytes
 
@@ -48,9 +49,10 @@ class OnnxRuntimeRunner(Runner):
 
     name = "onnxruntime"
 
-    def __init__(self, *, threads: int = 1, fixed_shapes: bool = False) -> None:
+    def __init__(self, *, threads: int = 1, fixed_shapes: bool = False, batching: BatchPolicy | None = None) -> None:
         self.threads = threads
         self.fixed_shapes = fixed_shapes
+        self.batching = batching
         if fixed_shapes:
             self.name = "onnxruntime-static"
 

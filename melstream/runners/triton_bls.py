@@ -8,6 +8,7 @@ import numpy as np
 
 from melstream.errors import SynthesisError
 from melstream.runners.base import Call, Runner, network_model_name
+from melstream.runners.batching import BatchPolicy
 
 if TYPE_CHECKING:
     from melstream.spec import AddonSpec, NetworkSpec
@@ -22,9 +23,10 @@ class TritonBLSRunner(Runner):
 
     name = "triton-bls"
 
-    def __init__(self, pb_utils: Any, *, fixed_shapes: bool = False) -> None:
+    def __init__(self, pb_utils: Any, *, fixed_shapes: bool = False, batching: BatchPolicy | None = None) -> None:
         self.pb = pb_utils
         self.fixed_shapes = fixed_shapes
+        self.batching = batching  # one BLS request per batch of the voice's streams
 
     def call_for(self, addon: AddonSpec, spec: NetworkSpec) -> Call:
         pb = self.pb
