@@ -24,7 +24,8 @@ def cmd_build_repo(args: argparse.Namespace) -> int:
     from melstream.serving.repo import build_repository, parse_max_streams
 
     report = build_repository(args.addons, args.out, profile=args.profile, network_instances=args.network_instances,
-                              max_streams=parse_max_streams(args.max_streams or []))
+                              max_streams=parse_max_streams(args.max_streams or []), placement=args.placement,
+                              batch_wait_us=args.batch_wait_us)
     for where, message in report.refused.items():
         print(f"refused addon {where}: {message}", file=sys.stderr)
     print(f"wrote {args.out} (profile {args.profile}): voices {', '.join(report.voices) or 'none'}; "
@@ -274,6 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--max-streams", action="append", metavar="[VOICE=]N",
                    help="streams a voice admits at once, the next refused as busy: N for every voice, VOICE=N for "
                         "one; repeatable (default: the profile's, measured per voice)")
+    b.add_argument("--placement", choices=("triton", "voice"), default=None,
+                   help="where voices run their networks: their Triton network models (BLS) or inside the voice "
+                        "model's process (default: the profile's)")
+    b.add_argument("--batch-wait-us", type=int, default=None, metavar="US",
+                   help="cross-stream batching: how long a network call waits for other streams' calls to share "
+                        "a run (0: none; default: the profile's)")
     b.add_argument("--out", default="model_repository")
     b.set_defaults(func=cmd_build_repo)
 

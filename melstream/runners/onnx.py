@@ -49,18 +49,21 @@ class OnnxRuntimeRunner(Runner):
 
     name = "onnxruntime"
 
-    def __init__(self, *, threads: int = 1, fixed_shapes: bool = False, batching: BatchPolicy | None = None) -> None:
+    def __init__(self, *, threads: int = 1, fixed_shapes: bool = False, batching: BatchPolicy | None = None,
+                 files: Mapping[str, str] | None = None) -> None:
         self.threads = threads
         self.fixed_shapes = fixed_shapes
         self.batching = batching
+        self.files = dict(files or {})  # network -> its ONNX file, in place of the addon directory's (a served voice)
         if fixed_shapes:
             self.name = "onnxruntime-static"
 
     def call_for(self, addon: AddonSpec, spec: NetworkSpec) -> Call:
         names = list(spec.output_names())
+        path = self.files.get(spec.name) or str(addon.network_path(spec.name))
         if self.fixed_shapes and spec.buckets:
-            return static_call(frozen_bytes(str(addon.network_path(spec.name)), spec), spec, threads=self.threads)
-        session = onnx_session(str(addon.network_path(spec.name)), threads=self.threads)
+            return static_call(frozen_bytes(path, spec), spec, threads=self.threads)
+        session = onnx_session(path, threads=self.threads)
 
         def call(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             return dict(zip(names, session.run(names, inputs), strict=True))

@@ -61,10 +61,26 @@ class Profile:
     # fixed shapes: every network runs only at the sizes of its buckets; the voices' integration layer pads,
     # splits and crops (melstream.runners.fixed), so the same addon and stack run unchanged
     fixed_shapes: bool = False
+    # where a voice runs its networks: "triton" (its network models, one BLS request per call or batch) or
+    # "voice" (ONNX Runtime inside the voice model's own process: no BLS hop per call); the network models are
+    # written either way (clients' remote pipelines and direct calls use them)
+    network_placement: str = "triton"
+    # per voice, overriding network_placement (measured per voice, like voice_max_streams)
+    voice_placement: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # cross-stream batching in the voice (melstream.runners.batching): a call waits at most this long for other
+    # streams' calls to the same network, to run with them as one padded batch; 0 = every call alone
+    batch_wait_us: int = 0
+    # the most rows such a batch holds when the networks run in the voice (through Triton: the network's own
+    # max_batch_size)
+    voice_max_batch: int = 64
 
     def streams_for(self, voice: str) -> int:
         """The streams ``voice`` admits at once."""
         return self.voice_max_streams.get(voice, self.max_streams)
+
+    def placement_for(self, voice: str) -> str:
+        """Where ``voice`` runs its networks: "triton" or "voice"."""
+        return self.voice_placement.get(voice, self.network_placement)
 
 
 # Streams each shipped voice admits at once on the 2-core CPU machine of BENCHMARKS.md (section 1, each
@@ -102,6 +118,10 @@ PROFILES = {
                        voice_max_streams=MEASURED_MAX_STREAMS, network_kind="KIND_GPU",
                        network_backend="tensorrt", fixed_shapes=True),
 }
+
+
+#: where a voice may run its networks (Profile.network_placement)
+PLACEMENTS = ("triton", "voice")
 
 
 def get_profile(name: str) -> Profile:
@@ -186,7 +206,7 @@ def add_warmups(cfg: Any, spec: Any, sizes: Iterable[int]) -> None:
             inp.zero_data = True
 
 
-def pipeline_config(addon: Addon, profile: Profile) -> Any:
+def pipeline_config(addon: Addon, profile: Profile, *, final_root: Path | None = None) -> Any:
     mc = _mc()
     cfg = mc.ModelConfig(name=addon.name, backend="python", max_batch_size=0)
     cfg.model_transaction_policy.decoupled = True
@@ -210,6 +230,16 @@ def pipeline_config(addon: Addon, profile: Profile) -> Any:
     group.kind = mc.ModelInstanceGroup.KIND_CPU
     cfg.parameters[wire.ADDON_PARAMETER].string_value = addon.to_json()
     cfg.parameters[wire.FIXED_SHAPES_PARAMETER].string_value = "true" if profile.fixed_shapes else "false"
+    placement = profile.placement_for(addon.name)
+    cfg.parameters[voice_model.PLACEMENT_PARAMETER].string_value = placement
+    cfg.parameters[voice_model.BATCH_WAIT_PARAMETER].string_value = str(profile.batch_wait_us)
+    cfg.parameters[voice_model.VOICE_MAX_BATCH_PARAMETER].string_value = str(profile.voice_max_batch)
+    cfg.parameters[voice_model.THREADS_PARAMETER].string_value = str(profile.intra_op_threads)
+    if placement == "voice" and final_root is not None:
+        # the networks' ONNX files, relative to the voice model's directory (as network models name theirs)
+        model_dir = final_root.resolve() / addon.name
+        files = {n: os.path.relpath(addon.network_path(n).resolve(), model_dir) for n in addon.networks}
+        cfg.parameters[voice_model.NETWORK_FILES_PARAMETER].string_value = json.dumps(files, sort_keys=True)
     cfg.parameters[voice_model.MAX_STREAMS_PARAMETER].string_value = str(profile.streams_for(addon.name))
     return cfg
 
@@ -264,7 +294,7 @@ def write_addon_models(addon: Addon, root: Path, profile: Profile, *, final_root
             for bucket, model in frozen_bytes(str(addon.network_path(network)), spec).items():
                 (root / cfg.name / "1" / static_file_name(network, bucket)).write_bytes(model)
         names.append(cfg.name)
-    cfg = pipeline_config(addon, profile)
+    cfg = pipeline_config(addon, profile, final_root=final_root)
     _write_model(root, cfg, "pipeline")
     return [cfg.name, *names]
 
@@ -305,16 +335,26 @@ def with_max_streams(profile: Profile, limits: Mapping[str | None, int]) -> Prof
 
 def build_repository(addons_dir: str | Path = "addons", out: str | Path = "model_repository", *,
                      profile: str = "cpu", network_instances: int | None = None,
-                     max_streams: Mapping[str | None, int] | None = None) -> BuildReport:
+                     max_streams: Mapping[str | None, int] | None = None, placement: str | None = None,
+                     batch_wait_us: int | None = None) -> BuildReport:
     """(Re)write ``out`` from every addon under ``addons_dir``.
 
     An addon that fails validation is refused (its error kept in the report) and the others are
     still written, so one broken addon never takes the service down.  ``network_instances``
     overrides the profile's instances per network model (about one per core suits CPU hosts).
     ``max_streams`` overrides the streams a voice admits at once (:func:`with_max_streams`: key None for
-    every voice, a voice's name for one; a name that is no addon's is refused).
+    every voice, a voice's name for one; a name that is no addon's is refused).  ``placement`` and
+    ``batch_wait_us`` override the profile's network placement ("triton" or "voice") and cross-stream batching.
     """
     prof = get_profile(profile)
+    if placement is not None:
+        if placement not in PLACEMENTS:
+            raise MelstreamError(f"placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
+        prof = dataclasses.replace(prof, network_placement=placement, voice_placement={})
+    if batch_wait_us is not None:
+        if batch_wait_us < 0:
+            raise MelstreamError(f"batch wait must be >= 0 microseconds, got {batch_wait_us}")
+        prof = dataclasses.replace(prof, batch_wait_us=batch_wait_us)
     if network_instances is not None:
         if network_instances < 1:
             raise MelstreamError(f"network_instances must be >= 1, got {network_instances}")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import threading
 import time
 import traceback
@@ -38,6 +39,8 @@ import numpy as np
 from melstream import wire
 from melstream.addon import addon_from_json
 from melstream.errors import InputError, SynthesisError, TextError
+from melstream.runners.batching import BatchPolicy
+from melstream.runners.onnx import OnnxRuntimeRunner
 from melstream.runners.triton_bls import TritonBLSRunner
 
 # Triton's own metrics count requests and time whole executions; a stream's listener cares about
@@ -49,6 +52,15 @@ OUTCOMES = ("completed", "cancelled", "error", "refused")
 
 #: the config parameter (written by melstream.serving.repo.pipeline_config) with the streams a voice admits at once
 MAX_STREAMS_PARAMETER = "max_streams"
+# where the voice runs its networks: "triton" (its network models, through BLS) or "voice" (ONNX Runtime in this
+# process, from NETWORK_FILES_PARAMETER: JSON {network: ONNX file relative to this model's directory})
+PLACEMENT_PARAMETER = "network_placement"
+NETWORK_FILES_PARAMETER = "network_files"
+# cross-stream batching: microseconds a call waits for other streams' calls (0: none), and the rows of a batch
+# when the networks run here (through Triton each network's max_batch_size bounds it)
+BATCH_WAIT_PARAMETER = "batch_wait_us"
+VOICE_MAX_BATCH_PARAMETER = "voice_max_batch"
+THREADS_PARAMETER = "intra_op_threads"  # ONNX Runtime's threads per run, networks in the voice
 #: streams admitted at once when the config has no such parameter
 DEFAULT_MAX_STREAMS = 16
 
@@ -80,12 +92,21 @@ class StreamMetrics:
         streams = family(name="melstream_streams_total", kind=family.COUNTER,
                          description="Streams ended, by outcome (completed, cancelled, error, refused)")
         active = family(name="melstream_active_streams", kind=family.GAUGE, description="Streams being synthesised now")
+        calls = family(name="melstream_network_calls_total", kind=family.COUNTER,
+                       description="Calls the voice's streams made to a network (cross-stream batching)")
+        runs = family(name="melstream_network_runs_total", kind=family.COUNTER,
+                      description="Runs of a network those calls were batched into (calls / runs: the mean batch)")
         self.first_chunk_s = first.Metric(labels=labels, buckets=FIRST_CHUNK_BUCKETS_S)
         self.chunks = chunks.Metric(labels=labels, buckets=CHUNKS_BUCKETS)
         self.frames = frames.Metric(labels=labels)
         self.outcomes = {o: streams.Metric(labels={**labels, "outcome": o}) for o in OUTCOMES}
         self.active = active.Metric(labels=labels)
-        self._families = (first, chunks, frames, streams, active)  # the families must outlive their metrics
+        self._families = (first, chunks, frames, streams, active, calls, runs)  # they must outlive their metrics
+        self._calls_family, self._runs_family, self._labels = calls, runs, labels
+        self._network_metrics: dict[str, tuple[Any, Any]] = {}
+        # batches are counted here and exported when a stream ends: one IPC per batch (a step of every stream)
+        # would cost more than the step
+        self._batches: dict[str, list[int]] = {}
         # A new copy of this voice shares these Prometheus series with the copy before it (Triton keys them by
         # name and labels), so counters go on across a reload.  The supervisor loads a new copy only when the
         # old one's stub died, and a dead copy's streams never end: the streams active now are this copy's
@@ -108,8 +129,24 @@ class StreamMetrics:
         with self._lock:
             self.outcomes["refused"].increment(1)
 
+    def batched(self, network: str, calls: int) -> None:
+        """A run of ``network`` that served ``calls`` streams' calls at once (counted; exported at a stream's end)."""
+        with self._lock:
+            counts = self._batches.setdefault(network, [0, 0])
+            counts[0] += calls
+            counts[1] += 1
+
     def ended(self, outcome: str, *, chunks: int, frames: int) -> None:
         with self._lock:
+            for network, (calls, runs) in self._batches.items():
+                if network not in self._network_metrics:
+                    labels = {**self._labels, "network": network}
+                    self._network_metrics[network] = (self._calls_family.Metric(labels=labels),
+                                                      self._runs_family.Metric(labels=labels))
+                calls_metric, runs_metric = self._network_metrics[network]
+                calls_metric.increment(calls)
+                runs_metric.increment(runs)
+            self._batches.clear()
             # the outcome last: a scrape that sees this stream ended sees its frames and chunks counted too
             # (each call is an IPC to the server; a scrape can fall between two of them)
             self.frames.increment(frames)
@@ -205,11 +242,32 @@ class VoiceModel:
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         name = config["name"]
         addon = addon_from_json(params[wire.ADDON_PARAMETER], source=f"model {name!r} parameter {wire.ADDON_PARAMETER}")
-        pipeline = addon.build(TritonBLSRunner(self.pb, fixed_shapes=wire.fixed_shapes_from_config(config)))
+        pipeline = addon.build(self.runner(config, params, model_dir=args.get("model_repository", ".")))
         # The text front end's first call loads its data (espeak-ng's voice, if it uses it); pay it at load,
         # not on a listener's first chunk.
         pipeline.inputs_for("Warm up.")
         self.serve(name, pipeline, max_streams=int(params.get(MAX_STREAMS_PARAMETER, DEFAULT_MAX_STREAMS)))
+
+    def runner(self, config: Mapping[str, Any], params: Mapping[str, str], *, model_dir: str) -> Any:
+        """The runner of this voice's networks, as its config says: through Triton (BLS) or in this process, at
+        fixed shapes or not, batched across streams or not (a batch waits for the voice's active streams)."""
+        fixed = wire.fixed_shapes_from_config(config)
+        wait_us = int(params.get(BATCH_WAIT_PARAMETER, "0"))
+        placement = params.get(PLACEMENT_PARAMETER, "triton")
+        policy = None
+        if wait_us > 0:
+            max_batch = int(params.get(VOICE_MAX_BATCH_PARAMETER, "64")) if placement == "voice" else 1 << 30
+            policy = BatchPolicy(max_wait_s=wait_us / 1e6, max_batch=max_batch, expected=lambda: self.active_streams,
+                                 on_batch=self._batched)
+        if placement == "voice":
+            files = {k: os.path.normpath(os.path.join(model_dir, v)) for k, v in json.loads(params[NETWORK_FILES_PARAMETER]).items()}
+            return OnnxRuntimeRunner(threads=int(params.get(THREADS_PARAMETER, "1")), fixed_shapes=fixed, batching=policy,
+                                     files=files)
+        return TritonBLSRunner(self.pb, fixed_shapes=fixed, batching=policy)
+
+    def _batched(self, network: str, calls: int, rows: int) -> None:
+        if self.metrics is not None:
+            self.metrics.batched(network, calls)
 
     def execute(self, requests: list[Any]) -> None:
         """Admit each request and start its stream in a thread of its own, or refuse it at once with

@@ -756,3 +756,40 @@ def test_a_new_copy_of_a_voice_shares_its_series_and_starts_with_no_active_strea
     assert pb.metric("melstream_active_streams", voice="v").value == 0
     assert pb.metric("melstream_streams_total", voice="v", outcome="completed").value == 1
     assert pb.metric("melstream_frames_total", voice="v").value == 30
+
+
+@pytest.mark.parametrize("wait_us", [0, 300])
+def test_a_voice_placed_with_its_networks_runs_them_here_and_counts_its_batches(fast_addon: melstream.Addon, tmp_path: Any,
+                                                                                wait_us: int) -> None:
+    """placement "voice": the voice model runs its networks with ONNX Runtime in its own process, from the files its
+    config names (relative to its directory), batched across its streams when a batch wait is set."""
+    from melstream.serving.repo import build_repository, parse_config
+
+    assert fast_addon.path is not None
+    build_repository(fast_addon.path.parent, tmp_path / "repo", placement="voice", batch_wait_us=wait_us)
+    model_dir = tmp_path / "repo" / fast_addon.name
+    cfg = parse_config((model_dir / "config.pbtxt").read_text())
+    files = json.loads(cfg.parameters["network_files"].string_value)
+    assert sorted(files) == sorted(fast_addon.networks)
+    pb = FakePb()
+    model = VoiceModel(pb)
+    model.initialize({"model_config": json.dumps(json_format.MessageToDict(cfg, preserving_proto_field_name=True)),
+                      "model_repository": str(model_dir)})
+    assert not hasattr(pb, "InferenceRequest")  # so no network call can go through Triton (BLS) here
+    senders = [request(b"Hello there, world.", chunk_frames=4) for _ in range(3)]
+    model.execute(senders)
+    for r in senders:
+        assert r.sender.done.wait(WAIT_S) and r.sender.kinds()[-1] == "final" and not r.sender.errors()
+    wait_until(lambda: model.active_streams == 0)
+    first = np.concatenate([c["MEL"] for c in senders[0].sender.chunks()])
+    for r in senders[1:]:  # the same text: batched or not, the same frames
+        np.testing.assert_allclose(np.concatenate([c["MEL"] for c in r.sender.chunks()]), first, atol=1e-5)
+    np.testing.assert_allclose(first, fast_addon.build().synthesize("Hello there, world."), atol=1e-4)
+    counted = [m for m in pb.metrics if m.family.name == "melstream_network_calls_total"]
+    if wait_us:
+        calls = pb.metric("melstream_network_calls_total", voice=fast_addon.name, network="decoder")
+        runs = pb.metric("melstream_network_runs_total", voice=fast_addon.name, network="decoder")
+        assert calls.value >= runs.value > 0  # every call counted, in fewer or as many runs
+    else:
+        assert counted == []  # without batching nothing is counted
+    model.finalize()
