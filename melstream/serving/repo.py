@@ -90,6 +90,8 @@ class Profile:
 # the ±25 % run-to-run spread of saturation and 32 stall every utterance (RTF 1.2).  A voice not measured
 # gets the profile's max_streams; `melstream build-repo --max-streams [VOICE=]N` overrides either.
 MEASURED_MAX_STREAMS = {"fastvoice": 32, "tacovoice": 16}
+# Where each shipped voice runs its networks on the cpu profile (Profile.voice_placement; others: the profile's)
+VOICE_PLACEMENT = {"tacovoice": "voice"}
 
 PROFILES = {
     # Two instances per network: with one, every stream's calls to a network queue behind each other on
@@ -97,6 +99,13 @@ PROFILES = {
     # on 2 cores, 2 instances cut fastvoice's first chunk p50 at 32 streams by a third and raise RTFX).
     "cpu": Profile("cpu", "Python backend with ONNX Runtime on CPU, two instances of one thread per network",
                    network_instances=2, voice_max_streams=MEASURED_MAX_STREAMS),
+    # tacovoice runs its networks inside its voice model: its per-frame step is far too small for a BLS round trip
+    # each (BENCHMARKS.md section 6); fastvoice's chunk-sized calls keep their Triton models, whose two processes
+    # per network give it the better first chunk under load until listener-first scheduling exists.  Not yet the
+    # default: issue 11 is in progress
+    "cpu-inproc": Profile("cpu-inproc", "as cpu, but tacovoice runs its networks in its voice model's process "
+                                        "(ONNX Runtime, no BLS hop per frame)",
+                          network_instances=2, voice_max_streams=MEASURED_MAX_STREAMS, voice_placement=VOICE_PLACEMENT),
     # Not measured on a GPU yet: the voice pipelines stay on CPU (tacovoice's per-frame calls are bound by
     # them), so the CPU figures are the safe start; raise them with --max-streams once benchmarks show room.
     "gpu": Profile("gpu", "Python backend with ONNX Runtime's CUDA provider, one network instance per GPU "

@@ -61,6 +61,10 @@ NETWORK_FILES_PARAMETER = "network_files"
 BATCH_WAIT_PARAMETER = "batch_wait_us"
 VOICE_MAX_BATCH_PARAMETER = "voice_max_batch"
 THREADS_PARAMETER = "intra_op_threads"  # ONNX Runtime's threads per run, networks in the voice
+# A voice that runs its networks itself makes no BLS call that Triton could refuse when it is told to stop, so
+# while it has streams it asks Triton this often (one tiny call to one of its network models) and ends its
+# streams as shutting down once Triton refuses.
+SHUTDOWN_PROBE_S = 0.2
 #: streams admitted at once when the config has no such parameter
 DEFAULT_MAX_STREAMS = 16
 
@@ -243,6 +247,8 @@ class VoiceModel:
         name = config["name"]
         addon = addon_from_json(params[wire.ADDON_PARAMETER], source=f"model {name!r} parameter {wire.ADDON_PARAMETER}")
         pipeline = addon.build(self.runner(config, params, model_dir=args.get("model_repository", ".")))
+        if params.get(PLACEMENT_PARAMETER) == "voice" and hasattr(self.pb, "InferenceRequest"):
+            self._start_shutdown_probe(addon)
         # The text front end's first call loads its data (espeak-ng's voice, if it uses it); pay it at load,
         # not on a listener's first chunk.
         pipeline.inputs_for("Warm up.")
@@ -264,6 +270,33 @@ class VoiceModel:
             return OnnxRuntimeRunner(threads=int(params.get(THREADS_PARAMETER, "1")), fixed_shapes=fixed, batching=policy,
                                      files=files)
         return TritonBLSRunner(self.pb, fixed_shapes=fixed, batching=policy)
+
+    def _start_shutdown_probe(self, addon: Any) -> None:
+        """Watch for Triton stopping (see :data:`SHUTDOWN_PROBE_S`): a thread that, while streams run, sends one of
+        this voice's network models a one-element request, and sets ``_closing`` once Triton refuses it as stopping."""
+        network, spec = next(iter(addon.networks.items()))
+        model = wire.network_model_name(addon.name, network)
+        inputs = {t.name: np.zeros((1, *(1 if d == -1 else d for d in t.shape)), np.dtype(t.dtype)) for t in spec.inputs}
+        if spec.length is not None:
+            inputs[spec.length.name] = np.ones((1, 1), np.int64)
+        outputs = list(spec.output_names())[:1]
+
+        def probe() -> None:
+            pb = self.pb
+            while not self._closing.wait(SHUTDOWN_PROBE_S):
+                if self.active_streams == 0:
+                    continue
+                try:
+                    response = pb.InferenceRequest(model_name=model, requested_output_names=outputs,
+                                                   inputs=[pb.Tensor(k, v) for k, v in inputs.items()]).exec()
+                    message = response.error().message() if response.has_error() else ""
+                except Exception as e:  # noqa: BLE001 - the refusal can come as an exception too
+                    message = str(e)
+                if wire.is_server_stopping(message):
+                    pb.Logger.log_info(f"voice {self.name!r}: Triton is stopping; its streams end as shutting down")
+                    self._closing.set()
+
+        threading.Thread(target=probe, daemon=True, name=f"{addon.name}-shutdown-probe").start()
 
     def _batched(self, network: str, calls: int, rows: int) -> None:
         if self.metrics is not None:

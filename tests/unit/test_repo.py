@@ -85,7 +85,7 @@ def test_network_config_batches(fast_addon: Addon) -> None:
 
 
 def test_unknown_profile() -> None:
-    with pytest.raises(MelstreamError, match="unknown profile 'tpu'; known: cpu, cpu-static, gpu, gpu-ort-trt, gpu-trt$"):
+    with pytest.raises(MelstreamError, match="unknown profile 'tpu'; known: cpu, cpu-inproc, cpu-static, gpu, gpu-ort-trt, gpu-trt$"):
         get_profile("tpu")
 
 
