@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from melstream.runners.fixed import variable_axis
+from melstream.runners.fixed import pad_axis, slice_axis, variable_axis
 
 if TYPE_CHECKING:
     from melstream.spec import NetworkSpec
@@ -72,8 +72,6 @@ class Batcher:
         self._arrived = threading.Condition(self._lock)  # the gathering leader waits on it, arrivals notify it
         self._pending: list[_Pending] = []
         self._forming = False  # a leader is gathering the next batch
-        #: (calls, rows) of the batches run (the last few thousand), for tests and diagnostics
-        self.batches: list[tuple[int, int]] = []
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         me = _Pending(inputs)
@@ -174,7 +172,7 @@ class Batcher:
         for name, axis in self._in_axes.items():
             parts = [p.inputs[name] for p in group]
             if axis is not None and top is not None:
-                parts = [_pad(x, axis, top) for x in parts]
+                parts = [pad_axis(x, axis, top) for x in parts]
             feed[name] = np.concatenate(parts)
         if self._length is not None:
             feed[self._length] = np.concatenate([p.inputs[self._length] for p in group])
@@ -183,7 +181,7 @@ class Batcher:
         for p, size in zip(group, sizes, strict=True):
             rows = {k: v[start:start + p.rows] for k, v in out.items()}
             if size is not None:
-                rows = {k: (_crop(v, self._out_axes.get(k), size)) for k, v in rows.items()}
+                rows = {k: slice_axis(v, self._out_axes.get(k), 0, size) for k, v in rows.items()}
             p.result = rows
             start += p.rows
         self._record(len(group), start)
@@ -191,25 +189,6 @@ class Batcher:
     def _record(self, calls: int, rows: int) -> None:
         if self.policy.on_batch is not None:
             self.policy.on_batch(self.spec.name, calls, rows)
-        self.batches.append((calls, rows))
-        if len(self.batches) > 10_000:
-            del self.batches[:5_000]
-
-
-def _pad(x: np.ndarray, axis: int, size: int) -> np.ndarray:
-    if x.shape[axis] == size:
-        return x
-    widths = [(0, 0)] * x.ndim
-    widths[axis] = (0, size - x.shape[axis])
-    return np.pad(x, widths)
-
-
-def _crop(x: np.ndarray, axis: int | None, size: int) -> np.ndarray:
-    if axis is None or x.shape[axis] == size:
-        return x
-    index = [slice(None)] * x.ndim
-    index[axis] = slice(0, size)
-    return x[tuple(index)]
 
 
 def batched(spec: NetworkSpec, call: Call, policy: BatchPolicy | None) -> Call:

@@ -78,7 +78,8 @@ def bucket_for(buckets: tuple[int, ...], n: int) -> int | None:
     return buckets[i] if i < len(buckets) else None
 
 
-def _pad(x: np.ndarray, axis: int | None, size: int) -> np.ndarray:
+def pad_axis(x: np.ndarray, axis: int | None, size: int) -> np.ndarray:
+    """``x`` zero-padded to ``size`` along ``axis`` (as it is when ``axis`` is None or already that size)."""
     if axis is None or x.shape[axis] == size:
         return x
     widths = [(0, 0)] * x.ndim
@@ -86,7 +87,8 @@ def _pad(x: np.ndarray, axis: int | None, size: int) -> np.ndarray:
     return np.pad(x, widths)
 
 
-def _slice(x: np.ndarray, axis: int | None, lo: int, hi: int) -> np.ndarray:
+def slice_axis(x: np.ndarray, axis: int | None, lo: int, hi: int) -> np.ndarray:
+    """``x[lo:hi]`` along ``axis`` (all of ``x`` when ``axis`` is None)."""
     if axis is None:
         return x
     index = [slice(None)] * x.ndim
@@ -110,10 +112,10 @@ def fixed_shapes(spec: NetworkSpec, call: Call) -> Call:
     def padded(inputs: Mapping[str, np.ndarray], n: int, length: np.ndarray) -> dict[str, np.ndarray]:
         bucket = bucket_for(buckets, n)
         assert bucket is not None
-        feed = {k: np.ascontiguousarray(_pad(v, in_axes[k], bucket)) for k, v in inputs.items()}
+        feed = {k: np.ascontiguousarray(pad_axis(v, in_axes[k], bucket)) for k, v in inputs.items()}
         feed[length_name] = length
         out = call(feed)
-        return {k: _slice(v, out_axes[k], 0, n) for k, v in out.items()}
+        return {k: slice_axis(v, out_axes[k], 0, n) for k, v in out.items()}
 
     def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         data = {k: v for k, v in inputs.items() if k != length_name}
@@ -133,10 +135,10 @@ def fixed_shapes(spec: NetworkSpec, call: Call) -> Call:
         for a in range(0, n, step):
             b = min(a + step, n)
             lo, hi = max(a - context, 0), min(b + context, n)
-            window = {k: _slice(v, in_axes[k], lo, hi) for k, v in data.items()}
+            window = {k: slice_axis(v, in_axes[k], lo, hi) for k, v in data.items()}
             out = padded(window, hi - lo, np.full((1, 1), hi - lo, np.int64))
             for k, v in out.items():
-                parts[k].append(_slice(v, out_axes[k], a - lo, b - lo))
+                parts[k].append(slice_axis(v, out_axes[k], a - lo, b - lo))
         return {k: np.concatenate(v, axis=out_axes[k]) for k, v in parts.items()}
 
     return run

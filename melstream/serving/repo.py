@@ -243,7 +243,7 @@ def pipeline_config(addon: Addon, profile: Profile, *, final_root: Path | None =
     cfg.parameters[voice_model.PLACEMENT_PARAMETER].string_value = placement
     cfg.parameters[voice_model.BATCH_WAIT_PARAMETER].string_value = str(profile.batch_wait_us)
     cfg.parameters[voice_model.VOICE_MAX_BATCH_PARAMETER].string_value = str(profile.voice_max_batch)
-    cfg.parameters[voice_model.THREADS_PARAMETER].string_value = str(profile.intra_op_threads)
+    cfg.parameters[network_model.THREADS_PARAMETER].string_value = str(profile.intra_op_threads)
     if placement == "voice" and final_root is not None:
         # the networks' ONNX files, relative to the voice model's directory (as network models name theirs)
         model_dir = final_root.resolve() / addon.name

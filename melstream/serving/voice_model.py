@@ -42,6 +42,7 @@ from melstream.errors import InputError, SynthesisError, TextError
 from melstream.runners.batching import BatchPolicy
 from melstream.runners.onnx import OnnxRuntimeRunner
 from melstream.runners.triton_bls import TritonBLSRunner
+from melstream.serving import network_model
 
 # Triton's own metrics count requests and time whole executions; a stream's listener cares about
 # what they cannot see: how soon the first chunk went out and how many chunks a stream took.
@@ -60,7 +61,6 @@ NETWORK_FILES_PARAMETER = "network_files"
 # when the networks run here (through Triton each network's max_batch_size bounds it)
 BATCH_WAIT_PARAMETER = "batch_wait_us"
 VOICE_MAX_BATCH_PARAMETER = "voice_max_batch"
-THREADS_PARAMETER = "intra_op_threads"  # ONNX Runtime's threads per run, networks in the voice
 # A voice that runs its networks itself makes no BLS call that Triton could refuse when it is told to stop, so
 # while it has streams it asks Triton this often (one tiny call to one of its network models) and ends its
 # streams as shutting down once Triton refuses.
@@ -267,7 +267,8 @@ class VoiceModel:
                                  on_batch=self._batched)
         if placement == "voice":
             files = {k: os.path.normpath(os.path.join(model_dir, v)) for k, v in json.loads(params[NETWORK_FILES_PARAMETER]).items()}
-            return OnnxRuntimeRunner(threads=int(params.get(THREADS_PARAMETER, "1")), fixed_shapes=fixed, batching=policy,
+            # the same parameter as a network model's: ONNX Runtime's threads per run
+            return OnnxRuntimeRunner(threads=int(params.get(network_model.THREADS_PARAMETER, "1")), fixed_shapes=fixed, batching=policy,
                                      files=files)
         return TritonBLSRunner(self.pb, fixed_shapes=fixed, batching=policy)
 
