@@ -1,7 +1,7 @@
 """The streaming performance contract: first chunk latency, gaps, RTF/RTFX and stalls as parallel streams grow.
 
-    python benchmarks/streams.py [--url HOST:PORT] [--profiles cpu,cpu-static] [--streams 1,2,4,8,16,32]
-                                 [--seconds-per-level 10] [--out out/bench]
+    python benchmarks/streams.py [--url HOST:PORT] [--profiles cpu,cpu-static] [--streams 1,2,4,8,16,32,48,64]
+                                 [--transport grpc|http] [--peer] [--no-limit] [--seconds-per-level 10] [--out out/bench]
 
 Without --url it starts its own tritonserver on free ports, from a repository built from addons/ that admits
 the largest level's streams per voice (the committed repository refuses streams past each voice's
@@ -10,7 +10,8 @@ deployment profile in turn (melstream.serving.repo.PROFILES: a repository per pr
 on it for every level, stopped before the next profile), so profiles compare side by side in one table;
 with --url or --repo there is one profile, the server's, named by --profiles for the table.  For every voice
 and every number of parallel streams N, N client threads each synthesise held-out sentences back to
-back (a closed loop, no think time) for --seconds-per-level, every utterance streamed over gRPC with
+back (a closed loop, no think time) for --seconds-per-level, every utterance streamed over gRPC
+(melstream.client.Client), or over Triton's HTTP generate_stream with --transport http (HttpClient), with
 the voice's own chunk size.  The same texts are then asked for whole (CHUNK_FRAMES=0, the naive
 integration: the first audio is the whole utterance).  Terms (melstream/timing.py):
 
@@ -23,7 +24,23 @@ integration: the first audio is the whole utterance).  Terms (melstream/timing.p
   ``nv_inference_count``) per execution (``nv_inference_exec_count``).  With --url the metrics are read
   from --metrics-url (default: port 8002 of --url's host); when they cannot be read the figures are left out.
 
-Prints a table and writes streams.csv (every figure), streams.md and streams.png under --out.
+With --peer the same run also measures benchmarks/peer_fastapi.py (the same addons and blocks in a FastAPI app,
+one uvicorn process, each request's generator in its threadpool, no batching across requests: what many TTS
+projects ship), started on a free port and measured by the same HTTP client; its rows are profile
+``peer-fastapi``, next to the profiles' rows.  With --peer the profiles are measured over HTTP too (the same
+client for both) unless --transport says otherwise.
+
+The limit (left out with --no-limit): before anything is served, each voice of addons/ is built in-process
+(OnnxRuntimeRunner, one thread) and timed: the compute of one first chunk alone (``stream_outputs(text)`` to
+its first chunk, median over the first LIMIT_SENTENCES held-out sentences), and, for each network, one call at
+batch 1 and at batch 32 with the inputs of a typical call (recorded while the held-out sentence of median token
+count is synthesised: the call of median size on the network's variable axis; tacovoice's decoder_step: one
+step with that sentence's memory).  From the calls that sentence made, the compute of one utterance per
+stream at batch 32 gives a compute RTFX bound (one thread).  They are printed next to the served first chunk
+p50 at one stream and RTFX at 32 streams, so the table shows how far serving is from the compute.
+
+Prints the tables and writes streams.csv (every figure), limit.csv (the limit's figures), streams.md (both
+tables) and streams.png under --out.
 """
 
 from __future__ import annotations
@@ -31,8 +48,11 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import functools
 import math
 import re
+import statistics
+import sys
 import threading
 import time
 import urllib.request
@@ -43,15 +63,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from melstream.timing import PERCENTILES, StreamTiming, stream_timing, summary
-from melstream.wire import NETWORK_SEPARATOR
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: benchmarks.peer_fastapi is imported from the repository root
+    sys.path.insert(0, str(ROOT))
+
+from melstream.runners.onnx import OnnxRuntimeRunner  # noqa: E402
+from melstream.timing import PERCENTILES, StreamTiming, stream_timing, summary  # noqa: E402
+from melstream.wire import NETWORK_SEPARATOR  # noqa: E402
+
 SENTENCES = ROOT / "tests" / "data" / "heldout_sentences.txt"
 MODES = ("stream", "naive")
 #: Triton's counters of batch items (requests) and of batch executions, per model and version
 INFERENCE_COUNT, EXEC_COUNT = "nv_inference_count", "nv_inference_exec_count"
 BATCH_PREFIX = "batch "  # CSV column of a network model's mean batch: "batch fastvoice__decoder"
+TRANSPORTS = ("grpc", "http")
+DEFAULT_STREAMS = "1,2,4,8,16,32,48,64"
+#: the profile name of benchmarks/peer_fastapi.py's rows
+PEER_PROFILE = "peer-fastapi"
+#: held-out sentences whose first chunk the limit times (and among which it takes the median sentence)
+LIMIT_SENTENCES = 10
+#: the batch of the limit's batched step, and the stream levels its served counterparts are read at
+LIMIT_BATCH = 32
+LIMIT_FIRST_STREAMS = 1
 
 
 @dataclass(frozen=True)
@@ -172,9 +207,9 @@ def run_level(client: Any, voice: str, mode: str, streams: int, *, seconds: floa
     return Level(voice, mode, streams, time.perf_counter() - t0, tuple(timings), tuple(errors))
 
 
-def row(level: Level, profile: str = "cpu") -> dict[str, Any]:
+def row(level: Level, profile: str = "cpu", transport: str = "grpc") -> dict[str, Any]:
     ts = level.timings
-    r: dict[str, Any] = {"profile": profile, "voice": level.voice, "mode": level.mode, "streams": level.streams,
+    r: dict[str, Any] = {"profile": profile, "transport": transport, "voice": level.voice, "mode": level.mode, "streams": level.streams,
                          "utterances": len(ts), "errors": len(level.errors), "wall_s": level.wall_s}
     for name, values in (("first_chunk", [t.first_chunk_s for t in ts]), ("gap", [g for t in ts for g in t.gaps_s])):
         for k, v in summary(values).items():
@@ -274,6 +309,186 @@ def plot(rows: list[dict[str, Any]], path: Path) -> bool:
     return True
 
 
+# --- the limit: what the compute alone allows --------------------------------------------------------------
+
+class RecordingRunner(OnnxRuntimeRunner):
+    """ONNX Runtime in this process, one thread per call (as the benchmark's served voices run), that notes, while
+    ``recording``, every call each network gets: its size on the variable axis (0 for a network with none) and
+    the inputs of the first call of each size (each ``[1, ...]``, the length input included).  ``calls`` keeps
+    each network's bare call, for timing it alone."""
+
+    def __init__(self) -> None:
+        super().__init__(threads=1)
+        self.recording = False
+        self.sizes: dict[str, list[int]] = {}
+        self.samples: dict[str, dict[int, dict[str, np.ndarray]]] = {}
+        self.calls: dict[str, Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]] = {}
+
+    def call_for(self, addon: Any, spec: Any) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+        from melstream.runners.fixed import size_of, variable_axis
+
+        call = super().call_for(addon, spec)
+        self.calls[spec.name] = call
+        variable = any(variable_axis(t) is not None for t in spec.inputs)
+        length = spec.length.name if spec.length is not None else None
+
+        def recorded(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            if self.recording:
+                n = size_of(spec, {k: v for k, v in inputs.items() if k != length}) if variable else 0
+                self.sizes.setdefault(spec.name, []).append(n)
+                self.samples.setdefault(spec.name, {}).setdefault(n, {k: np.array(v, copy=True) for k, v in inputs.items()})
+            return call(inputs)
+
+        return recorded
+
+
+@dataclass(frozen=True)
+class NetworkLimit:
+    """One network's calls while the median sentence is synthesised, and one typical call (the one of median size)
+    timed alone at batch 1 and at batch :data:`LIMIT_BATCH` (its ``[1, ...]`` inputs repeated on the batch axis)."""
+
+    network: str
+    calls: int  # calls the median sentence made to it
+    size: int  # the typical call's size on the variable axis (0: the network has none)
+    batch1_ms: float  # median of one call at batch 1
+    batched_ms: float  # median of one call at batch LIMIT_BATCH
+
+
+@dataclass(frozen=True)
+class VoiceLimit:
+    """A voice's compute in this process, one thread: the first chunk alone (median over ``sentences`` held-out
+    sentences) and its networks' batched step (:class:`NetworkLimit`); ``tokens`` and ``audio_s`` are the median
+    sentence's (by token count)."""
+
+    voice: str
+    first_chunk_ms: float
+    sentences: int
+    tokens: int
+    audio_s: float
+    networks: tuple[NetworkLimit, ...]
+    batch: int = LIMIT_BATCH
+
+    @property
+    def batched_rtfx(self) -> float:
+        """Seconds of speech per second of compute when every call of the median sentence runs in a batch of
+        ``batch`` streams (each call timed at its network's typical size): audio / Σ calls × batched time / batch."""
+        compute_s = sum(n.calls * n.batched_ms / 1e3 / self.batch for n in self.networks)
+        return self.audio_s / compute_s if compute_s > 0 else float("nan")
+
+
+def _median_ms(fn: Callable[[], object], *, runs: int, budget_s: float = 2.0) -> float:
+    """Median milliseconds of ``fn()`` over ``runs`` calls (fewer if ``budget_s`` runs out, at least one), after
+    one call not counted (ONNX Runtime allocates for a new shape on its first run)."""
+    fn()
+    times: list[float] = []
+    deadline = time.perf_counter() + budget_s
+    while len(times) < runs and (not times or time.perf_counter() < deadline):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
+
+
+def voice_limit(addon_path: Path, pool: list[str], *, sentences: int = LIMIT_SENTENCES, batch: int = LIMIT_BATCH,
+                runs: int = 20) -> VoiceLimit:
+    """The limit of the addon at ``addon_path`` (see :class:`VoiceLimit`), from the first ``sentences`` of ``pool``."""
+    from melstream.addon import load_addon
+
+    addon = load_addon(addon_path)
+    runner = RecordingRunner()
+    pipeline = addon.build(runner)
+    held_out = pool[:sentences]
+    pipeline.synthesize(held_out[0])  # warm-up, not measured: every session's first run, the front end's data
+    first = []
+    for text in held_out:
+        t0 = time.perf_counter()
+        chunks = pipeline.stream_outputs(text)
+        next(chunks)
+        first.append(time.perf_counter() - t0)
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()  # stop the utterance's work: only its first chunk is timed
+    tokens = {text: int(np.asarray(pipeline.inputs_for(text)["tokens"]).size) for text in held_out}
+    median_text = sorted(held_out, key=lambda t: tokens[t])[len(held_out) // 2]
+    runner.recording = True
+    try:
+        mel = pipeline.synthesize(median_text)
+    finally:
+        runner.recording = False
+    networks = []
+    for name, sizes in runner.sizes.items():
+        size = sorted(sizes)[len(sizes) // 2]
+        one = runner.samples[name][size]
+        many = {k: np.ascontiguousarray(np.repeat(v, batch, axis=0)) for k, v in one.items()}
+        call = runner.calls[name]
+        networks.append(NetworkLimit(name, len(sizes), size, _median_ms(functools.partial(call, one), runs=runs),
+                                     _median_ms(functools.partial(call, many), runs=max(runs // 2, 1))))
+    return VoiceLimit(addon.name, 1e3 * statistics.median(first), len(held_out), tokens[median_text],
+                      len(mel) * addon.audio.hop_length / addon.audio.sample_rate, tuple(networks), batch)
+
+
+def limits(voices: list[str] | None, *, addons: Path = ROOT / "addons", sentences: int = LIMIT_SENTENCES) -> list[VoiceLimit]:
+    """:func:`voice_limit` of each addon under ``addons`` (those named in ``voices``, or all), in order."""
+    from melstream.spec import discover_addons, read_addon_spec
+
+    pool = texts()
+    out = []
+    for path in discover_addons(addons):
+        if voices is not None and read_addon_spec(path, check_files=False).name not in voices:
+            continue
+        limit = voice_limit(path, pool, sentences=sentences)
+        print(f"  limit {limit.voice}: first chunk {limit.first_chunk_ms:.1f} ms, " + ", ".join(
+            f"{n.network} {n.batch1_ms:.2f} / {n.batched_ms:.2f} ms at batch 1 / {limit.batch}" for n in limit.networks), flush=True)
+        out.append(limit)
+    return out
+
+
+def limit_rows(voice_limits: list[VoiceLimit]) -> list[dict[str, Any]]:
+    """limit.csv: one row per network, its voice's figures repeated on each."""
+    return [{"voice": v.voice, "first_chunk_p50_ms": v.first_chunk_ms, "sentences": v.sentences, "median_tokens": v.tokens,
+             "median_audio_s": v.audio_s, "batch": v.batch, "batched_rtfx": v.batched_rtfx, "network": n.network,
+             "calls_per_utt": n.calls, "size": n.size, "batch1_ms": n.batch1_ms, "batched_ms": n.batched_ms,
+             "per_row_ms": n.batched_ms / v.batch} for v in voice_limits for n in v.networks]
+
+
+def _served(rows: list[dict[str, Any]], voice: str, profile: str, streams: int, key: str) -> float:
+    for r in rows:
+        if (r["voice"], r["profile"], r["mode"], r["streams"]) == (voice, profile, "stream", streams):
+            return float(r[key])
+    return float("nan")
+
+
+def limit_markdown(voice_limits: list[VoiceLimit], rows: list[dict[str, Any]], profiles: list[str], streams: list[int]) -> str:
+    """The limit next to the served figures: per voice, the compute's first chunk and batched RTFX bound, then each
+    profile's first chunk p50 at one stream and RTFX at :data:`LIMIT_BATCH` streams (the nearest levels measured
+    when those are not); then each network's batched step."""
+    n_first = LIMIT_FIRST_STREAMS if LIMIT_FIRST_STREAMS in streams else min(streams)
+    n_rtfx = LIMIT_BATCH if LIMIT_BATCH in streams else max(streams)
+    lines = [f"| voice | source | first chunk p50 ms (N={n_first}) | RTFX (N={n_rtfx}) |", "|---|---|---|---|"]
+    cell = lambda x, fmt: "–" if x != x else fmt.format(x)  # noqa: E731 - NaN -> dash
+    for v in voice_limits:
+        lines.append(f"| {v.voice} | compute: first chunk alone; batch-{v.batch} step bound, 1 thread | "
+                     f"{v.first_chunk_ms:.1f} | {cell(v.batched_rtfx, '{:.0f}')} |")
+        for p in profiles:
+            first, rtfx = _served(rows, v.voice, p, n_first, "first_chunk_p50_ms"), _served(rows, v.voice, p, n_rtfx, "rtfx")
+            if first == first or rtfx == rtfx:
+                lines.append(f"| {v.voice} | served: {p} | {cell(first, '{:.1f}')} | {cell(rtfx, '{:.1f}')} |")
+    lines += ["", f"| voice | network | calls/utt | size | batch 1 ms | batch {LIMIT_BATCH} ms | per row at {LIMIT_BATCH} ms |",
+              "|---|---|---|---|---|---|---|"]
+    for v in voice_limits:
+        for n in v.networks:
+            lines.append(f"| {v.voice} | {n.network} | {n.calls} | {n.size or 'fixed'} | {n.batch1_ms:.3f} | "
+                         f"{n.batched_ms:.3f} | {n.batched_ms / v.batch:.4f} |")
+    return "\n".join(lines)
+
+
+def write_rows(rows: list[dict[str, Any]], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+        w.writeheader()
+        w.writerows(rows)
+
+
 def metrics_reader(url: str) -> Callable[[], str | None]:
     """A function that reads Triton's Prometheus metrics at ``url``: the text, or None (with a note, once) when
     they cannot be read, so a benchmark against a server with no reachable metrics still runs."""
@@ -320,9 +535,28 @@ def default_metrics_url(grpc_url: str) -> str:
     return f"http://{host}:8002/metrics"
 
 
+def make_client(transport: str, url: str) -> Any:
+    """melstream's client of ``transport`` for the server at ``url`` (HOST:PORT: gRPC's port, or HTTP's)."""
+    from melstream.client import Client, HttpClient
+
+    return HttpClient(url) if transport == "http" else Client(url)
+
+
+def run_peer(args: argparse.Namespace, streams: list[int]) -> list[dict[str, Any]]:
+    """Every level of every voice on benchmarks/peer_fastapi.py, started on a free port and stopped on return,
+    measured by melstream's HTTP client; its rows are profile :data:`PEER_PROFILE`."""
+    from benchmarks.peer_fastapi import start_peer
+
+    with start_peer(ROOT / "addons", log_file=args.out / "peer_fastapi.log") as peer:
+        print(f"{PEER_PROFILE}: serving addons/ at {peer.url}", flush=True)
+        client = make_client("http", peer.url)
+        voices = args.voices.split(",") if args.voices else client.voices()
+        return [row(level, PEER_PROFILE, "http") for level in levels(client, voices, streams, seconds=args.seconds_per_level)]
+
+
 def run_profile(args: argparse.Namespace, profile: str, streams: list[int], *, single: bool) -> list[dict[str, Any]]:
-    """Every level of every voice on one profile: against --url, or on a server of its own (stopped on return)."""
-    from melstream.client import Client
+    """Every level of every voice on one profile: against --url, or on a server of its own (stopped on return),
+    over ``args.transport``."""
     from melstream.serving.server import TritonServer
 
     suffix = "" if single else f"-{profile}"
@@ -341,14 +575,16 @@ def run_profile(args: argparse.Namespace, profile: str, streams: list[int], *, s
                     print(f"  {profile}: addon {addon} refused: {error}", flush=True)
             print(f"profile {profile}: serving {repo}", flush=True)
             server = stack.enter_context(TritonServer.on_free_ports(repo, log_file=args.out / f"tritonserver{suffix}.log"))
-            url = server.grpc_url
+            url = server.http_url if args.transport == "http" else server.grpc_url
             metrics_url = f"http://localhost:{server.metrics_port}/metrics"
         else:
             metrics_url = args.metrics_url or default_metrics_url(url)
-        client = stack.enter_context(Client(url))
+        client = make_client(args.transport, url)
+        if hasattr(client, "__exit__"):  # the gRPC client holds a channel; the HTTP one opens a connection per request
+            stack.enter_context(client)
         voices = args.voices.split(",") if args.voices else client.voices()
-        rows = [row(level, profile) for level in levels(client, voices, streams, seconds=args.seconds_per_level,
-                                                          metrics=metrics_reader(metrics_url))]
+        rows = [row(level, profile, args.transport) for level in levels(client, voices, streams, seconds=args.seconds_per_level,
+                                                                          metrics=metrics_reader(metrics_url))]
         if server is not None:  # the server's own view (python_backends/pipeline/model.py metrics), kept for comparison
             with urllib.request.urlopen(metrics_url, timeout=10) as resp:
                 text = resp.read().decode()
@@ -359,7 +595,15 @@ def run_profile(args: argparse.Namespace, profile: str, streams: list[int], *, s
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--url", default=None, help="gRPC HOST:PORT of a running server (default: start one per profile)")
+    ap.add_argument("--url", default=None, help="HOST:PORT of a running server, its gRPC port (its HTTP port with "
+                    "--transport http) (default: start one per profile)")
+    ap.add_argument("--transport", choices=TRANSPORTS, default=None, help="how melstream's profiles are measured: gRPC "
+                    "(melstream.client.Client) or Triton's HTTP generate_stream (HttpClient) (default: grpc; http with --peer)")
+    ap.add_argument("--peer", action="store_true", help="also measure benchmarks/peer_fastapi.py (the same addons in a FastAPI "
+                    f"app, one uvicorn process) in the same run, by the same HTTP client, as profile {PEER_PROFILE!r}; the "
+                    "profiles are then measured over HTTP too unless --transport is given")
+    ap.add_argument("--no-limit", action="store_true", help="leave out the limit section (the in-process compute of a "
+                    "first chunk and of a batched step, timed before serving starts)")
     ap.add_argument("--metrics-url", default=None, help="with --url: Triton's Prometheus metrics, for the mean batches "
                     "(default: http://HOST:8002/metrics on --url's host)")
     ap.add_argument("--profiles", default="cpu", help="comma-separated deployment profiles, each served in turn "
@@ -367,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repo", default=None, help="model repository to serve (default: one built from addons/ that admits "
                     "the largest level's streams per voice: the benchmark measures capacity, past the committed limits)")
     ap.add_argument("--voices", default=None, help="comma-separated (default: every voice the server serves)")
-    ap.add_argument("--streams", default="1,2,4,8,16,32", help="comma-separated numbers of parallel streams")
+    ap.add_argument("--streams", default=DEFAULT_STREAMS, help=f"comma-separated numbers of parallel streams (default: {DEFAULT_STREAMS})")
     ap.add_argument("--seconds-per-level", type=float, default=10.0, help="each stream loops until this has passed")
     ap.add_argument("--out", type=Path, default=Path("out/bench"))
     args = ap.parse_args(argv)
@@ -389,29 +633,52 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             ap.error(f"unknown profiles {', '.join(unknown)}; known: {', '.join(sorted(PROFILES))}")
 
+    if args.transport is None:
+        args.transport = "http" if args.peer else "grpc"  # with the peer, one client measures both
+
     args.out.mkdir(parents=True, exist_ok=True)
+    voice_limits: list[VoiceLimit] = []
+    if not args.no_limit:  # before anything is served, so nothing else runs on the cores meanwhile
+        print("limit: the compute in this process (ONNX Runtime, one thread)", flush=True)
+        voice_limits = limits(args.voices.split(",") if args.voices else None)
+    runs: list[tuple[str, Callable[[], list[dict[str, Any]]]]] = [
+        (p, functools.partial(run_profile, args, p, streams, single=len(profiles) == 1)) for p in profiles]
+    if args.peer:
+        runs.append((PEER_PROFILE, functools.partial(run_peer, args, streams)))
     rows: list[dict[str, Any]] = []
     failed: dict[str, str] = {}
-    for profile in profiles:
+    for profile, run in runs:
         try:
-            rows += run_profile(args, profile, streams, single=len(profiles) == 1)
+            rows += run()
         except Exception as e:  # a profile that cannot be built or served: the others' figures are still written
-            if len(profiles) == 1:
+            if len(runs) == 1:
                 raise
             failed[profile] = f"{type(e).__name__}: {e}"
             print(f"profile {profile} FAILED, its rows are missing: {failed[profile]}", flush=True)
     if not rows:
         print("no figures: every profile failed")
         return 1
-    rows = side_by_side(rows, profiles)
+    names = [p for p, _ in runs]
+    rows = side_by_side(rows, names)
 
     table = markdown(rows)
-    print(f"\nper level: every stream loops over held-out sentences for {args.seconds_per_level:g} s; latencies in ms; "
+    print(f"\nper level: every stream loops over held-out sentences for {args.seconds_per_level:g} s; melstream's profiles "
+          f"over {args.transport}" + (f", {PEER_PROFILE} over http" if args.peer else "") + "; latencies in ms; "
           f"percentiles {', '.join(f'p{p}' for p in PERCENTILES)}; mean batch: requests per execution Triton formed, "
           f"per network\n{table}")
     write_csv(rows, args.out / "streams.csv")
-    (args.out / "streams.md").write_text(table + "\n")
-    wrote = ["streams.csv", "streams.md"] + (["streams.png"] if plot(rows, args.out / "streams.png") else [])
+    md = table + "\n"
+    wrote = ["streams.csv", "streams.md"]
+    if voice_limits:
+        limit_table = limit_markdown(voice_limits, rows, names, streams)
+        print(f"\nlimit: how far serving is from the compute (in-process, ONNX Runtime, one thread; first chunk: median "
+              f"over {LIMIT_SENTENCES} held-out sentences; RTFX bound: the median sentence's calls, each in a batch of "
+              f"{LIMIT_BATCH} streams)\n{limit_table}")
+        md += "\n## limit\n\n" + limit_table + "\n"
+        write_rows(limit_rows(voice_limits), args.out / "limit.csv")
+        wrote.append("limit.csv")
+    (args.out / "streams.md").write_text(md)
+    wrote += ["streams.png"] if plot(rows, args.out / "streams.png") else []
     print(f"wrote {', '.join(str(args.out / w) for w in wrote)}")
     for profile, error in failed.items():
         print(f"profile {profile} failed: {error}")

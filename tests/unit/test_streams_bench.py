@@ -10,8 +10,13 @@ import pytest
 
 from benchmarks.streams import (
     BATCH_PREFIX,
+    PEER_PROFILE,
+    NetworkLimit,
+    VoiceLimit,
     batch_cell,
     default_metrics_url,
+    limit_markdown,
+    limit_rows,
     main,
     markdown,
     mean_batches,
@@ -154,3 +159,32 @@ def test_metrics_url_defaults_to_tritons_port_on_the_servers_host() -> None:
 def test_bad_profiles_are_refused_before_anything_runs(tmp_path: Path, argv: list[str]) -> None:
     with pytest.raises(SystemExit):
         main([*argv, "--out", str(tmp_path)])
+
+
+def test_the_limit_sits_next_to_the_served_figures() -> None:
+    # 2 s of speech; calls per utterance at batch 32: 1 x 32 ms + 100 x 3.2 ms = 1 + 10 ms per stream -> RTFX 2 / 0.011
+    limit = VoiceLimit("tacovoice", first_chunk_ms=1.5, sentences=10, tokens=50, audio_s=2.0,
+                       networks=(NetworkLimit("encoder", 1, 50, 0.4, 32.0), NetworkLimit("decoder_step", 100, 50, 0.05, 3.2)))
+    assert limit.batched_rtfx == pytest.approx(2.0 / 0.011)
+    rows = [{**_row(p, "tacovoice", "stream", n), "first_chunk_p50_ms": f, "rtfx": x}
+            for p, n, f, x in (("cpu", 1, 4.0, 90.0), ("cpu", 32, 40.0, 101.0), (PEER_PROFILE, 1, 6.0, 50.0))]
+    rows.append({**_row("cpu", "tacovoice", "naive", 32), "rtfx": 999.0})  # the naive call is not the stream's figure
+    table = limit_markdown([limit], rows, ["cpu", PEER_PROFILE], [1, 8, 32]).splitlines()
+    assert table[0] == "| voice | source | first chunk p50 ms (N=1) | RTFX (N=32) |"
+    assert table[2].startswith("| tacovoice | compute:") and table[2].endswith("| 1.5 | 182 |")
+    assert table[3] == "| tacovoice | served: cpu | 4.0 | 101.0 |"
+    assert table[4] == f"| tacovoice | served: {PEER_PROFILE} | 6.0 | – |"  # no level of 32 streams on the peer
+    assert "| tacovoice | decoder_step | 100 | 50 | 0.050 | 3.200 | 0.1000 |" in table
+    # a level missing from the run: the nearest measured ones head the columns
+    assert limit_markdown([limit], rows, ["cpu"], [2, 8]).startswith("| voice | source | first chunk p50 ms (N=2) | RTFX (N=8) |")
+    assert [r["network"] for r in limit_rows([limit])] == ["encoder", "decoder_step"]
+    assert limit_rows([limit])[1]["per_row_ms"] == pytest.approx(0.1)
+
+
+def test_help_says_the_peer_is_measured_over_http_and_the_levels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--transport", "udp", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())  # argparse wraps the lines
+    assert "--peer" in help_text and "http with --peer" in help_text and "1,2,4,8,16,32,48,64" in help_text
