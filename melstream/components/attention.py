@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -13,6 +15,8 @@ from melstream.components.segments import declared_context, encode_span, segment
 from melstream.components.stretch import pace_of, stretch
 from melstream.errors import StackError, SynthesisError
 from melstream.registry import register_component
+from melstream.runners.lockstep import END, Lockstep, Recurrence
+from melstream.runners.schedule import waiting
 
 if TYPE_CHECKING:
     from melstream.blocks import BuildContext
@@ -83,6 +87,10 @@ class AttentionDecoder(StreamableBlock):
         self.max_frames = max_frames
         self.max_frames_per_token = max_frames_per_token
         self.guard_hits = 0  # how many utterances hit the max-frames guard (diagnostics and tests)
+        audio = ctx.addon.audio
+        self._frame_s = audio.hop_length / audio.sample_rate
+        self._lockstep: Lockstep | None = None  # made at the first stream that needs it
+        self._engine_lock = threading.Lock()
 
     def children(self) -> list[Block]:
         return [self.encoder] if self.encoder is not None else []
@@ -117,10 +125,58 @@ class AttentionDecoder(StreamableBlock):
     def generate(self, context: Mapping[str, np.ndarray], upstream: Iterator[Tensors] | None = None) -> Iterator[Tensors]:
         step = chunk_size(context, self.chunk_frames)
         pace = pace_of(context)
-        if pace is None:
+        if self.network.lockstep_rows > 0:  # every stream's steps in one call per step (the runner's choice)
+            frames = self._frames_lockstep(context, step)
+            yield from frames if pace is None else stretch(frames, pace, step)
+        elif pace is None:
             yield from self._frames(context, step)
         else:  # frame by frame into the stretch, which makes chunks of `step` as soon as they are exact
             yield from stretch(self._frames(context, 1), pace, step)
+
+    def _engine(self) -> Lockstep:
+        with self._engine_lock:
+            if self._lockstep is None:
+                self._lockstep = Lockstep(self.network, context=("memory",), max_rows=self.network.lockstep_rows,
+                                          on_batch=self.network.on_batch)
+            return self._lockstep
+
+    def _frames_lockstep(self, context: Mapping[str, np.ndarray], step: int) -> Iterator[Tensors]:
+        """:meth:`_frames` with the steps run by the block's :class:`Lockstep` together with every other stream's:
+        this stream's thread encodes its text segment by segment, ahead of the attention, and hands on the
+        chunks the engine makes."""
+        memory, filler = self._memory(context)
+        n = memory.shape[1]
+        if n == 0:
+            return
+        row = _AttentionRow(self, memory[0], step, frame_s=self._frame_s)
+        row.encoded = next(filler, n)
+        engine = self._engine()
+        engine.add(row)
+        try:
+            while True:
+                if row.encoded < n:  # the rest of the text, a segment at a time, handing on chunks that are ready
+                    try:
+                        item = row.chunks.get_nowait()
+                    except queue.Empty:
+                        row.encoded = next(filler, n)
+                        engine.wake()
+                        continue
+                else:
+                    with waiting():  # not compute: a listener-first slot held by this stream goes to others meanwhile
+                        item = row.chunks.get()
+                if item is END:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:  # ended, failed, or closed by a cancelled stream: the engine drops the row
+            engine.remove(row)
+        if row.guarded:
+            self._guarded(row.limit, n)
+
+    def _guarded(self, limit: int, n: int) -> None:
+        self.guard_hits += 1
+        log.warning("%s: no stop token after %d frames (%d tokens); ending the utterance at the guard", self.path, limit, n)
 
     def _step(self, prev: np.ndarray, state: np.ndarray, alignment: np.ndarray, memory: np.ndarray) -> Tensors:
         """One step.  Where the step network runs at fixed sizes and the memory is longer than the largest
@@ -172,7 +228,59 @@ class AttentionDecoder(StreamableBlock):
                 mels, aligns = [], []
             if stop:
                 return
-        self.guard_hits += 1
-        log.warning("%s: no stop token after %d frames (%d tokens); ending the utterance at the guard", self.path, limit, n)
+        self._guarded(limit, n)
         if mels:
             yield {"mel": np.stack(mels), "alignment": np.stack(aligns)}
+
+
+class _AttentionRow(Recurrence):
+    """One stream's attention in the block's :class:`Lockstep`: the same recursion as
+    :meth:`AttentionDecoder._frames` (and :meth:`AttentionDecoder._step`'s window at fixed sizes), one row of
+    each step.  ``memory`` ``[N, D]`` is filled by the stream's thread up to ``encoded`` tokens."""
+
+    def __init__(self, block: AttentionDecoder, memory: np.ndarray, step: int, *, frame_s: float) -> None:
+        n = memory.shape[0]
+        alignment = np.zeros(n, np.float32)
+        alignment[0] = 1.0
+        super().__init__({"prev_mel": np.zeros(block.n_mels, np.float32), "state": np.zeros(block.hidden, np.float32),
+                          "alignment": alignment, "memory": memory}, n, frame_s=frame_s)
+        self.width = block.network.max_size
+        self.step = step
+        self.limit = min(block.max_frames, block.max_frames_per_token * n)
+        self.encoded = 0
+        self.t = 0
+        self.guarded = False
+        self.mels: list[np.ndarray] = []
+        self.aligns: list[np.ndarray] = []
+
+    def ready(self) -> bool:
+        ready = self.encoded > min(self.t + 1, self.size - 1)  # attention can reach token t + 1 in this step
+        if ready and self.version != self.encoded:
+            self.version = self.encoded  # the memory grew since the engine last copied it
+        return ready
+
+    def window(self) -> tuple[int, int, int]:
+        n, width = self.size, self.width
+        if width is None or n <= width:
+            return 0, n, n
+        lo = min(max(int(self.inputs["alignment"].argmax()) - width // 2, 0), n - width)
+        return lo, lo + width, n - lo
+
+    def advance(self, outputs: dict[str, np.ndarray], lo: int) -> bool:
+        alignment = outputs["alignment_out"]
+        if len(alignment) != self.size:  # a window: the rest of the alignment is dropped (see AttentionDecoder._step)
+            whole = np.zeros(self.size, np.float32)
+            whole[lo:lo + len(alignment)] = alignment
+            alignment = whole
+        mel = outputs["mel"]
+        self.inputs["prev_mel"], self.inputs["state"], self.inputs["alignment"] = mel, outputs["state_out"], alignment
+        self.mels.append(mel)
+        self.aligns.append(alignment)
+        self.t += 1
+        stop = float(outputs["stop_logit"][0]) > 0.0
+        end = stop or self.t >= self.limit
+        if self.mels and (len(self.mels) == self.step or end):
+            self.emit({"mel": np.stack(self.mels), "alignment": np.stack(self.aligns)}, len(self.mels))
+            self.mels, self.aligns = [], []
+        self.guarded = end and not stop
+        return end

@@ -31,14 +31,32 @@ Call = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 class Network:
     """A bound network: ``handle(inputs) -> outputs`` with checked names, dtypes and ranks."""
 
-    def __init__(self, spec: NetworkSpec, call: Call, *, where: str, fixed: bool = False) -> None:
+    def __init__(self, spec: NetworkSpec, call: Call, *, where: str, fixed: bool = False, direct: Call | None = None,
+                 lockstep_rows: int = 0, on_batch: Callable[[str, int, int], None] | None = None) -> None:
         self.spec = spec
         self.where = where
         #: the largest size the variable axis runs at in one call (None: any), for blocks that window themselves
         self.max_size: int | None = spec.buckets[-1] if fixed and spec.buckets else None
-        self._call = fixed_shapes(spec, call) if self.max_size is not None else with_length(spec, call)
+        adapt = fixed_shapes if self.max_size is not None else with_length
+        self._call = adapt(spec, call)
+        # a batch built by its caller (run_rows) skips the cross-stream batcher: it already holds every stream
+        self._direct = adapt(spec, direct) if direct is not None else self._call
+        #: rows one call of a step network may carry when a block steps its streams together
+        #: (melstream.runners.lockstep); 0: every stream steps alone
+        self.lockstep_rows = lockstep_rows
+        #: hears ``(network, calls, rows)`` of every batched run (the voice's metrics)
+        self.on_batch = on_batch
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self._run(self._call, inputs, rows=1)
+
+    def run_rows(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One call of a batch its caller built (every input ``[rows, ...]``, the length input ``[rows, 1]``),
+        straight to the runner: :class:`melstream.runners.lockstep.Lockstep`'s steps."""
+        rows = len(np.asarray(inputs[self.spec.inputs[0].name])) if self.spec.inputs else 1
+        return self._run(self._direct, inputs, rows=rows)
+
+    def _run(self, call: Call, inputs: Mapping[str, np.ndarray], *, rows: int) -> dict[str, np.ndarray]:
         feed: dict[str, np.ndarray] = {}
         for t in self.spec.inputs:
             if t.name not in inputs:
@@ -46,19 +64,19 @@ class Network:
             x = np.asarray(inputs[t.name])
             if x.dtype != np.dtype(t.dtype):
                 raise SynthesisError(f"network {self.spec.name!r}: input {t.name!r} is {x.dtype}, expected {t.dtype}")
-            if x.ndim != len(t.shape) + 1:
+            if x.ndim != len(t.shape) + 1 or len(x) != rows:
                 raise SynthesisError(f"network {self.spec.name!r}: input {t.name!r} has shape {x.shape}, "
-                                     f"expected [batch, {', '.join(map(str, t.shape))}]")
+                                     f"expected [{rows}, {', '.join(map(str, t.shape))}]")
             feed[t.name] = np.ascontiguousarray(x)
         length = self.spec.length
         if length is not None and length.name in inputs:  # a block running a window says where its sequence ends
             x = np.asarray(inputs[length.name])
-            if x.dtype != np.int64 or x.shape != (1, 1):
+            if x.dtype != np.int64 or x.shape != (rows, 1):
                 raise SynthesisError(f"network {self.spec.name!r}: length input {length.name!r} must be int64 of shape "
-                                     f"[1, 1], got {x.dtype} {x.shape}")
+                                     f"[{rows}, 1], got {x.dtype} {x.shape}")
             feed[length.name] = x
         try:
-            out = self._call(feed)
+            out = call(feed)
         except MelstreamError:
             raise
         except Exception as e:
@@ -79,12 +97,21 @@ class Runner:
     name = "runner"
     fixed_shapes = False
     batching: BatchPolicy | None = None
+    #: rows a lockstep step may carry (melstream.runners.lockstep); 0: recurrent blocks step each stream alone
+    lockstep_rows = 0
+    #: hears ``(network, calls, rows)`` of every lockstep step (the voice's metrics)
+    on_batch: Callable[[str, int, int], None] | None = None
 
     def bind(self, addon: AddonSpec, spec: NetworkSpec) -> Network:
-        call = self.call_for(addon, spec)
+        direct = call = self.call_for(addon, spec)
         if spec.max_batch_size > 0:
             call = batched(spec, call, self.batching)
-        return Network(spec, call, where=self.name, fixed=self.fixed_shapes)
+        return Network(spec, call, where=self.name, fixed=self.fixed_shapes, direct=direct,
+                       lockstep_rows=self.rows_for(spec), on_batch=self.on_batch)
+
+    def rows_for(self, spec: NetworkSpec) -> int:
+        """Rows one lockstep call of ``spec`` may carry here (0 for a network that does not batch)."""
+        return self.lockstep_rows if spec.max_batch_size > 0 else 0
 
     def call_for(self, addon: AddonSpec, spec: NetworkSpec) -> Call:
         raise NotImplementedError

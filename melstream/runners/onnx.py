@@ -50,8 +50,9 @@ class OnnxRuntimeRunner(Runner):
     name = "onnxruntime"
 
     def __init__(self, *, threads: int = 1, fixed_shapes: bool = False, batching: BatchPolicy | None = None,
-                 files: Mapping[str, str] | None = None) -> None:
+                 files: Mapping[str, str] | None = None, lockstep_rows: int = 0) -> None:
         self.threads = threads
+        self.lockstep_rows = lockstep_rows
         self.fixed_shapes = fixed_shapes
         self.batching = batching
         self.files = dict(files or {})  # network -> its ONNX file, in place of the addon directory's (a served voice)

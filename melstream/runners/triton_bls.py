@@ -23,10 +23,16 @@ class TritonBLSRunner(Runner):
 
     name = "triton-bls"
 
-    def __init__(self, pb_utils: Any, *, fixed_shapes: bool = False, batching: BatchPolicy | None = None) -> None:
+    def __init__(self, pb_utils: Any, *, fixed_shapes: bool = False, batching: BatchPolicy | None = None,
+                 lockstep_rows: int = 0) -> None:
         self.pb = pb_utils
         self.fixed_shapes = fixed_shapes
         self.batching = batching  # one BLS request per batch of the voice's streams
+        self.lockstep_rows = lockstep_rows
+
+    def rows_for(self, spec: NetworkSpec) -> int:
+        # a BLS request is one request to the network model: at most its max_batch_size rows
+        return min(self.lockstep_rows, spec.max_batch_size)
 
     def call_for(self, addon: AddonSpec, spec: NetworkSpec) -> Call:
         pb = self.pb

@@ -1,0 +1,89 @@
+"""Listener-first scheduling: at most ``slots`` streams compute at once, and the next to compute is the one whose
+listener needs audio soonest (earliest deadline first).
+
+Each stream runs in a thread of its own.  Left alone, every stream's thread competes for the cores and for
+Python's GIL at once: a new stream's first chunk queues behind every other stream's next chunk, however far
+ahead of its listener that stream is.  A voice gives each stream a deadline (for its first chunk, its arrival
+plus a target; afterwards the moment its listener's buffer runs dry: the audio sent so far minus the time since
+the first chunk) and computes each chunk inside :meth:`Scheduler.turn`; a stream far ahead waits while new
+streams' first chunks and streams close to running dry take the slots.
+
+A thread that blocks on something other than compute while holding a slot (a stream waiting for the chunk a
+lockstep engine makes for it: melstream.runners.lockstep) gives its slot up for the wait with :func:`waiting`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+_held = threading.local()  # the scheduler and deadline of the slot this thread holds, if any
+
+
+class Scheduler:
+    """``slots`` concurrent turns, granted earliest deadline first (ties: first come)."""
+
+    def __init__(self, slots: int) -> None:
+        if slots < 1:
+            raise ValueError(f"a scheduler needs at least 1 slot, got {slots}")
+        self.slots = slots
+        self._free = slots
+        self._lock = threading.Lock()
+        self._waiting: list[tuple[float, int, threading.Event]] = []
+        self._order = itertools.count()
+        self.granted_out_of_order = 0  # turns given to a later arrival with an earlier deadline (diagnostics, tests)
+
+    @contextmanager
+    def turn(self, deadline: float) -> Iterator[None]:
+        """Hold a slot for the block (``deadline``: any clock, the same for every caller)."""
+        self.acquire(deadline)
+        previous = getattr(_held, "slot", None)
+        _held.slot = (self, deadline)
+        try:
+            yield
+        finally:
+            _held.slot = previous
+            self.release()
+
+    def acquire(self, deadline: float) -> None:
+        with self._lock:
+            if self._free > 0 and not self._waiting:
+                self._free -= 1
+                return
+            event = threading.Event()
+            heapq.heappush(self._waiting, (deadline, next(self._order), event))
+        event.wait()  # set by release(), which hands this thread its slot
+
+    def release(self) -> None:
+        with self._lock:
+            if self._waiting:
+                _, order, event = heapq.heappop(self._waiting)
+                if self._waiting and min(o for _, o, _ in self._waiting) < order:
+                    self.granted_out_of_order += 1
+                event.set()  # the slot passes straight to the most urgent waiter
+            else:
+                self._free += 1
+
+    @property
+    def queued(self) -> int:
+        with self._lock:
+            return len(self._waiting)
+
+
+@contextmanager
+def waiting() -> Iterator[None]:
+    """Give this thread's slot (if it holds one) up while it blocks in the ``with`` body, and take one back
+    after, with the same deadline."""
+    slot = getattr(_held, "slot", None)
+    if slot is None:
+        yield
+        return
+    scheduler, deadline = slot
+    scheduler.release()
+    try:
+        yield
+    finally:
+        scheduler.acquire(deadline)
