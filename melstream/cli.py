@@ -25,7 +25,8 @@ def cmd_build_repo(args: argparse.Namespace) -> int:
 
     report = build_repository(args.addons, args.out, profile=args.profile, network_instances=args.network_instances,
                               max_streams=parse_max_streams(args.max_streams or []), placement=args.placement,
-                              batch_wait_us=args.batch_wait_us)
+                              batch_wait_us=args.batch_wait_us, lockstep_rows=args.lockstep_rows,
+                              compute_slots=args.compute_slots)
     for where, message in report.refused.items():
         print(f"refused addon {where}: {message}", file=sys.stderr)
     print(f"wrote {args.out} (profile {args.profile}): voices {', '.join(report.voices) or 'none'}; "
@@ -281,6 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-wait-us", type=int, default=None, metavar="US",
                    help="cross-stream batching: how long a network call waits for other streams' calls to share "
                         "a run (0: none; default: the profile's)")
+    b.add_argument("--lockstep-rows", type=int, default=None, metavar="N",
+                   help="rows of one lockstep step: every stream's attention steps in one call (0: each stream "
+                        "steps alone; default: the profile's)")
+    b.add_argument("--compute-slots", type=int, default=None, metavar="N",
+                   help="listener-first scheduling: streams of a voice computing a chunk at once, the one whose "
+                        "listener needs audio soonest first (0: off; default: the profile's)")
     b.add_argument("--out", default="model_repository")
     b.set_defaults(func=cmd_build_repo)
 

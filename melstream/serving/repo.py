@@ -73,6 +73,12 @@ class Profile:
     # the most rows such a batch holds when the networks run in the voice (through Triton: the network's own
     # max_batch_size)
     voice_max_batch: int = 64
+    # rows one lockstep step of a recurrent block carries (melstream.runners.lockstep: tacovoice's attention steps
+    # every stream in one call per frame); through Triton also at most the network's max_batch_size; 0 = off
+    lockstep_rows: int = 0
+    # listener-first scheduling in each voice (melstream.runners.schedule): at most this many of its streams compute
+    # a chunk at once, earliest deadline first; 0 = off
+    compute_slots: int = 0
 
     def streams_for(self, voice: str) -> int:
         """The streams ``voice`` admits at once."""
@@ -93,39 +99,51 @@ MEASURED_MAX_STREAMS = {"fastvoice": 32, "tacovoice": 16}
 # Where each shipped voice runs its networks on the cpu profile (Profile.voice_placement; others: the profile's)
 VOICE_PLACEMENT = {"tacovoice": "voice"}
 
+# Rows of one lockstep step (melstream.runners.lockstep): every stream of a voice on these 2 cores (its admission
+# limit is below this); through Triton (BLS) a step also carries at most the network's max_batch_size rows, so a
+# step of 32 streams is 4 requests of 8 instead of 32 requests
+LOCKSTEP_ROWS = 64
+
 PROFILES = {
     # Two instances per network: with one, every stream's calls to a network queue behind each other on
     # one core, and a new stream's first chunk waits behind the others' chunks (benchmarks/streams.py:
     # on 2 cores, 2 instances cut fastvoice's first chunk p50 at 32 streams by a third and raise RTFX).
-    "cpu": Profile("cpu", "Python backend with ONNX Runtime on CPU, two instances of one thread per network",
-                   network_instances=2, voice_max_streams=MEASURED_MAX_STREAMS),
-    # tacovoice runs its networks inside its voice model: its per-frame step is far too small for a BLS round trip
-    # each (BENCHMARKS.md section 6); fastvoice's chunk-sized calls keep their Triton models, whose two processes
-    # per network give it the better first chunk under load until listener-first scheduling exists.  Not yet the
-    # default: issue 11 is in progress
-    "cpu-inproc": Profile("cpu-inproc", "as cpu, but tacovoice runs its networks in its voice model's process "
-                                        "(ONNX Runtime, no BLS hop per frame)",
-                          network_instances=2, voice_max_streams=MEASURED_MAX_STREAMS, voice_placement=VOICE_PLACEMENT),
+    # Each voice runs its networks inside its voice model (ONNX Runtime, no BLS hop per call: a step of
+    # tacovoice's attention computes in far less than a round trip; BENCHMARKS.md section 6), and tacovoice's
+    # attention steps every stream in one call per frame (melstream.runners.lockstep; section 7).  The network
+    # models are still written: clients' remote pipelines and direct calls use them.
+    "cpu": Profile("cpu", "each voice runs its networks with ONNX Runtime in its own voice model; tacovoice steps "
+                          "all its streams' attention in one call per frame",
+                   network_instances=2, voice_max_streams=MEASURED_MAX_STREAMS, network_placement="voice",
+                   lockstep_rows=LOCKSTEP_ROWS, compute_slots=2),
+    # Two instances per network: with one, every stream's calls to a network queue behind each other on
+    # one core, and a new stream's first chunk waits behind the others' chunks (benchmarks/streams.py:
+    # on 2 cores, 2 instances cut fastvoice's first chunk p50 at 32 streams by a third and raise RTFX).
+    "cpu-bls": Profile("cpu-bls", "Python backend with ONNX Runtime on CPU, two instances of one thread per network; "
+                                  "the voices call them through BLS, one request per call",
+                       network_instances=2, voice_max_streams=MEASURED_MAX_STREAMS),
     # Not measured on a GPU yet: the voice pipelines stay on CPU (tacovoice's per-frame calls are bound by
     # them), so the CPU figures are the safe start; raise them with --max-streams once benchmarks show room.
     "gpu": Profile("gpu", "Python backend with ONNX Runtime's CUDA provider, one network instance per GPU "
                           "(CPU if CUDA is missing); the voice pipelines stay on CPU",
                    voice_max_streams=MEASURED_MAX_STREAMS,
-                   network_kind="KIND_GPU", ort_providers=("CUDAExecutionProvider", "CPUExecutionProvider")),
+                   network_kind="KIND_GPU", ort_providers=("CUDAExecutionProvider", "CPUExecutionProvider"),
+                   lockstep_rows=LOCKSTEP_ROWS),
     # The proof on this machine that fixed-shape execution is exact, and the artefacts a compile-ahead
     # accelerator (AWS Neuron) starts from: one ONNX per bucket with no variable axis but the batch.
     "cpu-static": Profile("cpu-static", "Python backend with ONNX Runtime on CPU, one fixed-shape ONNX per bucket "
                                         "(no variable axis but the batch); the voices pad, split and crop",
-                          network_instances=2, voice_max_streams=MEASURED_MAX_STREAMS, fixed_shapes=True),
+                          network_instances=2, voice_max_streams=MEASURED_MAX_STREAMS, fixed_shapes=True,
+                          lockstep_rows=LOCKSTEP_ROWS),
     # Native Triton backends (NVIDIA's tritonserver image, not the pytriton wheel): see melstream.serving.native.
     "gpu-ort-trt": Profile("gpu-ort-trt", "Triton's onnxruntime backend with the TensorRT execution accelerator, "
                                           "one optimisation profile per bucket; the voice pipelines stay on CPU",
                            voice_max_streams=MEASURED_MAX_STREAMS, network_kind="KIND_GPU",
-                           network_backend="onnxruntime", fixed_shapes=True),
+                           network_backend="onnxruntime", fixed_shapes=True, lockstep_rows=LOCKSTEP_ROWS),
     "gpu-trt": Profile("gpu-trt", "Triton's tensorrt backend with plans built per GPU compute capability by "
                                   "melstream build-plans, one optimisation profile per bucket",
                        voice_max_streams=MEASURED_MAX_STREAMS, network_kind="KIND_GPU",
-                       network_backend="tensorrt", fixed_shapes=True),
+                       network_backend="tensorrt", fixed_shapes=True, lockstep_rows=LOCKSTEP_ROWS),
 }
 
 
@@ -243,6 +261,8 @@ def pipeline_config(addon: Addon, profile: Profile, *, final_root: Path | None =
     cfg.parameters[voice_model.PLACEMENT_PARAMETER].string_value = placement
     cfg.parameters[voice_model.BATCH_WAIT_PARAMETER].string_value = str(profile.batch_wait_us)
     cfg.parameters[voice_model.VOICE_MAX_BATCH_PARAMETER].string_value = str(profile.voice_max_batch)
+    cfg.parameters[voice_model.LOCKSTEP_PARAMETER].string_value = str(profile.lockstep_rows)
+    cfg.parameters[voice_model.COMPUTE_SLOTS_PARAMETER].string_value = str(profile.compute_slots)
     cfg.parameters[network_model.THREADS_PARAMETER].string_value = str(profile.intra_op_threads)
     if placement == "voice" and final_root is not None:
         # the networks' ONNX files, relative to the voice model's directory (as network models name theirs)
@@ -345,7 +365,8 @@ def with_max_streams(profile: Profile, limits: Mapping[str | None, int]) -> Prof
 def build_repository(addons_dir: str | Path = "addons", out: str | Path = "model_repository", *,
                      profile: str = "cpu", network_instances: int | None = None,
                      max_streams: Mapping[str | None, int] | None = None, placement: str | None = None,
-                     batch_wait_us: int | None = None) -> BuildReport:
+                     batch_wait_us: int | None = None, lockstep_rows: int | None = None,
+                     compute_slots: int | None = None) -> BuildReport:
     """(Re)write ``out`` from every addon under ``addons_dir``.
 
     An addon that fails validation is refused (its error kept in the report) and the others are
@@ -353,7 +374,8 @@ def build_repository(addons_dir: str | Path = "addons", out: str | Path = "model
     overrides the profile's instances per network model (about one per core suits CPU hosts).
     ``max_streams`` overrides the streams a voice admits at once (:func:`with_max_streams`: key None for
     every voice, a voice's name for one; a name that is no addon's is refused).  ``placement`` and
-    ``batch_wait_us`` override the profile's network placement ("triton" or "voice") and cross-stream batching.
+    ``batch_wait_us`` override the profile's network placement ("triton" or "voice") and cross-stream batching;
+    ``lockstep_rows`` and ``compute_slots`` its lockstep steps and listener-first slots (0: off).
     """
     prof = get_profile(profile)
     if placement is not None:
@@ -364,6 +386,11 @@ def build_repository(addons_dir: str | Path = "addons", out: str | Path = "model
         if batch_wait_us < 0:
             raise MelstreamError(f"batch wait must be >= 0 microseconds, got {batch_wait_us}")
         prof = dataclasses.replace(prof, batch_wait_us=batch_wait_us)
+    for name, value in (("lockstep_rows", lockstep_rows), ("compute_slots", compute_slots)):
+        if value is not None:
+            if value < 0:
+                raise MelstreamError(f"{name} must be >= 0, got {value}")
+            prof = dataclasses.replace(prof, **{name: value})
     if network_instances is not None:
         if network_instances < 1:
             raise MelstreamError(f"network_instances must be >= 1, got {network_instances}")

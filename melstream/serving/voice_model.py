@@ -41,6 +41,7 @@ from melstream.addon import addon_from_json
 from melstream.errors import InputError, SynthesisError, TextError
 from melstream.runners.batching import BatchPolicy
 from melstream.runners.onnx import OnnxRuntimeRunner
+from melstream.runners.schedule import Scheduler
 from melstream.runners.triton_bls import TritonBLSRunner
 from melstream.serving import network_model
 
@@ -61,6 +62,15 @@ NETWORK_FILES_PARAMETER = "network_files"
 # when the networks run here (through Triton each network's max_batch_size bounds it)
 BATCH_WAIT_PARAMETER = "batch_wait_us"
 VOICE_MAX_BATCH_PARAMETER = "voice_max_batch"
+# rows a recurrent block's lockstep step carries (melstream.runners.lockstep: every stream's attention steps in one
+# call); 0: each stream steps alone
+LOCKSTEP_PARAMETER = "lockstep_rows"
+# listener-first scheduling (melstream.runners.schedule): at most this many streams compute a chunk at once, the one
+# whose listener needs audio soonest first; 0: every stream computes whenever its thread runs
+COMPUTE_SLOTS_PARAMETER = "compute_slots"
+#: the deadline of a stream's first chunk: the request's arrival plus this (later chunks: when the listener's
+#: buffer would run dry)
+FIRST_CHUNK_TARGET_S = 0.05
 # A voice that runs its networks itself makes no BLS call that Triton could refuse when it is told to stop, so
 # while it has streams it asks Triton this often (one tiny call to one of its network models) and ends its
 # streams as shutting down once Triton refuses.
@@ -237,6 +247,8 @@ class VoiceModel:
         self._admission = threading.Lock()  # guards _threads, _started, and admission against _closing
         self._threads: set[threading.Thread] = set()  # the admitted streams' threads, each until its final flag
         self._started = 0
+        self.frame_s = 0.0
+        self.scheduler: Scheduler | None = None
 
     # Triton's entry points ---------------------------------------------------------------------------
     def initialize(self, args: Mapping[str, str]) -> None:
@@ -252,7 +264,9 @@ class VoiceModel:
         # The text front end's first call loads its data (espeak-ng's voice, if it uses it); pay it at load,
         # not on a listener's first chunk.
         pipeline.inputs_for("Warm up.")
-        self.serve(name, pipeline, max_streams=int(params.get(MAX_STREAMS_PARAMETER, DEFAULT_MAX_STREAMS)))
+        self.serve(name, pipeline, max_streams=int(params.get(MAX_STREAMS_PARAMETER, DEFAULT_MAX_STREAMS)),
+                   frame_s=addon.audio.hop_length / addon.audio.sample_rate,
+                   compute_slots=int(params.get(COMPUTE_SLOTS_PARAMETER, "0")))
 
     def runner(self, config: Mapping[str, Any], params: Mapping[str, str], *, model_dir: str) -> Any:
         """The runner of this voice's networks, as its config says: through Triton (BLS) or in this process, at
@@ -260,6 +274,7 @@ class VoiceModel:
         fixed = wire.fixed_shapes_from_config(config)
         wait_us = int(params.get(BATCH_WAIT_PARAMETER, "0"))
         placement = params.get(PLACEMENT_PARAMETER, "triton")
+        lockstep = int(params.get(LOCKSTEP_PARAMETER, "0"))
         policy = None
         if wait_us > 0:
             max_batch = int(params.get(VOICE_MAX_BATCH_PARAMETER, "64")) if placement == "voice" else 1 << 30
@@ -268,9 +283,12 @@ class VoiceModel:
         if placement == "voice":
             files = {k: os.path.normpath(os.path.join(model_dir, v)) for k, v in json.loads(params[NETWORK_FILES_PARAMETER]).items()}
             # the same parameter as a network model's: ONNX Runtime's threads per run
-            return OnnxRuntimeRunner(threads=int(params.get(network_model.THREADS_PARAMETER, "1")), fixed_shapes=fixed, batching=policy,
-                                     files=files)
-        return TritonBLSRunner(self.pb, fixed_shapes=fixed, batching=policy)
+            runner: Any = OnnxRuntimeRunner(threads=int(params.get(network_model.THREADS_PARAMETER, "1")), fixed_shapes=fixed,
+                                            batching=policy, files=files, lockstep_rows=lockstep)
+        else:
+            runner = TritonBLSRunner(self.pb, fixed_shapes=fixed, batching=policy, lockstep_rows=lockstep)
+        runner.on_batch = self._batched
+        return runner
 
     def _start_shutdown_probe(self, addon: Any) -> None:
         """Watch for Triton stopping (see :data:`SHUTDOWN_PROBE_S`): a thread that, while streams run, sends one of
@@ -369,14 +387,19 @@ class VoiceModel:
                 self._threads.discard(threading.current_thread())
 
     # the work ------------------------------------------------------------------------------------------
-    def serve(self, name: str, pipeline: Pipeline, *, max_streams: int = DEFAULT_MAX_STREAMS) -> None:
+    def serve(self, name: str, pipeline: Pipeline, *, max_streams: int = DEFAULT_MAX_STREAMS, frame_s: float = 0.0,
+              compute_slots: int = 0) -> None:
         """Serve ``pipeline`` as voice ``name``, admitting up to ``max_streams`` streams at once (``initialize``
-        calls this with the addon's pipeline; tests with any object that has ``stream_outputs``)."""
+        calls this with the addon's pipeline; tests with any object that has ``stream_outputs``).  With
+        ``compute_slots`` > 0 at most that many streams compute a chunk at once, earliest deadline first (a
+        frame lasts ``frame_s`` seconds of audio: a stream's deadline is when its listener runs dry)."""
         if max_streams < 1:
             raise ValueError(f"voice {name!r}: {MAX_STREAMS_PARAMETER} must be >= 1, got {max_streams}")
         self.name = name
         self.pipeline = pipeline
         self.max_streams = max_streams
+        self.frame_s = frame_s
+        self.scheduler = Scheduler(compute_slots) if compute_slots > 0 else None
         self.metrics = StreamMetrics(self.pb, name)
 
     def stream(self, request: Any, received: float) -> None:
@@ -388,8 +411,10 @@ class VoiceModel:
         The pipeline is pulled one chunk at a time and the request's cancellation is checked before each
         pull, so a cancelled or vanished client stops the work within a chunk; the generator is closed
         whatever happens.  Outcomes: ``completed``, ``cancelled``, ``error``."""
-        pb, metrics, pipeline = self.pb, self.metrics, self.pipeline
+        pb, metrics, pipeline, scheduler = self.pb, self.metrics, self.pipeline, self.scheduler
         assert metrics is not None and pipeline is not None, "stream() before serve()"
+        deadline = received + FIRST_CHUNK_TARGET_S  # listener first: when this stream's listener needs audio
+        first_sent = 0.0
         sender = request.get_response_sender()
         chunks: Iterator[dict[str, np.ndarray]] | None = None
         sent = frames = 0
@@ -404,16 +429,22 @@ class VoiceModel:
                 if self._closing.is_set():
                     outcome, error = "error", ("UNAVAILABLE", f"voice {self.name!r} is shutting down")
                     break
-                chunk = next(chunks, None)
+                if scheduler is None:
+                    chunk = next(chunks, None)
+                else:
+                    with scheduler.turn(deadline):
+                        chunk = next(chunks, None)
                 if chunk is None:
                     outcome = "completed"
                     break
                 sender.send(pb.InferenceResponse(
                     [pb.Tensor(wire.OUTPUTS[key], np.ascontiguousarray(value, np.float32)) for key, value in chunk.items()]))
                 if sent == 0:
-                    metrics.first_chunk(time.perf_counter() - received)
+                    first_sent = time.perf_counter()
+                    metrics.first_chunk(first_sent - received)
                 sent += 1
                 frames += len(chunk["mel"])
+                deadline = first_sent + frames * self.frame_s  # its listener's buffer runs dry then
         except InputError as e:
             outcome, error = "error", (wire.INPUT_ERROR, input_error_detail(e))
         except Exception as e:

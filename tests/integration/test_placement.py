@@ -1,14 +1,18 @@
-"""The cpu-inproc profile: tacovoice runs its networks inside its voice model (issue 11, placement).
+"""The cpu profile: each voice runs its networks inside its voice model, tacovoice's attention steps every stream
+in one call (lockstep), and streams compute listener first (issue 11).
 
-Its frames are the in-process cpu frames, alone and with streams at once; a clean stop still ends its streams
-as shutting down (it makes no BLS call Triton could refuse, so it asks Triton, melstream.serving.voice_model
-SHUTDOWN_PROBE_S); and fastvoice, placed as on cpu, is unaffected.
+Frames equal the in-process frames, alone and with streams of both voices at once (staggered, one cancelled
+mid-stream); the steps were shared (the voice's own calls/runs metrics); a clean stop still ends streams as
+shutting down (a voice that makes no BLS call Triton could refuse asks Triton, melstream.serving.voice_model
+SHUTDOWN_PROBE_S).  And the same lockstep through Triton (the GPU profiles' layout, here cpu-bls with lockstep
+rows): one BLS request per step carries several streams' rows, and the frames are the same.
 """
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,7 +22,7 @@ from melstream.client import Client
 from melstream.errors import ServerUnavailableError
 from melstream.runners.onnx import OnnxRuntimeRunner
 from melstream.serving.repo import build_repository, get_profile, parse_config
-from tests.servers import poll, scrape, start_server
+from tests.servers import metric, poll, scrape, start_server
 
 pytestmark = pytest.mark.integration
 
@@ -29,43 +33,95 @@ TEXTS = ["Hi.", "The attention voice runs its own networks now, one frame at a t
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("cpu-inproc") / "repo"
-    build_repository(ROOT / "addons", out, profile="cpu-inproc")
+    out = tmp_path_factory.mktemp("cpu") / "repo"
+    build_repository(ROOT / "addons", out, profile="cpu")
     return out
 
 
-def test_the_profile_places_tacovoice_with_its_networks(repo: Path) -> None:
-    profile = get_profile("cpu-inproc")
-    for voice in ("tacovoice", "fastvoice"):
+@pytest.fixture(scope="module")
+def references() -> dict[str, object]:
+    return {v: load_addon(ROOT / "addons" / v).build(OnnxRuntimeRunner()) for v in ("fastvoice", "tacovoice")}
+
+
+def test_the_profile_places_every_voice_with_its_networks(repo: Path) -> None:
+    profile = get_profile("cpu")
+    for voice, network in (("tacovoice", "decoder_step"), ("fastvoice", "decoder")):
         cfg = parse_config((repo / voice / "config.pbtxt").read_text())
-        assert cfg.parameters["network_placement"].string_value == profile.placement_for(voice)
-    assert profile.placement_for("tacovoice") == "voice" and profile.placement_for("fastvoice") == "triton"
-    files = parse_config((repo / "tacovoice" / "config.pbtxt").read_text()).parameters["network_files"].string_value
-    assert "decoder_step.onnx" in files and "encoder.onnx" in files
+        assert cfg.parameters["network_placement"].string_value == profile.placement_for(voice) == "voice"
+        assert int(cfg.parameters["lockstep_rows"].string_value) == profile.lockstep_rows > 1
+        assert int(cfg.parameters["compute_slots"].string_value) == profile.compute_slots > 0
+        assert f"{network}.onnx" in cfg.parameters["network_files"].string_value
 
 
-def test_frames_equal_in_process_alone_and_together_and_a_stop_ends_streams_as_shutting_down(repo: Path, tmp_path: Path) -> None:
-    reference = load_addon(ROOT / "addons" / "tacovoice").build(OnnxRuntimeRunner())
+def step_counts(srv: Any) -> tuple[float, float]:
+    """tacovoice's decoder_step calls and runs so far, from its voice's own metrics (exported as streams end)."""
+    metrics = scrape(srv)
+    return tuple(sum(v for k, v in metrics.items() if k.startswith(name) and 'network="decoder_step"' in k and
+                     'voice="tacovoice"' in k) for name in ("melstream_network_calls_total", "melstream_network_runs_total"))
+
+
+def streams_at_once(url: str, references: dict[str, Any], *, cancel: int | None = None) -> None:
+    """Eight streams of both voices started at staggered moments; each equals the in-process frames (stream
+    ``cancel`` is left after its first chunk, mid-batch, and the others go on)."""
+    jobs = [("tacovoice" if i % 4 else "fastvoice", TEXTS[i % 3]) for i in range(8)]
+    results: list[Any] = [None] * len(jobs)
+
+    def stream(i: int) -> None:
+        voice, text = jobs[i]
+        with Client(url, timeout_s=120) as c:
+            if i == cancel:
+                for chunk in c.stream(text, voice=voice):
+                    results[i] = chunk
+                    break  # the listener leaves: the stream is cancelled mid-utterance
+                return
+            results[i] = c.synthesize(text, voice=voice)
+
+    threads = [threading.Thread(target=stream, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+        t.join(0.02 * (len(threads) % 3))  # staggered starts (a bounded join, not a wait for anything)
+    for t in threads:
+        t.join(120)
+    assert not any(t.is_alive() for t in threads)
+    for i, (voice, text) in enumerate(jobs):
+        want = references[voice].synthesize(text)
+        if i == cancel:
+            np.testing.assert_allclose(results[i], want[:len(results[i])], atol=1e-4)
+            continue
+        assert len(results[i]) == len(want), (i, voice, text)
+        np.testing.assert_allclose(results[i], want, atol=1e-3 if voice == "tacovoice" else 1e-4, err_msg=f"stream {i} {voice}")
+
+
+def test_lockstep_through_triton_equals_in_process(tmp_path: Path, references: dict[str, Any]) -> None:
+    """cpu-bls with lockstep rows: the voices call their network models, one BLS request per step of all streams."""
+    repo = tmp_path / "repo"
+    build_repository(ROOT / "addons", repo, profile="cpu-bls", lockstep_rows=get_profile("gpu").lockstep_rows)
+    srv = start_server(repo, tmp_path / "triton.log")
+    try:
+        model = "tacovoice__decoder_step"
+        items, executions = metric(srv, "nv_inference_count", model), metric(srv, "nv_inference_exec_count", model)
+        streams_at_once(srv.grpc_url, references, cancel=5)
+        items = metric(srv, "nv_inference_count", model) - items
+        executions = metric(srv, "nv_inference_exec_count", model) - executions
+        assert items / executions > 1.2, (items, executions)  # a request carried several streams' steps
+    finally:
+        srv.stop()
+
+
+def test_frames_equal_in_process_alone_and_together_and_a_stop_ends_streams_as_shutting_down(
+        repo: Path, tmp_path: Path, references: dict[str, Any]) -> None:
     srv = start_server(repo, tmp_path / "triton.log")
     try:
         with Client(srv.grpc_url, timeout_s=120) as client:
-            for text in TEXTS:
-                np.testing.assert_allclose(client.synthesize(text, voice="tacovoice"), reference.synthesize(text), atol=1e-4)
-            fast = load_addon(ROOT / "addons" / "fastvoice").build(OnnxRuntimeRunner())
-            np.testing.assert_allclose(client.synthesize(TEXTS[1], voice="fastvoice"), fast.synthesize(TEXTS[1]), atol=1e-4)
-        results: list[object] = [None] * 6
-
-        def stream(i: int) -> None:
-            with Client(srv.grpc_url, timeout_s=120) as c:
-                results[i] = c.synthesize(TEXTS[i % 3], voice="tacovoice")
-
-        threads = [threading.Thread(target=stream, args=(i,)) for i in range(6)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
-        for i, got in enumerate(results):
-            np.testing.assert_allclose(got, reference.synthesize(TEXTS[i % 3]), atol=1e-4, err_msg=f"stream {i}")
+            for voice in ("tacovoice", "fastvoice"):
+                for text in TEXTS:
+                    np.testing.assert_allclose(client.synthesize(text, voice=voice), references[voice].synthesize(text),
+                                               atol=1e-4, err_msg=f"{voice}: {text}")
+        calls, runs = step_counts(srv)
+        streams_at_once(srv.grpc_url, references, cancel=3)
+        calls_after, runs_after = step_counts(srv)
+        calls, runs = calls_after - calls, runs_after - runs
+        assert runs > 0 and calls / runs > 1.2, (calls, runs)  # steps of several streams shared a run
 
         error: list[BaseException] = []
 

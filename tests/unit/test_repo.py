@@ -85,7 +85,7 @@ def test_network_config_batches(fast_addon: Addon) -> None:
 
 
 def test_unknown_profile() -> None:
-    with pytest.raises(MelstreamError, match="unknown profile 'tpu'; known: cpu, cpu-inproc, cpu-static, gpu, gpu-ort-trt, gpu-trt$"):
+    with pytest.raises(MelstreamError, match="unknown profile 'tpu'; known: cpu, cpu-bls, cpu-static, gpu, gpu-ort-trt, gpu-trt$"):
         get_profile("tpu")
 
 
@@ -99,13 +99,15 @@ def test_gpu_profile_puts_networks_on_the_gpu_and_voices_on_the_cpu(workdir: Pat
     for name, cfg in configs.items():
         providers = cfg.parameters["ort_providers"].string_value if "ort_providers" in cfg.parameters else None
         assert providers == (None if name in report.voices else "CUDAExecutionProvider,CPUExecutionProvider"), name
-    # everything else (tensors, batching, ONNX paths, the addon JSON) is the cpu repository's
-    build_repository(workdir / "addons", workdir / "model_repository", profile="cpu")
+    # everything else (tensors, batching, ONNX paths, the addon JSON) is the repository of cpu-bls (networks through
+    # Triton, as on the GPU) stepping streams in lockstep as the GPU profile does
+    build_repository(workdir / "addons", workdir / "model_repository", profile="cpu-bls",
+                     lockstep_rows=get_profile("gpu").lockstep_rows)
     for name, cfg in configs.items():
         assert cfg.instance_group[0].count == 1, name  # per GPU
         cfg.instance_group[0].kind = mc.KIND_CPU
         if name not in report.voices:
-            cfg.instance_group[0].count = get_profile("cpu").network_instances
+            cfg.instance_group[0].count = get_profile("cpu-bls").network_instances
         if "ort_providers" in cfg.parameters:
             del cfg.parameters["ort_providers"]
         assert cfg == parse_config((workdir / "model_repository" / name / "config.pbtxt").read_text()), name

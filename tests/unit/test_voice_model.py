@@ -630,13 +630,13 @@ def test_parse_inputs_raises_input_error() -> None:
 # --- from a generated config ------------------------------------------------------------------------------
 
 def test_initialize_reads_the_config_build_repo_writes(fast_addon: melstream.Addon) -> None:
-    cfg = pipeline_config(fast_addon, get_profile("cpu"))
+    cfg = pipeline_config(fast_addon, get_profile("cpu-bls"))  # networks through Triton: no files to read here
     args = {"model_config": json.dumps(json_format.MessageToDict(cfg, preserving_proto_field_name=True))}
     pb = FakePb()
     model = VoiceModel(pb)
     model.initialize(args)
     assert model.name == fast_addon.name and model.metrics is not None
-    assert model.max_streams == get_profile("cpu").streams_for(fast_addon.name) == int(cfg.parameters[MAX_STREAMS_PARAMETER].string_value)
+    assert model.max_streams == get_profile("cpu-bls").streams_for(fast_addon.name) == int(cfg.parameters[MAX_STREAMS_PARAMETER].string_value)
     assert model.pipeline is not None and model.pipeline.describe() == fast_addon.build().describe()  # type: ignore[attr-defined]
     assert pb.metric("melstream_active_streams", voice=fast_addon.name).value == 0
     model.finalize()
@@ -793,3 +793,37 @@ def test_a_voice_placed_with_its_networks_runs_them_here_and_counts_its_batches(
     else:
         assert counted == []  # without batching nothing is counted
     model.finalize()
+
+
+# --- listener-first scheduling ------------------------------------------------------------------------------
+
+def test_each_chunk_is_computed_in_a_turn_whose_deadline_follows_the_listener() -> None:
+    """The first chunk's deadline is the request's arrival + the target; each later one, the moment the listener
+    runs dry: the first chunk's time + the audio sent so far."""
+    from melstream.runners.schedule import Scheduler
+    from melstream.serving.voice_model import FIRST_CHUNK_TARGET_S
+
+    seen: list[float] = []
+
+    class Recording(Scheduler):
+        def acquire(self, deadline: float) -> None:
+            seen.append(deadline)
+            super().acquire(deadline)
+
+    pb = FakePb()
+    model = VoiceModel(pb)
+    model.serve("tiny", ScriptedPipeline([mel(4, 0.0), mel(6, 1.0), mel(8, 2.0)]), frame_s=0.5, compute_slots=1)
+    model.scheduler = Recording(1)
+    before = time.perf_counter()
+    sender = run(model, request())
+    assert len(sender.sent) == 4  # three chunks, then the final flag
+    assert len(seen) == 4  # a turn per pull: three chunks and the end
+    assert seen[0] - FIRST_CHUNK_TARGET_S >= before
+    first = seen[1] - 4 * 0.5  # the first chunk's time (4 frames of 0.5 s sent)
+    assert first >= seen[0] - FIRST_CHUNK_TARGET_S
+    assert seen[2] == pytest.approx(first + 10 * 0.5) and seen[3] == pytest.approx(first + 18 * 0.5)
+
+
+def test_without_compute_slots_there_is_no_scheduler() -> None:
+    model, _ = voice(ScriptedPipeline([mel(2, 0.0)]))
+    assert model.scheduler is None
