@@ -9,6 +9,7 @@ import numpy as np
 from melstream.errors import SynthesisError
 from melstream.runners.base import Call, Runner, network_model_name
 from melstream.runners.batching import BatchPolicy
+from melstream.runners.schedule import waiting
 
 if TYPE_CHECKING:
     from melstream.spec import AddonSpec, NetworkSpec
@@ -42,7 +43,8 @@ class TritonBLSRunner(Runner):
         def call(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             request = pb.InferenceRequest(model_name=model, requested_output_names=outputs,
                                           inputs=[pb.Tensor(k, v) for k, v in inputs.items()])
-            response = request.exec()
+            with waiting():  # the work is another process's (or the GPU's): a listener-first slot goes to another stream
+                response = request.exec()
             if response.has_error():
                 raise SynthesisError(f"network model {model!r}: {response.error().message()}")
             return {n: pb.get_output_tensor_by_name(response, n).as_numpy() for n in outputs}
