@@ -96,8 +96,11 @@ class Profile:
 # the ±25 % run-to-run spread of saturation and 32 stall every utterance (RTF 1.2).  A voice not measured
 # gets the profile's max_streams; `melstream build-repo --max-streams [VOICE=]N` overrides either.
 MEASURED_MAX_STREAMS = {"fastvoice": 32, "tacovoice": 16}
-# Where each shipped voice runs its networks on the cpu profile (Profile.voice_placement; others: the profile's)
-VOICE_PLACEMENT = {"tacovoice": "voice"}
+# The same on the cpu profile (BENCHMARKS.md section 7): with its networks in the voice, lockstep steps and
+# listener-first turns, neither voice stalls an utterance up to the largest level measured, 64 closed-loop
+# streams (first chunk p99: fastvoice 156 ms, tacovoice 203 ms; RTF 0.11 and 0.33), and a listener in real time
+# asks far less than a closed-loop client.
+CPU_MAX_STREAMS = {"fastvoice": 64, "tacovoice": 64}
 
 # Rows of one lockstep step (melstream.runners.lockstep): every stream of a voice on these 2 cores (its admission
 # limit is below this); through Triton (BLS) a step also carries at most the network's max_batch_size rows, so a
@@ -105,16 +108,13 @@ VOICE_PLACEMENT = {"tacovoice": "voice"}
 LOCKSTEP_ROWS = 64
 
 PROFILES = {
-    # Two instances per network: with one, every stream's calls to a network queue behind each other on
-    # one core, and a new stream's first chunk waits behind the others' chunks (benchmarks/streams.py:
-    # on 2 cores, 2 instances cut fastvoice's first chunk p50 at 32 streams by a third and raise RTFX).
     # Each voice runs its networks inside its voice model (ONNX Runtime, no BLS hop per call: a step of
     # tacovoice's attention computes in far less than a round trip; BENCHMARKS.md section 6), and tacovoice's
     # attention steps every stream in one call per frame (melstream.runners.lockstep; section 7).  The network
     # models are still written: clients' remote pipelines and direct calls use them.
     "cpu": Profile("cpu", "each voice runs its networks with ONNX Runtime in its own voice model; tacovoice steps "
                           "all its streams' attention in one call per frame",
-                   network_instances=2, voice_max_streams=MEASURED_MAX_STREAMS, network_placement="voice",
+                   network_instances=2, voice_max_streams=CPU_MAX_STREAMS, network_placement="voice",
                    lockstep_rows=LOCKSTEP_ROWS, compute_slots=2),
     # Two instances per network: with one, every stream's calls to a network queue behind each other on
     # one core, and a new stream's first chunk waits behind the others' chunks (benchmarks/streams.py:

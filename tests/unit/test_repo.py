@@ -208,9 +208,9 @@ def _limits(repo: Path) -> dict[str, int]:
 
 
 def test_the_shipped_voices_admit_what_the_benchmarks_measured() -> None:
-    for name in ("cpu", "gpu"):
+    for name, fast, taco in (("cpu", 64, 64), ("cpu-bls", 32, 16), ("gpu", 32, 16)):
         profile = get_profile(name)
-        assert profile.streams_for("fastvoice") == 32 and profile.streams_for("tacovoice") == 16
+        assert profile.streams_for("fastvoice") == fast and profile.streams_for("tacovoice") == taco, name
         assert profile.streams_for("anyvoice") == profile.max_streams == 16
 
 
@@ -248,8 +248,8 @@ def test_the_measured_limits_give_way_to_an_override_for_every_voice() -> None:
     assert with_max_streams(cpu, {None: 4}).streams_for("fastvoice") == 4
     assert with_max_streams(cpu, {None: 4, "tacovoice": 2}).streams_for("tacovoice") == 2
     one = with_max_streams(cpu, {"tacovoice": 2})
-    assert (one.streams_for("tacovoice"), one.streams_for("fastvoice"), one.streams_for("other")) == (2, 32, 16)
-    assert cpu.streams_for("tacovoice") == 16  # the profile itself is untouched
+    assert (one.streams_for("tacovoice"), one.streams_for("fastvoice"), one.streams_for("other")) == (2, 64, 16)
+    assert cpu.streams_for("tacovoice") == 64  # the profile itself is untouched
 
 
 @pytest.mark.parametrize("values, message", [
