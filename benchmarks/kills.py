@@ -35,7 +35,7 @@ if str(ROOT) not in sys.path:
 from melstream import wire  # noqa: E402
 from melstream.client import Client  # noqa: E402
 from melstream.errors import ClientError  # noqa: E402
-from melstream.serving.server import model_ready, stub_processes  # noqa: E402
+from melstream.serving.server import describe_exit, model_ready, stub_processes  # noqa: E402
 
 VOICES = ("fastvoice", "tacovoice")
 LONG_TEXT = " ".join(["This sentence is long, and it keeps a stream busy for quite a while."] * 20)
@@ -131,6 +131,17 @@ class Kill:
     log: str = field(default="", repr=False)
 
 
+def server_death(log: str) -> str:
+    """How tritonserver died, from ``melstream serve``'s log ("" if it did not): its exit (``killed by signal 6
+    (SIGABRT)``), or a crash the supervisor saw in Triton's log before the process had exited (an abort from a
+    lock in a killed stub's shared memory prints "Signal (6) received."), read as the same death."""
+    died = re.search(r"tritonserver died \(([^)]*\)?)\)", log)
+    if died:
+        return died.group(1)
+    crashed = re.search(r"tritonserver crashed \('Signal \((\d+)\) received\.'", log)
+    return describe_exit(-int(crashed.group(1))) if crashed else ""
+
+
 def kill_stub(srv: object, voice: str, model: str, *, watch_s: float = 30.0) -> Kill:
     """Kill one stub of ``model`` (of ``voice``) with a long stream of the voice in flight and the other voice
     busy; watch until the voice serves again (or ``watch_s``).  ``srv`` is a tests.servers.Serve."""
@@ -165,13 +176,12 @@ def kill_stub(srv: object, voice: str, model: str, *, watch_s: float = 30.0) -> 
         while not serves(grpc_url, other) and time.monotonic() < other_deadline:
             time.sleep(0.1)  # polling interval: a restarted server
     log = srv.stderr()[log_before:]  # type: ignore[attr-defined]
-    died = re.search(r"tritonserver died \(([^)]*\)?)\)", log)
     err = inflight.error
     return Kill(voice=voice, model=model, instance=victim.instance, back_after_s=back_after, seen_not_ready=seen_not_ready,
                 inflight_error="" if err is None else f"{type(err).__name__}: {err}",
                 inflight_ended_after_s=(inflight.ended_at or time.monotonic()) - killed_at,
                 other_done=traffic.done, other_failures=len(traffic.failures),
-                server_died=died.group(1) if died else "", log=log)
+                server_died=server_death(log), log=log)
 
 
 def kill_server(srv: object) -> float:

@@ -302,3 +302,20 @@ def test_a_model_that_did_not_load_with_the_server_is_loaded_after_it(setup: Any
     server.calls.clear()
     sup.check(NoWait())  # type: ignore[arg-type]
     assert server.calls == []  # its new stubs are known: nothing dead
+
+
+@pytest.mark.parametrize(("returncode", "crash", "death"), [
+    (-6, None, "killed by signal 6 (SIGABRT)"),  # it exited, and the supervisor saw the exit
+    (None, "Signal (6) received.", "killed by signal 6 (SIGABRT)"),  # the abort in its log, before the exit
+    (None, "Signal (11) received.", "killed by signal 11 (SIGSEGV)"),
+])
+def test_the_kill_benchmark_reads_a_server_death_from_what_the_supervisor_logged(
+        setup: Any, returncode: int | None, crash: str | None, death: str) -> None:
+    """benchmarks/kills.py tells a dead tritonserver from a stub's death by the supervisor's own log lines."""
+    from benchmarks.kills import server_death
+
+    sup, server, _, lines = setup
+    assert server_death("\n".join(lines)) == ""
+    server.returncode, server.crash = returncode, crash
+    sup.check(NoWait())  # type: ignore[arg-type]
+    assert server_death("\n".join(f"melstream serve: {line}" for line in lines)) == death
