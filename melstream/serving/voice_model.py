@@ -16,6 +16,13 @@ parameter, sized per voice and profile by ``melstream build-repo``).  A stream c
 (:func:`melstream.wire.busy_detail`), and counted as outcome ``refused``.  Every admitted stream gets a thread
 of its own at once, so it never waits for a worker.
 
+Scheduling (issue 11): with ``compute_slots`` (:data:`COMPUTE_SLOTS_PARAMETER`) at most that many streams compute
+a chunk at once, the one whose listener needs audio soonest first (melstream.runners.schedule): a stream's first
+chunk is due :data:`FIRST_CHUNK_TARGET_S` after its request arrived, each later one when the audio sent so far
+has played.  Where the networks run (:data:`PLACEMENT_PARAMETER`) and whether a recurrent block steps every
+stream together (:data:`LOCKSTEP_PARAMETER`, melstream.runners.lockstep) are the runner's, built in
+:meth:`VoiceModel.runner`.
+
 Errors: a request whose input is wrong gets ``INVALID_ARG`` with a message naming the input; a fault inside
 the server gets ``INTERNAL`` ("internal error: ...") and its traceback in Triton's log.  Either way the
 message starts with the code as a tag (:func:`melstream.wire.error_message`), because a gRPC stream
