@@ -387,10 +387,12 @@ def build_repository(addons_dir: str | Path = "addons", out: str | Path = "model
             raise MelstreamError(f"batch wait must be >= 0 microseconds, got {batch_wait_us}")
         prof = dataclasses.replace(prof, batch_wait_us=batch_wait_us)
     for name, value in (("lockstep_rows", lockstep_rows), ("compute_slots", compute_slots)):
-        if value is not None:
-            if value < 0:
-                raise MelstreamError(f"{name} must be >= 0, got {value}")
-            prof = dataclasses.replace(prof, **{name: value})
+        if value is not None and value < 0:
+            raise MelstreamError(f"{name} must be >= 0, got {value}")
+    if lockstep_rows is not None:
+        prof = dataclasses.replace(prof, lockstep_rows=lockstep_rows)
+    if compute_slots is not None:
+        prof = dataclasses.replace(prof, compute_slots=compute_slots)
     if network_instances is not None:
         if network_instances < 1:
             raise MelstreamError(f"network_instances must be >= 1, got {network_instances}")

@@ -269,3 +269,16 @@ def test_max_streams_for_a_voice_no_addon_has_is_refused(workdir: Path) -> None:
         build_repository(workdir / "addons", workdir / "repo", max_streams={"tacovoic": 2})
     assert not (workdir / "repo").exists()
     assert parse_max_streams(["4", "a=2", "a=3"]) == {None: 4, "a": 3}
+
+
+def test_scheduling_overrides_are_written_and_negative_ones_refused(workdir: Path) -> None:
+    out = workdir / "scheduled"
+    build_repository(workdir / "addons", out, profile="cpu-bls", lockstep_rows=4, compute_slots=3, batch_wait_us=0)
+    cfg = parse_config((out / synthetic.TACO / "config.pbtxt").read_text())
+    assert cfg.parameters["lockstep_rows"].string_value == "4" and cfg.parameters["compute_slots"].string_value == "3"
+    assert get_profile("cpu-bls").lockstep_rows == 0  # the profile itself is untouched
+    for option, message in (({"lockstep_rows": -1}, "lockstep_rows must be >= 0, got -1"),
+                            ({"compute_slots": -2}, "compute_slots must be >= 0, got -2"),
+                            ({"batch_wait_us": -1}, "batch wait must be >= 0 microseconds, got -1")):
+        with pytest.raises(MelstreamError, match=message):
+            build_repository(workdir / "addons", workdir / "refused", profile="cpu", **option)
