@@ -63,6 +63,12 @@ def streams_key(voice: str, outcome: str) -> str:
     return f'melstream_streams_total{{outcome="{outcome}",voice="{voice}"}}'
 
 
+def network_calls_key(voice: str, network: str) -> str:
+    """The sample of the calls ``voice`` made to its ``network``, wherever the network runs (in the voice model's
+    process or as a Triton model): the voice's own counter, exported as each stream ends, before its outcome."""
+    return f'melstream_network_calls_total{{network="{network}",voice="{voice}"}}'
+
+
 def quiet(server: TritonServer, *voices: str, timeout_s: float = 30.0) -> dict[str, float]:
     """All samples, once no stream of ``voices`` is active (every earlier stream has recorded its outcome), so
     that what changes from here on is the caller's own streams' doing."""

@@ -99,13 +99,16 @@ class Runner:
     batching: BatchPolicy | None = None
     #: rows a lockstep step may carry (melstream.runners.lockstep); 0: recurrent blocks step each stream alone
     lockstep_rows = 0
-    #: hears ``(network, calls, rows)`` of every lockstep step (the voice's metrics)
+    #: hears ``(network, calls, rows)`` of every run: a lockstep step, a cross-stream batch, or a call alone (the
+    #: voice's metrics)
     on_batch: Callable[[str, int, int], None] | None = None
 
     def bind(self, addon: AddonSpec, spec: NetworkSpec) -> Network:
         direct = call = self.call_for(addon, spec)
         if spec.max_batch_size > 0:
             call = batched(spec, call, self.batching)
+        if call is direct and self.on_batch is not None:  # no batcher to report its runs: each call is one
+            call = counted(spec.name, call, self.on_batch)
         return Network(spec, call, where=self.name, fixed=self.fixed_shapes, direct=direct,
                        lockstep_rows=self.rows_for(spec), on_batch=self.on_batch)
 
@@ -115,6 +118,17 @@ class Runner:
 
     def call_for(self, addon: AddonSpec, spec: NetworkSpec) -> Call:
         raise NotImplementedError
+
+
+def counted(name: str, call: Call, on_batch: Callable[[str, int, int], None]) -> Call:
+    """``call``, reporting each run to ``on_batch`` as one call of one row."""
+
+    def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = call(inputs)
+        on_batch(name, 1, 1)
+        return out
+
+    return run
 
 
 class UnboundRunner(Runner):

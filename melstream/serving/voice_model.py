@@ -114,9 +114,9 @@ class StreamMetrics:
                          description="Streams ended, by outcome (completed, cancelled, error, refused)")
         active = family(name="melstream_active_streams", kind=family.GAUGE, description="Streams being synthesised now")
         calls = family(name="melstream_network_calls_total", kind=family.COUNTER,
-                       description="Calls the voice's streams made to a network (cross-stream batching)")
+                       description="Calls the voice's streams made to a network, wherever it runs")
         runs = family(name="melstream_network_runs_total", kind=family.COUNTER,
-                      description="Runs of a network those calls were batched into (calls / runs: the mean batch)")
+                      description="Runs of a network those calls made, batched across streams or alone (calls / runs: the mean batch)")
         self.first_chunk_s = first.Metric(labels=labels, buckets=FIRST_CHUNK_BUCKETS_S)
         self.chunks = chunks.Metric(labels=labels, buckets=CHUNKS_BUCKETS)
         self.frames = frames.Metric(labels=labels)
