@@ -37,7 +37,9 @@ def test_turns_beyond_the_slots_wait_and_go_earliest_deadline_first() -> None:
         t = threading.Thread(target=worker, args=(name, deadline))
         t.start()
         waiters.append(t)
-        while scheduler.queued < len(waiters):  # each is queued before the next arrives
+        deadline = time.monotonic() + WAIT_S
+        while scheduler.queued < len(waiters):  # each is queued before the next arrives (polled, bounded)
+            assert time.monotonic() < deadline, "a turn was never queued"
             time.sleep(0.001)
     holder_go.set()
     for t in [t0, *waiters]:
