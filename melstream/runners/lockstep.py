@@ -22,6 +22,7 @@ A call that fails is rerun row by row, so one stream's fault ends that stream on
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
@@ -44,6 +45,7 @@ FIRST_CHUNK_TARGET_S = 0.05
 AHEAD_S = 2.0
 #: what a recurrence's queue holds after its last chunk
 END = object()
+_serials = itertools.count()
 
 
 class Recurrence:
@@ -57,6 +59,7 @@ class Recurrence:
     def __init__(self, inputs: dict[str, np.ndarray], size: int, *, frame_s: float) -> None:
         self.inputs = inputs
         self.size = size
+        self.serial = next(_serials)  # unlike id(), never reused by a later recurrence: the engine's cache keys on it
         self.version = 0
         self.frame_s = frame_s
         self.chunks: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -189,7 +192,7 @@ class Lockstep:
                 continue
             key = None
             if name in self.context:  # the same rows, versions and windows as the last step: the same tensor
-                key = (width, tuple((id(r), r.version, w[0], w[1]) for r, w in zip(rows, windows, strict=True)))
+                key = (width, tuple((r.serial, r.version, w[0], w[1]) for r, w in zip(rows, windows, strict=True)))
                 cached = self._cache.get(name)
                 if cached is not None and cached[0] == key:
                     feed[name] = cached[1]

@@ -317,3 +317,19 @@ def test_attention_lockstep_an_error_in_one_stream_leaves_the_others_frames_unto
     assert isinstance(got[1], SynthesisError) and "broken row" in str(got[1])
     for i in (0, 2):
         np.testing.assert_allclose(got[i], want[i], atol=1e-4)
+
+
+def test_a_new_stream_never_gets_a_finished_streams_context() -> None:
+    """The engine keeps a context tensor between steps while its rows stay the same; a stream that starts after
+    another ended, of the same size and version, gets its own (the cache keys on a serial that no later
+    recurrence reuses, as a freed object's id() could be)."""
+    import gc
+
+    toy = Toy()
+    eng = engine(toy)
+    for k in range(20):  # one row at a time, each of the same size and version, each with other values
+        row = Row(np.full(4, float(k), np.float32), steps=2)
+        eng.add(row)
+        np.testing.assert_allclose(collect(row), expected(row.inputs["seq"], 2), err_msg=f"stream {k}")
+        del row
+        gc.collect()
