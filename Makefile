@@ -9,7 +9,9 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 .PHONY: demo test lint unit integration system quality bench voices sysdeps repo clean reliability soak
 
 # System packages, from apt when missing: espeak-ng (the voices' text front end and the training teacher)
-# and docker-compose (tests validate docker-compose.yml with it; no Docker engine is needed for that)
+# and docker-compose (tests validate docker-compose.yml with it; no Docker engine is needed for that), and haproxy
+# (the load balancer of the scale-out tests, started on loopback by the tests themselves; Debian's package starts
+# no service here, there being no init system)
 sysdeps:
 	@ldconfig -p | grep -q libespeak-ng.so.1 || { \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q espeak-ng libespeak-ng1 || { \
@@ -17,6 +19,9 @@ sysdeps:
 	@command -v docker-compose >/dev/null || { \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker-compose || { \
 	  $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker-compose; }; }
+	@command -v haproxy >/dev/null || { \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy || { \
+	  $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy; }; }
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -20,6 +20,27 @@ if TYPE_CHECKING:
 PROFILE_VARIABLE = "MELSTREAM_PROFILE"
 
 
+def cmd_balancer_config(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from melstream.serving.balancer import Replica, Template, haproxy_config
+
+    voices = args.voice or sorted(p.parent.name for p in Path(args.addons).glob("*/addon.json"))
+    replicas = [Replica.parse(r, name=f"replica{i + 1}") for i, r in enumerate(args.replica or [])]
+    template = Template(args.dns_name, args.count, grpc_port=args.grpc_port, http_port=args.http_port,
+                        resolver=args.resolver) if args.dns_name else None
+    text = haproxy_config(voices=voices, replicas=replicas, template=template, grpc_bind=args.grpc_bind,
+                          http_bind=args.http_bind, stats_bind=args.stats_bind, check_interval_s=args.check_interval_s,
+                          stream_timeout_s=args.stream_timeout_s)
+    if args.out == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}: {len(replicas) or args.count} replicas, voices {', '.join(voices)}")
+    return 0
+
+
 def cmd_build_repo(args: argparse.Namespace) -> int:
     from melstream.serving.repo import build_repository, parse_max_streams
 
@@ -290,6 +311,27 @@ def build_parser() -> argparse.ArgumentParser:
                         "listener needs audio soonest first (0: off; default: the profile's)")
     b.add_argument("--out", default="model_repository")
     b.set_defaults(func=cmd_build_repo)
+
+    lb = sub.add_parser("balancer-config", help="write HAProxy's configuration for N Triton replicas "
+                                                "(melstream/serving/balancer.py)")
+    lb.add_argument("--replica", action="append", metavar="HOST:GRPC_PORT:HTTP_PORT",
+                    help="a replica (repeatable); or --dns-name and --count")
+    lb.add_argument("--dns-name", default=None, help="replicas found by DNS (a compose service, a headless Service)")
+    lb.add_argument("--count", type=int, default=3, help="with --dns-name: the most replicas it fills")
+    lb.add_argument("--grpc-port", type=int, default=8001, help="with --dns-name: each replica's gRPC port")
+    lb.add_argument("--http-port", type=int, default=8000, help="with --dns-name: each replica's HTTP port")
+    lb.add_argument("--resolver", default="127.0.0.11:53", help="with --dns-name: the DNS server (Docker's by default)")
+    lb.add_argument("--voice", action="append", help="voices whose readiness is a replica's health (default: "
+                                                    "every addon under --addons)")
+    lb.add_argument("--addons", default="addons")
+    lb.add_argument("--grpc-bind", default="127.0.0.1:8001", help="where the balancer takes gRPC (loopback unless "
+                                                                  "opened deliberately)")
+    lb.add_argument("--http-bind", default="127.0.0.1:8000", help="where the balancer takes HTTP")
+    lb.add_argument("--stats-bind", default=None, help="HAProxy's stats page (/stats), if wanted")
+    lb.add_argument("--check-interval-s", type=float, default=1.0, help="seconds between health checks")
+    lb.add_argument("--stream-timeout-s", type=float, default=3600.0, help="the longest a stream may last")
+    lb.add_argument("--out", default="-", help="file to write (default: standard output)")
+    lb.set_defaults(func=cmd_balancer_config)
 
     s = sub.add_parser("serve", help="start tritonserver on the model repository")
     s.add_argument("--repo", default="model_repository")

@@ -384,6 +384,10 @@ _TRITON_MESSAGES = (("Request for unknown model", "NOT_FOUND"),  # "...: 'x' is 
                     ("input '", "INVALID_ARG"),  # "input 'TEXT' already exists in request" (an input sent twice)
                     *((refusal, BUSY_ERROR) for refusal in QUEUE_REFUSALS),
                     *((stopping, "UNAVAILABLE") for stopping in SERVER_STOPPING))
+# gRPC's own message when the peer reset the stream (HTTP/2 RST_STREAM), with status UNKNOWN or CANCELLED: e.g. a
+# load balancer whose replica died mid-stream.  The stream's server is gone (the client did not cancel: its own
+# cancellation raises nothing), so it is UNAVAILABLE, not the request's fault
+STREAM_RESET = "Stream removed"
 
 
 def error_message(code: str, detail: str) -> str:
@@ -454,7 +458,8 @@ def error_code(message: str, *, http_status: int | None = None, grpc_status: str
     or the number 3).  In order, the first that knows:
 
     1. the ``[<CODE>]`` tag a voice model puts in front of its messages (:func:`error_message`);
-    2. a gRPC status other than OK/UNKNOWN that Triton has a code for (DEADLINE_EXCEEDED, a client's own
+    2. a stream reset by its peer (:data:`STREAM_RESET`, status UNKNOWN or CANCELLED): UNAVAILABLE;
+       then a gRPC status other than OK/UNKNOWN that Triton has a code for (DEADLINE_EXCEEDED, a client's own
        timeout, is none: the caller decides what that means);
     3. Triton's own messages (unknown model, wrong shape or datatype, missing inputs, queue full, a stub that
        died or a model being reloaded: :data:`RESTARTING`),
@@ -465,11 +470,13 @@ def error_code(message: str, *, http_status: int | None = None, grpc_status: str
     tagged = _tagged_code(message)
     if tagged is not None:
         return tagged
+    text = _without_request_id(message)
+    if text.startswith(STREAM_RESET) and (grpc_status is None or _grpc_status_name(grpc_status) in ("UNKNOWN", "CANCELLED")):
+        return "UNAVAILABLE"
     if grpc_status is not None:
         code = _GRPC_STATUS_CODES.get(_grpc_status_name(grpc_status))
         if code is not None:
             return code
-    text = _without_request_id(message)
     for start, code in _TRITON_MESSAGES:
         if text.startswith(start):
             return code

@@ -353,3 +353,19 @@ def test_http_client_refuses_a_stream_cut_off_before_its_end() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_stream_reset_by_its_peer_is_unavailable() -> None:
+    """What a gRPC client gets when a load balancer resets a stream whose replica died (status UNKNOWN): the
+    server is gone, so the typed error is ServerUnavailableError, not a bare ClientError."""
+    from melstream.client._errors import client_error
+    from melstream.errors import ServerUnavailableError
+
+    message = ("Stream removed (Data frame with END_STREAM flag received) (RST_STREAM (Received RST_STREAM with "
+               "error code 8))")
+    assert wire.error_code(message, grpc_status="StatusCode.UNKNOWN") == "UNAVAILABLE"
+    assert wire.error_code(message, grpc_status="StatusCode.CANCELLED") == "UNAVAILABLE"  # RST_STREAM CANCEL
+    assert wire.error_code("cancelled by the caller", grpc_status="StatusCode.CANCELLED") == "CANCELLED"
+    assert isinstance(client_error(message, where="voice 'v' at lb:8001", grpc_status="StatusCode.UNKNOWN"),
+                      ServerUnavailableError)
+    assert wire.error_code("Stream removed", grpc_status="StatusCode.INVALID_ARGUMENT") == "INVALID_ARG"  # a status wins

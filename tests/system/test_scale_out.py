@@ -1,0 +1,172 @@
+"""Scale-out on loopback (issue 12): two Triton replicas from the wheel behind Debian's HAProxy, with the
+configuration `melstream balancer-config` writes (melstream/serving/balancer.py), all on free ports, bounded in
+time and stopped at the end.
+
+Streams spread over the replicas and each stays on one for its life (each replica's own stream and frame
+counters add up to whole streams); HTTP server-sent events pass through unbuffered; the model-control API is
+refused at the balancer; and killing a replica mid-run ends its open streams with a clear error, while new
+streams succeed on the other within seconds and nothing hangs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from melstream.client import Client, HttpClient
+from melstream.errors import ClientError, ServerUnavailableError
+from melstream.serving.balancer import STATS_PATH, HAProxy, Replica, haproxy_config
+from melstream.serving.server import REPOSITORY_KEY_HEADER, TritonServer, free_port
+from tests.servers import quiet, scrape, start_server
+
+VOICE = "fastvoice"
+TEXTS = [f"Replica test sentence number {n}, {'and a little longer ' * (n % 4)}to tell the streams apart." for n in range(8)]
+LONG = "This stream is long, and it keeps a replica busy for a good while. " * 30
+COMPLETED = f'melstream_streams_total{{outcome="completed",voice="{VOICE}"}}'
+FRAMES = f'melstream_frames_total{{voice="{VOICE}"}}'
+CHECK_S = 0.25  # health-check interval: a dead replica is out after two failed checks
+
+
+@pytest.fixture(scope="module")
+def replicas(root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[TritonServer]]:
+    work = tmp_path_factory.mktemp("replicas")
+    servers: list[TritonServer] = []
+    try:
+        for i in range(2):
+            servers.append(start_server(root / "model_repository", work / f"replica{i + 1}.log"))
+        yield servers
+    finally:
+        for s in servers:
+            s.stop()
+
+
+@pytest.fixture(scope="module")
+def balancer(replicas: list[TritonServer], tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HAProxy, str, str]]:
+    grpc, http, stats = free_port(), free_port(), free_port()
+    config = haproxy_config(voices=["fastvoice", "tacovoice"], check_interval_s=CHECK_S,
+                            replicas=[Replica(f"replica{i + 1}", "127.0.0.1", s.grpc_port, s.http_port) for i, s in enumerate(replicas)],
+                            grpc_bind=f"127.0.0.1:{grpc}", http_bind=f"127.0.0.1:{http}", stats_bind=f"127.0.0.1:{stats}")
+    lb = HAProxy(config, work_dir=tmp_path_factory.mktemp("haproxy"), stats_url=f"http://127.0.0.1:{stats}{STATS_PATH};csv")
+    with lb:
+        lb.wait_for({"replica1": "UP", "replica2": "UP"}, timeout_s=30)
+        yield lb, f"127.0.0.1:{grpc}", f"127.0.0.1:{http}"
+
+
+def deltas(before: list[dict[str, float]], after: list[dict[str, float]], key: str) -> list[int]:
+    return [int(a.get(key, 0.0) - b.get(key, 0.0)) for a, b in zip(after, before, strict=True)]
+
+
+def test_streams_spread_over_the_replicas_and_each_stays_on_one(replicas: list[TritonServer], balancer: Any) -> None:
+    _, grpc_url, _ = balancer
+    before = [quiet(s, VOICE) for s in replicas]
+    frames: list[int] = [0] * len(TEXTS)
+
+    def stream(i: int) -> None:
+        with Client(grpc_url, timeout_s=60) as c:
+            frames[i] = len(c.synthesize(TEXTS[i], voice=VOICE))
+
+    threads = [threading.Thread(target=stream, args=(i,)) for i in range(len(TEXTS))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads) and all(frames)
+    after = [quiet(s, VOICE) for s in replicas]
+    streams, sent = deltas(before, after, COMPLETED), deltas(before, after, FRAMES)
+    assert sum(streams) == len(TEXTS) and min(streams) > 0, f"streams per replica: {streams}"  # both served
+    # each replica's frames are the frames of exactly as many whole streams as it completed: no stream was split
+    whole = [combo for combo in itertools.combinations(range(len(TEXTS)), streams[0])
+             if sum(frames[i] for i in combo) == sent[0]]
+    assert whole, f"replica 1 sent {sent[0]} frames, which are no {streams[0]} whole streams of {frames}"
+    assert sum(sent) == sum(frames)
+
+
+def test_http_server_sent_events_pass_through_and_equal_a_direct_stream(replicas: list[TritonServer], balancer: Any) -> None:
+    _, _, http_url = balancer
+    via = list(HttpClient(http_url, timeout_s=60).stream(TEXTS[1], voice=VOICE, chunk_frames=8))
+    direct = list(HttpClient(f"localhost:{replicas[0].http_port}", timeout_s=60).stream(TEXTS[1], voice=VOICE, chunk_frames=8))
+    assert len(via) == len(direct) > 1  # chunk by chunk, not one buffered body
+    np.testing.assert_allclose(np.concatenate(via), np.concatenate(direct), atol=1e-5)
+
+
+def test_the_model_control_api_is_refused_at_the_balancer(replicas: list[TritonServer], balancer: Any) -> None:
+    """Each replica already refuses it without its supervisor's key; the balancer refuses it even with the key."""
+    _, _, http_url = balancer
+    server = replicas[0]
+    key = {REPOSITORY_KEY_HEADER: server.repository_key}
+
+    def index(where: str) -> int:
+        request = urllib.request.Request(f"http://{where}/v2/repository/index", data=b"{}", method="POST", headers=key)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                assert any(m["name"] == VOICE for m in json.loads(resp.read()))
+                return int(resp.status)
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    assert index(f"localhost:{server.http_port}") == 200  # the replica answers its supervisor
+    assert index(http_url) == 403  # not through the balancer, key or not
+
+
+def test_killing_a_replica_ends_its_streams_and_new_ones_go_to_the_other(replicas: list[TritonServer], balancer: Any) -> None:
+    """Last in this module: it leaves one replica dead."""
+    lb, grpc_url, _ = balancer
+    results: list[Any] = [None] * 4
+    started = [threading.Event() for _ in results]
+
+    def stream(i: int) -> None:
+        try:
+            n = 0
+            with Client(grpc_url, timeout_s=60) as c:
+                for mel in c.stream(LONG, voice=VOICE):
+                    n += len(mel)
+                    started[i].set()
+            results[i] = n
+        except ClientError as e:
+            results[i] = e
+        finally:
+            started[i].set()
+
+    before = [scrape(s) for s in replicas]
+    threads = [threading.Thread(target=stream, args=(i,)) for i in range(len(results))]
+    for t in threads:
+        t.start()
+    assert all(e.wait(60) for e in started)
+    victim = replicas[1]
+    on_victim = int(scrape(victim).get(f'melstream_active_streams{{voice="{VOICE}"}}', 0.0))
+    assert victim.pid is not None
+    os.killpg(victim.pid, signal.SIGKILL)  # the replica and its stubs, at once
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads), "a stream hangs after its replica died"
+    failed = [r for r in results if isinstance(r, Exception)]
+    assert len(failed) == on_victim and all(isinstance(e, ServerUnavailableError) for e in failed), results
+    lb.wait_for({"replica2": "DOWN"}, timeout_s=10 * CHECK_S + 5)
+    # new streams: every one served by the replica left
+    for text in TEXTS[:4]:
+        with Client(grpc_url, timeout_s=60) as c:
+            assert len(c.synthesize(text, voice=VOICE)) > 0
+    after = scrape(replicas[0])
+    assert after[COMPLETED] - before[0].get(COMPLETED, 0.0) >= 4 + (len(results) - on_victim)
+
+
+def test_the_committed_compose_balancer_configuration_is_valid_for_haproxy(root: Path) -> None:
+    import shutil
+    import subprocess
+
+    haproxy = shutil.which("haproxy")
+    assert haproxy is not None, "haproxy is not installed: run `make sysdeps`"
+    check = subprocess.run([haproxy, "-c", "-f", str(root / "deploy" / "haproxy" / "haproxy-compose.cfg")],
+                           capture_output=True, text=True, timeout=30)
+    assert check.returncode == 0 and "Configuration file is valid" in check.stdout, check.stdout + check.stderr
