@@ -1,4 +1,5 @@
-"""gRPC streaming client (tritonclient's bidirectional stream, one request per utterance)."""
+"""gRPC streaming client (tritonclient's bidirectional stream, one request per utterance), over one server or
+several replicas of it."""
 
 from __future__ import annotations
 
@@ -6,55 +7,47 @@ import contextlib
 import queue
 import threading
 import uuid
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Generator, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from melstream import wire
+from melstream.client._balance import RoundRobin, is_balanced_target, is_retryable, parse_targets
 from melstream.client._errors import grpc_error
 from melstream.client._voices import VoiceDirectory
-from melstream.errors import ClientError, ClientTimeoutError, InvalidInputError
+from melstream.errors import ClientError, ClientTimeoutError, InvalidInputError, ServerUnavailableError
 
 if TYPE_CHECKING:
     from melstream.blocks import StreamablePipeline
 
 DEFAULT_GRPC_URL = "localhost:8001"
+#: idle stream clients kept per replica (tritonclient allows one open stream per client object)
+MAX_IDLE_STREAM_CLIENTS = 16
+
+T = TypeVar("T")
 
 
-class Client(VoiceDirectory):
-    """A connection to a melstream server's gRPC endpoint.  Options are keyword-only; times in seconds.
+class _Replica:
+    """One server address: a client for metadata calls and a pool of idle stream clients."""
 
-    Failures are :class:`~melstream.errors.ClientError`\\ s carrying the server's message:
-    :class:`~melstream.errors.UnknownVoiceError`, :class:`~melstream.errors.InvalidInputError`,
-    :class:`~melstream.errors.ServerUnavailableError`, :class:`~melstream.errors.ClientTimeoutError`.
-    """
-
-    def __init__(self, url: str = DEFAULT_GRPC_URL, *, timeout_s: float = 60.0) -> None:
-        import tritonclient.grpc as grpcclient
-
-        super().__init__()
-        self.url = self.where = url
-        self.timeout_s = timeout_s
-        self._g = grpcclient
-        try:
-            self._client = grpcclient.InferenceServerClient(url)
-        except Exception as e:
-            raise grpc_error(e, where=f"cannot connect to {url}") from e
-        # tritonclient allows one open stream per client object and a new channel costs ~50 ms,
-        # so idle stream clients are kept for the next utterance.
+    def __init__(self, url: str, connect: Callable[[str], Any]) -> None:
+        self.url = url
+        self._connect = connect
+        self.client = connect(url)
+        # a new channel costs ~50 ms, so idle stream clients are kept for the next utterance
         self._idle: list[Any] = []
         self._lock = threading.Lock()
 
-    def _stream_client(self) -> Any:
+    def stream_client(self) -> Any:
         with self._lock:
             if self._idle:
                 return self._idle.pop()
-        return self._g.InferenceServerClient(self.url)
+        return self._connect(self.url)
 
-    def _release(self, client: Any, *, reusable: bool) -> None:
+    def release(self, client: Any, *, reusable: bool) -> None:
         with self._lock:
-            if reusable and len(self._idle) < 16:
+            if reusable and len(self._idle) < MAX_IDLE_STREAM_CLIENTS:
                 self._idle.append(client)
                 return
         client.close()
@@ -64,7 +57,74 @@ class Client(VoiceDirectory):
             idle, self._idle = self._idle, []
         for c in idle:
             c.close()
-        self._client.close()
+        self.client.close()
+
+
+class Client(VoiceDirectory):
+    """A connection to a melstream server's gRPC endpoint, or to several replicas of one.  Options are
+    keyword-only; times in seconds.
+
+    ``url`` is a ``"host:port"``, several of them (a list, or one string with commas:
+    ``"tts1:8001,tts2:8001"``), or a gRPC target that resolves to several addresses (``"dns:///tts:8001"``).
+    Over several addresses new streams go round robin, one replica after the other; metadata (voices, specs,
+    readiness) comes from the first replica that answers.  A ``dns:///`` target is one channel whose calls gRPC
+    itself balances round robin over the resolved addresses: each stream is one call, so it stays on one
+    replica for its life.
+
+    A stream refused before its first chunk by a replica that cannot take it (unreachable, being reloaded,
+    busy: :class:`~melstream.errors.ServerUnavailableError`) is tried on the next replica, each at most once,
+    up to ``retries`` times (default: every other replica).  Once a chunk has reached the caller a failure is
+    raised, never retried: the caller would hear the start of the utterance twice.  A ``dns:///`` target counts
+    as one replica here (gRPC's round robin itself sends calls only to the addresses it is connected to).
+
+    Failures are :class:`~melstream.errors.ClientError`\\ s carrying the server's message:
+    :class:`~melstream.errors.UnknownVoiceError`, :class:`~melstream.errors.InvalidInputError`,
+    :class:`~melstream.errors.ServerUnavailableError`, :class:`~melstream.errors.ClientTimeoutError`.
+    """
+
+    def __init__(self, url: str | Sequence[str] = DEFAULT_GRPC_URL, *, timeout_s: float = 60.0,
+                 retries: int | None = None) -> None:
+        import tritonclient.grpc as grpcclient
+
+        super().__init__()
+        self._g = grpcclient
+        self.urls = parse_targets(url)
+        self.url = self.where = ",".join(self.urls)
+        self.timeout_s = timeout_s
+        if retries is not None and retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
+        self.retries = len(self.urls) - 1 if retries is None else retries
+        self._replicas: list[_Replica] = []
+        for target in self.urls:
+            try:
+                self._replicas.append(_Replica(target, self._connect))
+            except Exception as e:
+                self.close()
+                raise grpc_error(e, where=f"cannot connect to {target}") from e
+        self._balance = RoundRobin(len(self._replicas))
+        self._answering = 0  # the replica that last answered a metadata call is asked first next time
+
+    def _connect(self, url: str) -> Any:
+        """A tritonclient ``InferenceServerClient`` for one address (tests replace this with fakes)."""
+        if not is_balanced_target(url):
+            return self._g.InferenceServerClient(url)
+        # channel_args replaces tritonclient's defaults rather than adding to them: keep its message sizes and
+        # keepalive, and add the round-robin policy (gRPC's default, pick_first, would send every call to the
+        # first address the name resolves to)
+        keepalive = self._g.KeepAliveOptions()
+        return self._g.InferenceServerClient(url, channel_args=[
+            ("grpc.max_send_message_length", self._g.MAX_GRPC_MESSAGE_SIZE),
+            ("grpc.max_receive_message_length", self._g.MAX_GRPC_MESSAGE_SIZE),
+            ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+            ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+            ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
+            ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
+            ("grpc.lb_policy_name", "round_robin"),
+        ])
+
+    def close(self) -> None:
+        for replica in self._replicas:
+            replica.close()
 
     def __enter__(self) -> Client:
         return self
@@ -73,30 +133,48 @@ class Client(VoiceDirectory):
         self.close()
 
     # --- what the server serves (the rest is VoiceDirectory's) ----------------------------------
+    def _ask(self, call: Callable[[Any], T], what: Callable[[str], str]) -> T:
+        """``call(client)`` on the first replica that answers, starting with the one that answered last;
+        ``what(url)`` says in an error what was asked of whom.  Only a replica that cannot be reached is
+        passed over: any other error is the server's answer."""
+        n = len(self._replicas)
+        first = self._answering
+        tried: list[str] = []
+        for i in range(n):
+            replica = self._replicas[(first + i) % n]
+            tried.append(replica.url)
+            try:
+                result = call(replica.client)
+            except Exception as e:
+                error = grpc_error(e, where=what(replica.url))
+                if not isinstance(error, ServerUnavailableError) or i == n - 1:
+                    raise _naming_tried(error, tried) from e
+                continue
+            self._answering = (first + i) % n
+            return result
+        raise AssertionError("unreachable: the last replica's error is raised")  # pragma: no cover
+
     def _stats(self) -> Any:
-        try:
-            return self._client.get_inference_statistics(as_json=True, client_timeout=self.timeout_s)
-        except Exception as e:
-            raise grpc_error(e, where=f"cannot list voices at {self.url}") from e
+        return self._ask(lambda c: c.get_inference_statistics(as_json=True, client_timeout=self.timeout_s),
+                         lambda url: f"cannot list voices at {url}")
 
     def _ready(self, model: str) -> bool:
-        try:
-            return bool(self._client.is_model_ready(model, client_timeout=self.timeout_s))
-        except Exception as e:
-            raise grpc_error(e, where=f"model {model!r} at {self.url}") from e
+        return self._ask(lambda c: bool(c.is_model_ready(model, client_timeout=self.timeout_s)),
+                         lambda url: f"model {model!r} at {url}")
 
     def _config(self, model: str) -> dict[str, Any]:
-        try:
-            return dict(self._client.get_model_config(model, as_json=True, client_timeout=self.timeout_s)["config"])
-        except Exception as e:
-            raise grpc_error(e, where=f"voice {model!r} at {self.url}") from e
+        return self._ask(
+            lambda c: dict(c.get_model_config(model, as_json=True, client_timeout=self.timeout_s)["config"]),
+            lambda url: f"voice {model!r} at {url}")
 
     def remote_pipeline(self, voice: str) -> StreamablePipeline:
-        """The voice's stack, rebuilt here, with networks running on the server's network models."""
+        """The voice's stack, rebuilt here, with networks running on the server's network models (those of the
+        replica that answered for the voice's config)."""
         from melstream.runners.triton_remote import TritonRemoteRunner
 
         fixed = wire.fixed_shapes_from_config(self._config(voice))  # the server's profile decides the shapes
-        return self.addon(voice).build(TritonRemoteRunner(self.url, timeout_s=self.timeout_s, fixed_shapes=fixed))
+        url = self._replicas[self._answering].url
+        return self.addon(voice).build(TritonRemoteRunner(url, timeout_s=self.timeout_s, fixed_shapes=fixed))
 
     # --- streaming ----------------------------------------------------------------------------
     def stream(self, text: str, *, voice: str, pace: float | None = None, chunk_frames: int | None = None,
@@ -114,20 +192,45 @@ class Client(VoiceDirectory):
                        timeout_s: float | None = None) -> Iterator[dict[str, np.ndarray]]:
         """Like :meth:`stream`, yielding ``{"mel": [frames, n_mels], "audio": [frames * hop]}`` per chunk
         (``audio`` only from voices whose stack ends in a vocoder)."""
-        where = f"voice {voice!r} at {self.url}"
         wait_s = self.timeout_s if timeout_s is None else timeout_s
         try:
             tensors = wire.request_tensors(text, pace=pace, chunk_frames=chunk_frames)
         except wire.WireError as e:
-            raise InvalidInputError(f"{where}: {e}") from None
+            raise InvalidInputError(f"voice {voice!r} at {self.where}: {e}") from None
         n_mels = self.spec(voice).audio.n_mels
         inputs = []
         for inp, value in tensors:
             t = self._g.InferInput(inp.name, list(value.shape), inp.datatype)
             t.set_data_from_numpy(value)
             inputs.append(t)
+        tried: list[str] = []
+        refusals: list[ClientError] = []
+        for index in self._balance.order(retries=self.retries):
+            replica = self._replicas[index]
+            tried.append(replica.url)
+            sent = False
+            # closing: a caller that stops early closes this generator, and the replica's stream is cancelled now
+            with contextlib.closing(self._stream_on(replica, voice, inputs, n_mels=n_mels, wait_s=wait_s)) as chunks:
+                try:
+                    for chunk in chunks:
+                        sent = True
+                        yield chunk
+                    return
+                except ClientError as e:
+                    if sent or not is_retryable(e):
+                        raise
+                    refusals.append(e)
+        last = refusals[-1]
+        if len(tried) == 1:
+            raise last
+        raise _naming_tried(last, tried) from last
+
+    def _stream_on(self, replica: _Replica, voice: str, inputs: list[Any], *, n_mels: int,
+                   wait_s: float) -> Generator[dict[str, np.ndarray], None, None]:
+        """One stream of the request on one replica; its failures are typed errors naming the replica."""
+        where = f"voice {voice!r} at {replica.url}"
         responses: queue.Queue[tuple[Any, Any]] = queue.Queue()
-        client = self._stream_client()
+        client = replica.stream_client()
         finished = False
         try:
             client.start_stream(callback=lambda result, error: responses.put((result, error)))
@@ -165,10 +268,18 @@ class Client(VoiceDirectory):
                 # or no response within the timeout)
                 client.stop_stream(cancel_requests=not finished)
             finally:
-                self._release(client, reusable=finished)
+                replica.release(client, reusable=finished)
 
 
-def stream(text: str, *, voice: str, url: str = DEFAULT_GRPC_URL, pace: float | None = None,
+def _naming_tried(error: ClientError, tried: list[str]) -> ClientError:
+    """``error`` itself after one try; after several, an error of its kind whose text also names every replica
+    tried, in order (the error's own text names the last, and keeps its server's message)."""
+    if len(tried) < 2:
+        return error
+    return type(error)(f"{error} (tried {len(tried)} replicas: {', '.join(tried)})")
+
+
+def stream(text: str, *, voice: str, url: str | Sequence[str] = DEFAULT_GRPC_URL, pace: float | None = None,
            chunk_frames: int | None = None, timeout_s: float = 60.0) -> Iterator[np.ndarray]:
     """Module-level shortcut for :meth:`Client.stream`."""
     client = Client(url, timeout_s=timeout_s)
@@ -178,7 +289,7 @@ def stream(text: str, *, voice: str, url: str = DEFAULT_GRPC_URL, pace: float | 
         client.close()
 
 
-def synthesize(text: str, *, voice: str, url: str = DEFAULT_GRPC_URL, pace: float | None = None,
+def synthesize(text: str, *, voice: str, url: str | Sequence[str] = DEFAULT_GRPC_URL, pace: float | None = None,
                chunk_frames: int | None = None, timeout_s: float = 60.0) -> np.ndarray:
     """Module-level shortcut for :meth:`Client.synthesize`."""
     with Client(url, timeout_s=timeout_s) as client:
