@@ -170,3 +170,12 @@ def test_the_committed_compose_balancer_configuration_is_valid_for_haproxy(root:
     check = subprocess.run([haproxy, "-c", "-f", str(root / "deploy" / "haproxy" / "haproxy-compose.cfg")],
                            capture_output=True, text=True, timeout=30)
     assert check.returncode == 0 and "Configuration file is valid" in check.stdout, check.stdout + check.stderr
+
+
+def test_the_scale_out_benchmark_measures_direct_and_through_the_balancer(tmp_path: Path) -> None:
+    from benchmarks.scale_out import main
+
+    assert main(["--replicas", "1", "--voices", VOICE, "--streams", "1", "--seconds-per-level", "0.5", "--out", str(tmp_path)]) == 0
+    rows = [line for line in (tmp_path / "scale_out.md").read_text().splitlines()[2:] if line.strip()]
+    assert [r.split("|")[3].strip() for r in rows] == ["direct (replica 1)", "balancer (1 replicas)"]
+    assert all(int(r.split("|")[4]) > 0 for r in rows)  # utterances measured on both paths
