@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ADDONS = ROOT / "addons"
 #: what the peer's model listing says each model's version is (Triton's repositories here hold version 1)
 MODEL_VERSION = "1"
-HEALTH_READY_PATH = "/v2/health/ready"
+HEALTH_READY_PATH = wire.SERVER_READY_PATH  # what start_peer polls, as Triton answers it
 
 
 # --- the request's inputs, read by melstream's own parser -------------------------------------------------

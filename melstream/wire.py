@@ -69,7 +69,10 @@ NETWORK_SEPARATOR = "__"
 ERROR_KEY = "error"
 #: Triton's HTTP endpoint listing every model and its state; melstream's server opens it (and load/unload) only
 #: to its own supervisor, so clients list the loaded models from their statistics instead (MODEL_STATS_PATH)
-REPOSITORY_INDEX_PATH = "/v2/repository/index"
+REPOSITORY_PATH_PREFIX = "/v2/repository"
+REPOSITORY_INDEX_PATH = f"{REPOSITORY_PATH_PREFIX}/index"
+#: Triton's HTTP readiness of the whole server (every model that should be loaded is)
+SERVER_READY_PATH = "/v2/health/ready"
 #: Triton's HTTP endpoint with the statistics of every loaded model: its names are what a client can list
 MODEL_STATS_PATH = "/v2/models/stats"
 #: the headers of a ``generate_stream`` request

@@ -13,14 +13,12 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 from melstream.serving.server import SHM_DIR, TritonServer, free_port, group_members
-
-T = TypeVar("T")
+from melstream.serving.server import poll as poll  # the package's, re-exported: existing imports work
 
 
 def start_server(repo: Path, log_file: Path) -> TritonServer:
@@ -37,16 +35,6 @@ def scrape(server: TritonServer) -> dict[str, float]:
 def metric(server: TritonServer, name: str, model: str) -> float:
     """One Prometheus counter of ``model`` from the server's metrics endpoint (0 if absent)."""
     return scrape(server).get(f'{name}{{model="{model}",version="1"}}', 0.0)
-
-
-def poll(fetch: Callable[[], T], done: Callable[[T], bool], *, timeout_s: float, interval_s: float = 0.05) -> T:
-    """``fetch()`` again every ``interval_s`` until ``done`` says yes or ``timeout_s`` passes; the last value."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = fetch()
-        if done(value) or time.monotonic() > deadline:
-            return value
-        time.sleep(interval_s)  # polling interval
 
 
 def wait_for(server: TritonServer, key: str, value: float, *, timeout_s: float = 30.0) -> dict[str, float]:

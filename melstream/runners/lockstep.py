@@ -11,7 +11,7 @@ outputs cropped back and handed to its recurrence.  A stream's thread only waits
 chunk, not per frame).
 
 Listener first: each recurrence has a deadline (:attr:`Recurrence.deadline`: for its first chunk, its start
-plus :data:`FIRST_CHUNK_TARGET_S`; afterwards the moment its listener's buffer runs dry).  When more rows are
+plus melstream.runners.schedule's ``FIRST_CHUNK_TARGET_S``; afterwards the moment its listener's buffer runs dry).  When more rows are
 ready than one call may carry, calls take them earliest deadline first; and while a stream still waits for its
 first chunk, streams more than :attr:`Lockstep.ahead_s` ahead of their listeners sit steps out, so a new
 stream's first chunk is computed in smaller, faster steps.
@@ -32,15 +32,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from melstream.runners.fixed import variable_axis
+from melstream.runners.fixed import slice_axis, variable_axis
+from melstream.runners.schedule import listener_deadline
 
 if TYPE_CHECKING:
     from melstream.runners.base import Network
 
 log = logging.getLogger("melstream.lockstep")
 
-#: the deadline of a stream's first chunk: its start plus this
-FIRST_CHUNK_TARGET_S = 0.05
 #: how far ahead of its listener a stream may be before it sits steps out while a new stream waits for its first chunk
 AHEAD_S = 2.0
 #: what a recurrence's queue holds after its last chunk
@@ -71,9 +70,7 @@ class Recurrence:
     @property
     def deadline(self) -> float:
         """When this stream's listener needs more audio (monotonic seconds)."""
-        if self.first_sent is None:
-            return self.started + FIRST_CHUNK_TARGET_S
-        return self.first_sent + self.frames_sent * self.frame_s
+        return listener_deadline(self.started, self.first_sent, self.frames_sent * self.frame_s)
 
     def ready(self) -> bool:
         """Whether it can take a step now (e.g. its context is filled far enough)."""
@@ -205,8 +202,7 @@ class Lockstep:
                 index[0] = i
                 index[axis] = slice(0, hi - lo)
                 source = r.inputs[name]
-                batch[tuple(index)] = source if (lo, hi) == (0, source.shape[axis - 1]) else \
-                    np.take(source, range(lo, hi), axis=axis - 1)
+                batch[tuple(index)] = slice_axis(source, axis - 1, lo, hi)
             feed[name] = batch
             if key is not None:
                 self._cache[name] = (key, batch)
@@ -233,7 +229,7 @@ class Lockstep:
         for i, (row, (lo, hi, _)) in enumerate(zip(rows, windows, strict=True)):
             if row.closed:
                 continue
-            mine = {k: v[i] if axis is None else _crop(v[i], axis - 1, hi - lo) for k, v in out.items()
+            mine = {k: slice_axis(v[i], None if axis is None else axis - 1, 0, hi - lo) for k, v in out.items()
                     for axis in (self._out_axes.get(k),)}
             try:
                 done = row.advance(mine, lo)
@@ -247,12 +243,4 @@ class Lockstep:
     def _fail(self, row: Recurrence, error: BaseException) -> None:
         self.remove(row)
         row.chunks.put(error)
-
-
-def _crop(x: np.ndarray, axis: int, size: int) -> np.ndarray:
-    if x.shape[axis] == size:
-        return x
-    index: list[Any] = [slice(None)] * x.ndim
-    index[axis] = slice(0, size)
-    return x[tuple(index)]
 

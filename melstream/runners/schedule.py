@@ -20,7 +20,17 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+#: a stream's first chunk is due this long after its request arrived
+FIRST_CHUNK_TARGET_S = 0.05
+
 _held = threading.local()  # the scheduler and deadline of the slot this thread holds, if any
+
+
+def listener_deadline(arrived: float, first_sent: float | None, audio_sent_s: float) -> float:
+    """When a stream's listener needs audio (the clock of ``arrived``): ``arrived`` + :data:`FIRST_CHUNK_TARGET_S`
+    until its first chunk has gone; then the moment the ``audio_sent_s`` seconds sent since ``first_sent`` have
+    played (its buffer runs dry)."""
+    return arrived + FIRST_CHUNK_TARGET_S if first_sent is None else first_sent + audio_sent_s
 
 
 class Scheduler:

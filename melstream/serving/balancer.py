@@ -40,14 +40,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from melstream import wire
 from melstream.errors import MelstreamError
+from melstream.serving.server import poll
 
 #: where the Triton model-control API lives: never routed through the balancer
-REPOSITORY_HTTP_PREFIX = "/v2/repository"
+REPOSITORY_HTTP_PREFIX = wire.REPOSITORY_PATH_PREFIX
 REPOSITORY_GRPC_PREFIX = "/inference.GRPCInferenceService/Repository"
-#: each replica's health: the server, then every voice model (a voice whose stub died is unloaded and reloaded by
-#: the supervisor, not ready meanwhile)
-SERVER_READY_PATH = "/v2/health/ready"
 #: HAProxy's stats page (with stats_bind); ";csv" after it gives the CSV
 STATS_PATH = "/stats"
 
@@ -143,7 +142,9 @@ def haproxy_config(*, voices: Sequence[str], replicas: Sequence[Replica] = (), t
                   "    stats refresh 5s", ""]
     for backend, proto in (("triton_grpc", " proto h2"), ("triton_http", "")):
         lines += [f"backend {backend}", "    balance leastconn", "    option httpchk"]
-        for path in (SERVER_READY_PATH, *(f"/v2/models/{v}/ready" for v in voices)):
+        # each replica's health: the server, then every voice model (a voice whose stub died is unloaded and
+        # reloaded by the supervisor, not ready meanwhile)
+        for path in (wire.SERVER_READY_PATH, *(wire.model_ready_path(v) for v in voices)):
             # each check on a connection of its own to the replica's HTTP port (the server's `port`)
             lines += ["    http-check connect", f"    http-check send meth GET uri {path}", "    http-check expect status 200"]
         lines.append(f"    default-server check inter {check_ms}ms fall 2 rise 2")
@@ -204,14 +205,13 @@ class HAProxy:
 
     def wait_for(self, want: dict[str, str], *, timeout_s: float = 30.0) -> dict[tuple[str, str], str]:
         """Poll until every server named in ``want`` has that status in every backend; the last statuses."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            now = self.servers()
-            if all(status == want[s] for (_, s), status in now.items() if s in want):
-                return now
-            if time.monotonic() > deadline:
-                raise MelstreamError(f"haproxy's servers are {now} after {timeout_s} s, expected {want}")
-            time.sleep(0.05)  # polling interval of the stats page
+        def matches(now: dict[tuple[str, str], str]) -> bool:
+            return all(status == want[s] for (_, s), status in now.items() if s in want)
+
+        now = poll(self.servers, matches, timeout_s=timeout_s)
+        if not matches(now):
+            raise MelstreamError(f"haproxy's servers are {now} after {timeout_s} s, expected {want}")
+        return now
 
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:

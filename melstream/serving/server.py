@@ -33,14 +33,16 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, TypeVar
 
 from melstream.errors import ServerDiedError, ServerError
-from melstream.wire import REPOSITORY_INDEX_PATH, model_ready_path
+from melstream.wire import REPOSITORY_INDEX_PATH, REPOSITORY_PATH_PREFIX, SERVER_READY_PATH, model_ready_path
 
+T = TypeVar("T")
 _PY_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
@@ -97,9 +99,19 @@ def check_triton_home(home: Path) -> Path:
     return home
 
 
+def poll(fetch: Callable[[], T], done: Callable[[T], bool], *, timeout_s: float, interval_s: float = 0.05) -> T:
+    """``fetch()`` again every ``interval_s`` until ``done`` says yes or ``timeout_s`` passes; the last value."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = fetch()
+        if done(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(interval_s)  # polling interval
+
+
 def not_ready(http_url: str, *, timeout_s: float) -> str | None:
     """None if the server at ``http_url`` (HOST:PORT) is ready (``/v2/health/ready`` answers 200), else why not."""
-    url = f"http://{http_url}/v2/health/ready"
+    url = f"http://{http_url}{SERVER_READY_PATH}"
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as resp:
             status = resp.status
@@ -458,12 +470,12 @@ class TritonServer:
     def load_model(self, name: str, *, timeout_s: float = 120.0) -> None:
         """Load model ``name`` (a new copy of it, with new stubs, when it is loaded already); returns once it
         is ready, a ServerError if it failed."""
-        self._repository(f"/v2/repository/models/{name}/load", timeout_s=timeout_s)
+        self._repository(f"{REPOSITORY_PATH_PREFIX}/models/{name}/load", timeout_s=timeout_s)
 
     def unload_model(self, name: str, *, timeout_s: float = 30.0) -> None:
         """Unload model ``name``: it stops taking requests at once (its ready endpoint says not ready); Triton
         frees it once its requests in flight have ended."""
-        self._repository(f"/v2/repository/models/{name}/unload", timeout_s=timeout_s)
+        self._repository(f"{REPOSITORY_PATH_PREFIX}/models/{name}/unload", timeout_s=timeout_s)
 
     def crashed(self) -> str | None:
         """The line with which tritonserver reported a fatal signal (``Signal (11) received.``), if it has since

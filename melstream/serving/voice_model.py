@@ -48,7 +48,8 @@ from melstream.addon import addon_from_json
 from melstream.errors import InputError, SynthesisError, TextError
 from melstream.runners.batching import BatchPolicy
 from melstream.runners.onnx import OnnxRuntimeRunner
-from melstream.runners.schedule import Scheduler
+from melstream.runners.schedule import FIRST_CHUNK_TARGET_S as FIRST_CHUNK_TARGET_S  # the voice's, re-exported
+from melstream.runners.schedule import Scheduler, listener_deadline
 from melstream.runners.triton_bls import TritonBLSRunner
 from melstream.serving import network_model
 
@@ -75,9 +76,6 @@ LOCKSTEP_PARAMETER = "lockstep_rows"
 # listener-first scheduling (melstream.runners.schedule): at most this many streams compute a chunk at once, the one
 # whose listener needs audio soonest first; 0: every stream computes whenever its thread runs
 COMPUTE_SLOTS_PARAMETER = "compute_slots"
-#: the deadline of a stream's first chunk: the request's arrival plus this (later chunks: when the listener's
-#: buffer would run dry)
-FIRST_CHUNK_TARGET_S = 0.05
 # A voice that runs its networks itself makes no BLS call that Triton could refuse when it is told to stop, so
 # while it has streams it asks Triton this often (one tiny call to one of its network models) and ends its
 # streams as shutting down once Triton refuses.
@@ -420,8 +418,8 @@ class VoiceModel:
         whatever happens.  Outcomes: ``completed``, ``cancelled``, ``error``."""
         pb, metrics, pipeline, scheduler = self.pb, self.metrics, self.pipeline, self.scheduler
         assert metrics is not None and pipeline is not None, "stream() before serve()"
-        deadline = received + FIRST_CHUNK_TARGET_S  # listener first: when this stream's listener needs audio
-        first_sent = 0.0
+        first_sent: float | None = None
+        deadline = listener_deadline(received, first_sent, 0.0)  # listener first: when its listener needs audio
         sender = request.get_response_sender()
         chunks: Iterator[dict[str, np.ndarray]] | None = None
         sent = frames = 0
@@ -451,7 +449,7 @@ class VoiceModel:
                     metrics.first_chunk(first_sent - received)
                 sent += 1
                 frames += len(chunk["mel"])
-                deadline = first_sent + frames * self.frame_s  # its listener's buffer runs dry then
+                deadline = listener_deadline(received, first_sent, frames * self.frame_s)
         except InputError as e:
             outcome, error = "error", (wire.INPUT_ERROR, input_error_detail(e))
         except Exception as e:
