@@ -54,6 +54,6 @@ RUN melstream build-repo --profile gpu --out /opt/melstream/model_repository_gpu
 # sets it per service (gpu, cpu); unset, serve serves --repo as built above.
 ENV MELSTREAM_PROFILE=gpu
 
-EXPOSE 8000 8001 8002 8089
+EXPOSE 8000 8001 8002 8003 8089
 # NVIDIA's entrypoint stays (driver checks, banner); this is the GPU service's command.
 CMD ["/opt/melstream/venv/bin/melstream", "serve", "--repo", "/opt/melstream/model_repository_gpu", "--triton-home", "/opt/tritonserver"]

@@ -28,6 +28,7 @@ if str(ROOT) not in sys.path:
 from benchmarks.streams import row, run_level, texts  # noqa: E402
 from melstream.client import Client  # noqa: E402
 from melstream.serving.balancer import STATS_PATH, HAProxy, Replica, haproxy_config  # noqa: E402
+from melstream.serving.health import HealthServer  # noqa: E402
 from melstream.serving.server import TritonServer, free_port  # noqa: E402
 
 COLUMNS = [("voice", "{}"), ("streams", "{}"), ("path", "{}"), ("utterances", "{}"), ("first_chunk_p50_ms", "{:.1f}"),
@@ -66,15 +67,16 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     with ExitStack() as stack:
-        servers = []
+        servers, replicas = [], []
         for i in range(args.replicas):
             server = TritonServer.on_free_ports(ROOT / "model_repository", log_file=args.out / f"replica{i + 1}.log")
             servers.append(stack.enter_context(server))
+            # the readiness `melstream serve` gives a replica, here without its supervisor (nothing is killed)
+            health = stack.enter_context(HealthServer(server, port=0, host="127.0.0.1"))
+            replicas.append(Replica(f"replica{i + 1}", "127.0.0.1", server.grpc_port, server.http_port, health.port))
         grpc, http, stats = free_port(), free_port(), free_port()
-        config = haproxy_config(voices=voices, grpc_bind=f"127.0.0.1:{grpc}", http_bind=f"127.0.0.1:{http}",
-                                stats_bind=f"127.0.0.1:{stats}",
-                                replicas=[Replica(f"replica{i + 1}", "127.0.0.1", s.grpc_port, s.http_port)
-                                          for i, s in enumerate(servers)])
+        config = haproxy_config(grpc_bind=f"127.0.0.1:{grpc}", http_bind=f"127.0.0.1:{http}",
+                                stats_bind=f"127.0.0.1:{stats}", replicas=replicas)
         lb = stack.enter_context(HAProxy(config, work_dir=args.out / "haproxy", stats_url=f"http://127.0.0.1:{stats}{STATS_PATH};csv"))
         lb.wait_for({f"replica{i + 1}": "UP" for i in range(args.replicas)}, timeout_s=60)
         for path, url in (("direct (replica 1)", servers[0].grpc_url), (f"balancer ({args.replicas} replicas)", f"127.0.0.1:{grpc}")):

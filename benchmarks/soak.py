@@ -181,7 +181,8 @@ class Serve:
         self._log_file = open(log, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "melstream.cli", "serve", "--repo", str(repo), "--http-port", str(self.http_port),
-             "--grpc-port", str(self.grpc_port), "--metrics-port", str(self.metrics_port)],
+             "--grpc-port", str(self.grpc_port), "--metrics-port", str(self.metrics_port),
+             "--health-port", str(free_port()), "--health-host", "127.0.0.1"],
             stdout=self._log_file, stderr=subprocess.STDOUT, cwd=ROOT)
         self._tritonserver: int | None = None
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from melstream.errors import MelstreamError
 
 if TYPE_CHECKING:
-    from melstream.client._voices import VoiceDirectory
+    pass
 
 #: the one environment variable a container picks its deployment profile by (docker-compose.yml, Dockerfile)
 PROFILE_VARIABLE = "MELSTREAM_PROFILE"
@@ -25,11 +25,10 @@ def cmd_balancer_config(args: argparse.Namespace) -> int:
 
     from melstream.serving.balancer import Replica, Template, haproxy_config
 
-    voices = args.voice or sorted(p.parent.name for p in Path(args.addons).glob("*/addon.json"))
     replicas = [Replica.parse(r, name=f"replica{i + 1}") for i, r in enumerate(args.replica or [])]
     template = Template(args.dns_name, args.count, grpc_port=args.grpc_port, http_port=args.http_port,
-                        resolver=args.resolver) if args.dns_name else None
-    text = haproxy_config(voices=voices, replicas=replicas, template=template, grpc_bind=args.grpc_bind,
+                        health_port=args.health_port, resolver=args.resolver) if args.dns_name else None
+    text = haproxy_config(replicas=replicas, template=template, grpc_bind=args.grpc_bind,
                           http_bind=args.http_bind, stats_bind=args.stats_bind, check_interval_s=args.check_interval_s,
                           stream_timeout_s=args.stream_timeout_s)
     if args.out == "-":
@@ -37,7 +36,7 @@ def cmd_balancer_config(args: argparse.Namespace) -> int:
     else:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text)
-        print(f"wrote {args.out}: {len(replicas) or args.count} replicas, voices {', '.join(voices)}")
+        print(f"wrote {args.out}: {len(replicas) or args.count} replicas")
     return 0
 
 
@@ -85,6 +84,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     it and exits 1."""
     import threading
 
+    from melstream.serving.health import READY_PATH
     from melstream.serving.server import TritonServer, describe_exit
     from melstream.serving.supervisor import Supervisor
 
@@ -94,7 +94,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
                           metrics_port=args.metrics_port, log_verbose=args.log_verbose,
                           triton_home=Path(args.triton_home) if args.triton_home else None,
                           exit_timeout_s=args.exit_timeout_s)
-    supervisor = Supervisor(server, start_timeout_s=args.timeout_s)
+    supervisor = Supervisor(server, start_timeout_s=args.timeout_s, reload=args.supervise)
+    health = None
+    if args.health_port:
+        from melstream.serving.health import HealthServer
+
+        try:
+            # up before the server: a probe gets "not ready, no answer from tritonserver" while it starts
+            health = HealthServer(server, port=args.health_port, host=args.health_host, down=lambda: supervisor.down)
+        except OSError as e:
+            raise MelstreamError(f"--health-port {args.health_port}: cannot listen there: {e}") from None
+        health.start()
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -111,10 +121,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 note = f" ({m['reason']})" if m.get("reason") and state != "READY" else ""
                 print(f"  {m['name']:<32} {state}{note}", file=sys.stderr)
             print(f"melstream serving {args.repo}: HTTP :{args.http_port}, gRPC :{args.grpc_port}, "
-                  f"metrics :{args.metrics_port}; tritonserver pid {server.pid}"
-                  f"{', supervised' if args.supervise else ''}; Ctrl-C stops", file=sys.stderr, flush=True)
-            if args.supervise:
-                supervisor.run(threading.Event())  # until a signal
+                  f"metrics :{args.metrics_port}"
+                  f"{f', health :{args.health_port}{READY_PATH}' if health is not None else ''}; tritonserver pid "
+                  f"{server.pid}{', supervised' if args.supervise else ''}; Ctrl-C stops", file=sys.stderr, flush=True)
+            # until a signal (not supervised: also until the server dies; dead stubs are only marked down)
+            supervisor.run(threading.Event())
             returncode = server.wait()
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # it died: report that, even if a stop is asked for now
             signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -149,6 +160,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         if server.pid is not None:  # start() or the model listing failed: stop what started
             server.stop()
+        if health is not None:
+            health.stop()
 
 
 def cmd_health(args: argparse.Namespace) -> int:
@@ -160,6 +173,7 @@ def cmd_health(args: argparse.Namespace) -> int:
     """
     from melstream.client import HttpClient
     from melstream.errors import ClientError
+    from melstream.serving.health import voice_problems
     from melstream.serving.server import not_ready
 
     reason = not_ready(args.url, timeout_s=args.timeout_s)
@@ -179,30 +193,6 @@ def cmd_health(args: argparse.Namespace) -> int:
         return 1
     print("ready")
     return 0
-
-
-def voice_problems(client: VoiceDirectory, voices: list[str]) -> dict[str, str]:
-    """For each of ``voices`` (none: every voice with a model loaded), why it is not ready ('' when it is)."""
-    from melstream import wire
-    from melstream.errors import ClientError
-
-    loaded = client.loaded_models()
-    names = voices or sorted({wire.voice_of(m) for m in loaded})
-    problems = {}
-    for voice in names:
-        if not client.is_model_ready(voice):
-            problems[voice] = ("its voice model is not ready (being reloaded after its stub died, or it failed to "
-                               "load: see the server log)" if any(wire.voice_of(m) == voice for m in loaded)
-                               else "no model of this voice is loaded")
-            continue
-        try:
-            networks = [wire.network_model_name(voice, n) for n in client.spec(voice).networks]
-        except ClientError as e:
-            problems[voice] = f"its addon cannot be read: {e}"
-            continue
-        down = [m for m in networks if not client.is_model_ready(m)]
-        problems[voice] = f"network model(s) not ready: {', '.join(down)}" if down else ""
-    return problems
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -286,6 +276,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from melstream.serving.health import DEFAULT_HEALTH_PORT, READY_PATH
+
     p = argparse.ArgumentParser(prog="melstream", description="Serve TTS acoustic models on Triton, streaming mel frames.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -314,16 +306,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     lb = sub.add_parser("balancer-config", help="write HAProxy's configuration for N Triton replicas "
                                                 "(melstream/serving/balancer.py)")
-    lb.add_argument("--replica", action="append", metavar="HOST:GRPC_PORT:HTTP_PORT",
-                    help="a replica (repeatable); or --dns-name and --count")
+    lb.add_argument("--replica", action="append", metavar="HOST:GRPC_PORT:HTTP_PORT:HEALTH_PORT",
+                    help="a replica run by `melstream serve` (repeatable); or --dns-name and --count")
     lb.add_argument("--dns-name", default=None, help="replicas found by DNS (a compose service, a headless Service)")
     lb.add_argument("--count", type=int, default=3, help="with --dns-name: the most replicas it fills")
     lb.add_argument("--grpc-port", type=int, default=8001, help="with --dns-name: each replica's gRPC port")
     lb.add_argument("--http-port", type=int, default=8000, help="with --dns-name: each replica's HTTP port")
+    lb.add_argument("--health-port", type=int, default=DEFAULT_HEALTH_PORT,
+                    help="with --dns-name: each replica's health port (`melstream serve --health-port`)")
     lb.add_argument("--resolver", default="127.0.0.11:53", help="with --dns-name: the DNS server (Docker's by default)")
-    lb.add_argument("--voice", action="append", help="voices whose readiness is a replica's health (default: "
-                                                    "every addon under --addons)")
-    lb.add_argument("--addons", default="addons")
     lb.add_argument("--grpc-bind", default="127.0.0.1:8001", help="where the balancer takes gRPC (loopback unless "
                                                                   "opened deliberately)")
     lb.add_argument("--http-bind", default="127.0.0.1:8000", help="where the balancer takes HTTP")
@@ -347,8 +338,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="on SIGTERM/Ctrl-C, how long Triton may drain and unload (its --exit-timeout-secs); it is "
                         "killed 2 s later")
     s.add_argument("--no-supervise", dest="supervise", action="store_false",
-                   help="do not restart a dead tritonserver or reload a voice whose stub died: exit 1 when the "
-                        "server dies (for running under another supervisor)")
+                   help="do not restart a dead tritonserver or reload a voice whose stub died (it stays not ready "
+                        "on the health port): exit 1 when the server dies (for running under another supervisor)")
+    s.add_argument("--health-port", type=int, default=DEFAULT_HEALTH_PORT,
+                   help=f"serve the replica's readiness on GET {READY_PATH} here: 200 when the server and every voice "
+                        "are ready, 503 naming what is not (a voice whose stub died, at once; Triton's own ready "
+                        "endpoints can still say ready); for balancers and readiness probes. 0: none")
+    s.add_argument("--health-host", default="", help="the address the health port listens on (default: every "
+                                                     "interface, as Triton's ports)")
     s.add_argument("--profile", default=os.environ.get(PROFILE_VARIABLE) or None,
                    help=f"first (re)write --repo from --addons for this profile, and build its TensorRT plans for "
                         f"gpu-trt (default: ${PROFILE_VARIABLE}; unset: serve --repo as it is)")

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from melstream.serving.health import READY_PATH
 from melstream.serving.server import SHM_DIR, TritonServer, free_port, group_members
 from melstream.serving.server import poll as poll  # the package's, re-exported: existing imports work
 
@@ -76,6 +77,7 @@ class Serve:
     pid: int  # tritonserver's, also its process group
     lines: list[str] = field(default_factory=list)
     drainer: threading.Thread | None = None  # reads serve's stderr until serve has closed it
+    health_url: str = ""  # its readiness (serve --health-port)
 
     def stderr(self) -> str:
         return "".join(self.lines)
@@ -113,9 +115,10 @@ def stub_regions(pgid: int) -> list[str]:
 def serve(root: Path, *args: str) -> Iterator[Serve]:
     """`melstream serve` of the committed model_repository/ on free ports, as a user runs it (a subprocess);
     killed if it still runs at the end."""
-    http, grpc, metrics = free_port(), free_port(), free_port()
+    http, grpc, metrics, health = free_port(), free_port(), free_port(), free_port()
     proc = subprocess.Popen([sys.executable, "-m", "melstream.cli", "serve", "--repo", str(root / "model_repository"),
-                             "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics), *args],
+                             "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
+                             "--health-port", str(health), "--health-host", "127.0.0.1", *args],
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     lines: list[str] = []
     ready: queue.Queue[str] = queue.Queue()
@@ -135,7 +138,8 @@ def serve(root: Path, *args: str) -> Iterator[Serve]:
         assert line, f"serve ended before it was serving:\n{''.join(lines)[-3000:]}"
         match = re.search(r"tritonserver pid (\d+)", line)
         assert match, line
-        yield Serve(proc, f"localhost:{grpc}", f"localhost:{http}", metrics, int(match.group(1)), lines, drainer)
+        yield Serve(proc, f"localhost:{grpc}", f"localhost:{http}", metrics, int(match.group(1)), lines, drainer,
+                    health_url=f"http://127.0.0.1:{health}{READY_PATH}")
     finally:
         if proc.poll() is None:
             # a test that failed half-way: stop serve as a user would (it stops tritonserver and cleans up);

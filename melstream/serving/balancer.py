@@ -3,10 +3,10 @@
 Why HAProxy (Debian's 2.6) rather than nginx (1.22): both proxy gRPC over cleartext HTTP/2 and balance each
 HTTP/2 stream (a Triton ``ModelStreamInfer`` call, i.e. one melstream stream) on its own, but only HAProxy's
 free edition checks its servers actively: nginx notices a dead replica only when a real request fails on it,
-and cannot tell a replica whose voice is reloading from a healthy one.  HAProxy asks every replica's HTTP port
-each ``check_interval_s`` whether the server and every voice model are ready
-(``/v2/models/<voice>/ready``: not ready while melstream's supervisor reloads a voice whose stub died), and
-takes a replica out after two failed checks.
+and cannot tell a replica whose voice is reloading from a healthy one.  HAProxy asks every replica's health
+port each ``check_interval_s`` (``GET /ready`` of `melstream serve`, melstream.serving.health: the server and
+every voice ready, and no voice with a dead stub, which Triton's own ready endpoints can still call ready), and
+takes a replica out after two failed checks, back in after two good ones.
 
 What the configuration does:
 
@@ -42,6 +42,7 @@ from pathlib import Path
 
 from melstream import wire
 from melstream.errors import MelstreamError
+from melstream.serving.health import DEFAULT_HEALTH_PORT, READY_PATH
 from melstream.serving.server import poll
 
 #: where the Triton model-control API lives: never routed through the balancer
@@ -53,27 +54,29 @@ STATS_PATH = "/stats"
 
 @dataclass(frozen=True)
 class Replica:
-    """One Triton replica: where its gRPC and HTTP ports are."""
+    """One Triton replica run by `melstream serve`: where its gRPC, HTTP and health ports are."""
 
     name: str
     host: str
     grpc_port: int
     http_port: int
+    health_port: int = DEFAULT_HEALTH_PORT
 
     @classmethod
     def parse(cls, text: str, *, name: str) -> Replica:
-        """``host:grpc_port:http_port`` (e.g. ``127.0.0.1:8001:8000``)."""
-        parts = text.rsplit(":", 2)
-        if len(parts) != 3 or not parts[0]:
-            raise MelstreamError(f"replica {text!r}: expected HOST:GRPC_PORT:HTTP_PORT, e.g. 127.0.0.1:8001:8000")
+        """``host:grpc_port:http_port:health_port`` (e.g. ``127.0.0.1:8001:8000:8003``)."""
+        parts = text.rsplit(":", 3)
+        if len(parts) != 4 or not parts[0]:
+            raise MelstreamError(f"replica {text!r}: expected HOST:GRPC_PORT:HTTP_PORT:HEALTH_PORT, e.g. "
+                                 f"127.0.0.1:8001:8000:{DEFAULT_HEALTH_PORT}")
         try:
-            grpc_port, http_port = int(parts[1]), int(parts[2])
+            ports = [int(p) for p in parts[1:]]
         except ValueError:
             raise MelstreamError(f"replica {text!r}: the ports must be numbers") from None
-        for port in (grpc_port, http_port):
+        for port in ports:
             if not 0 < port < 65536:
                 raise MelstreamError(f"replica {text!r}: port {port} is out of range")
-        return cls(name, parts[0], grpc_port, http_port)
+        return cls(name, parts[0], *ports)
 
 
 @dataclass(frozen=True)
@@ -85,19 +88,18 @@ class Template:
     count: int
     grpc_port: int = 8001
     http_port: int = 8000
+    health_port: int = DEFAULT_HEALTH_PORT
     resolver: str = "127.0.0.11:53"  # Docker's embedded DNS; in Kubernetes, the cluster DNS service
 
 
-def haproxy_config(*, voices: Sequence[str], replicas: Sequence[Replica] = (), template: Template | None = None,
+def haproxy_config(*, replicas: Sequence[Replica] = (), template: Template | None = None,
                    grpc_bind: str = "127.0.0.1:8001", http_bind: str = "127.0.0.1:8000", stats_bind: str | None = None,
                    check_interval_s: float = 1.0, stream_timeout_s: float = 3600.0, max_connections: int = 4096) -> str:
-    """HAProxy's configuration for ``replicas`` (or ``template``) serving ``voices`` (their ready endpoints are the
-    health check).  ``*_bind``: where the balancer listens (loopback by default: open it deliberately);
+    """HAProxy's configuration for ``replicas`` (or ``template``), each checked on its health port.
+    ``*_bind``: where the balancer listens (loopback by default: open it deliberately);
     ``stats_bind``: HAProxy's own stats page and CSV (``/stats``), for operators and tests."""
     if bool(replicas) == (template is not None):
         raise MelstreamError("a balancer needs either a list of replicas or a DNS template, not both or neither")
-    if not voices:
-        raise MelstreamError("a balancer needs the voices whose readiness is each replica's health")
     if check_interval_s <= 0 or stream_timeout_s <= 0:
         raise MelstreamError("the check interval and the stream timeout must be positive")
     check_ms = max(1, round(check_interval_s * 1000))
@@ -141,20 +143,18 @@ def haproxy_config(*, voices: Sequence[str], replicas: Sequence[Replica] = (), t
         lines += ["frontend stats", f"    bind {stats_bind}", "    stats enable", f"    stats uri {STATS_PATH}",
                   "    stats refresh 5s", ""]
     for backend, proto in (("triton_grpc", " proto h2"), ("triton_http", "")):
-        lines += [f"backend {backend}", "    balance leastconn", "    option httpchk"]
-        # each replica's health: the server, then every voice model (a voice whose stub died is unloaded and
-        # reloaded by the supervisor, not ready meanwhile)
-        for path in (wire.SERVER_READY_PATH, *(wire.model_ready_path(v) for v in voices)):
-            # each check on a connection of its own to the replica's HTTP port (the server's `port`)
-            lines += ["    http-check connect", f"    http-check send meth GET uri {path}", "    http-check expect status 200"]
-        lines.append(f"    default-server check inter {check_ms}ms fall 2 rise 2")
+        # each replica's health: `melstream serve`'s readiness on its health port (the server's `port`)
+        # (an explicit connect: the check speaks HTTP/1.1 to the health port, not the gRPC servers' h2)
+        lines += [f"backend {backend}", "    balance leastconn", "    option httpchk", "    http-check connect",
+                  f"    http-check send meth GET uri {READY_PATH}", "    http-check expect status 200",
+                  f"    default-server check inter {check_ms}ms fall 2 rise 2"]
         if template is not None:
             port = template.grpc_port if proto else template.http_port
             lines.append(f"    server-template replica {template.count} {template.dns_name}:{port}{proto} "
-                         f"port {template.http_port} resolvers replicas init-addr none")
+                         f"port {template.health_port} resolvers replicas init-addr none")
         for r in replicas:
             port = r.grpc_port if proto else r.http_port
-            lines.append(f"    server {r.name} {r.host}:{port}{proto} port {r.http_port}")
+            lines.append(f"    server {r.name} {r.host}:{port}{proto} port {r.health_port}")
         lines.append("")
     return "\n".join(lines)
 

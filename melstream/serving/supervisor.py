@@ -91,6 +91,12 @@ class Supervisor:
     kill: Callable[[int], None] = lambda pid: os.kill(pid, signal.SIGKILL)
     #: waits out a back-off when no stop event is given
     sleep: Callable[[float], None] = time.sleep
+    #: reload a voice whose stub died (False, `serve --no-supervise`: only mark it down, and leave a dead server
+    #: to whoever runs this one: :meth:`run` returns)
+    reload: bool = True
+    #: voices a stub of which was found gone, with why, from then until they are loaded again: the replica's
+    #: health endpoint (melstream.serving.health) says not ready meanwhile, where Triton's may still say ready
+    down: dict[str, str] = field(default_factory=dict)
     #: what happened, for reports and tests
     recoveries: list[Recovery] = field(default_factory=list)
     restarts: int = 0
@@ -106,10 +112,15 @@ class Supervisor:
         """Start the server (a server that dies while starting is tried ``attempts`` times: see
         :meth:`TritonServer.start`) and note its stubs."""
         self.server.start(timeout_s=self.start_timeout_s, attempts=attempts)
-        self._started_at = self._live_at = self._asked_at = self.clock()
         self._load_missing()
+        self.adopt()
+
+    def adopt(self) -> None:
+        """Supervise the server as it runs now (started here or by the caller): note its stubs."""
+        self._started_at = self._live_at = self._asked_at = self.clock()
         self._known = {s.pid: s for s in self._stubs()}
         self._stale.clear()
+        self.down.clear()  # a new server: every voice loaded afresh (one that did not load is not ready in Triton)
 
     def _load_missing(self) -> None:
         """Load the models that did not come up with the server (a stub that died while it loaded; the server is
@@ -130,13 +141,21 @@ class Supervisor:
                              f"{self.reload_attempts}): {e}")
 
     def run(self, stop: threading.Event) -> None:
-        """Check every ``poll_s`` until ``stop`` is set (the caller then stops the server)."""
+        """Check every ``poll_s`` until ``stop`` is set (the caller then stops the server); without ``reload``,
+        also until the server dies (the caller reports that)."""
         while not stop.wait(self.poll_s):
+            if not self.reload and self.server.poll() is not None:
+                return
             self.check(stop)
 
     def check(self, stop: threading.Event | None = None) -> None:
-        """One look: restart a dead server, reload the voices with a dead stub, kill stale stubs."""
+        """One look: restart a dead server, reload the voices with a dead stub, kill stale stubs (without
+        ``reload``: only mark voices with a dead stub down)."""
         returncode = self.server.poll()
+        if not self.reload:
+            if returncode is None:
+                self._mark_dead()
+            return
         if returncode is not None:
             self._restart(f"tritonserver died ({describe_exit(returncode)})", stop)
             return
@@ -147,23 +166,40 @@ class Supervisor:
         if self._hung():
             self._restart(f"tritonserver has not answered /v2/health/live for {self.hang_after_s:.0f} s", stop)
             return
-        alive = {s.pid: s for s in self._stubs()}
+        alive = self._mark_dead()
         now = self.clock()
         for when, stub in list(self._stale):
             if when <= now:
                 self._stale.remove((when, stub))
                 if stub.pid in alive:
                     self._kill(stub)
-        dead: dict[str, list[StubProcess]] = {}
-        for pid, stub in self._known.items():
-            if pid not in alive:
-                dead.setdefault(voice_of(stub.model), []).append(stub)
-        for voice, stubs in sorted(dead.items()):
+        for voice, stubs in sorted(self._dead(alive).items()):
             if stop is not None and stop.is_set():
                 return
             self.recover(voice, stubs, alive)
             if self.server.poll() is not None:
                 return  # it died meanwhile: the next check restarts it
+
+    def _dead(self, alive: dict[int, StubProcess]) -> dict[str, list[StubProcess]]:
+        """The known stubs not ``alive``, by voice."""
+        dead: dict[str, list[StubProcess]] = {}
+        for pid, stub in self._known.items():
+            if pid not in alive:
+                dead.setdefault(voice_of(stub.model), []).append(stub)
+        return dead
+
+    def _mark_dead(self) -> dict[int, StubProcess]:
+        """Mark down every voice with a known stub gone (before anything else: the health endpoint says so at
+        once); the stubs alive."""
+        alive = {s.pid: s for s in self._stubs()}
+        for voice, stubs in self._dead(alive).items():
+            if voice not in self.down:
+                names = ", ".join(f"{s.instance} (pid {s.pid})" for s in stubs)
+                self.down[voice] = f"the Python backend stub of {names} is gone"
+                if not self.reload:
+                    self.log(f"{self.down[voice]}; voice {voice!r} stays not ready (not supervised: restart the "
+                             "server to bring it back)")
+        return alive
 
     # --- a dead stub -------------------------------------------------------------------------------------
     def recover(self, voice: str, dead: list[StubProcess], alive: dict[int, StubProcess]) -> Recovery:
@@ -211,6 +247,7 @@ class Supervisor:
             # take no request: free their memory once the calls they may be running have ended
             if stub.model in dead_models and stub.pid in now_alive:
                 self._stale.append((self.clock() + self.stale_grace_s, stub))
+        self.down.pop(voice, None)
         self.log(f"voice {voice!r} is ready again ({rec.seconds:.1f} s after its stub was found gone)")
         return rec
 

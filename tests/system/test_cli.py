@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 import wave
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import melstream
 from melstream.cli import main
 from melstream.client import Client
 from melstream.errors import ClientError
+from melstream.serving.health import READY_PATH
 from melstream.serving.server import TritonServer, free_port
 
 VOICES = ["fastvoice", "tacovoice"]
@@ -49,9 +51,10 @@ def test_cli_synth(server: TritonServer, tmp_path: Path, capsys: pytest.CaptureF
 
 
 def test_serve_command_starts_and_stops_on_sigterm(root: Path) -> None:
-    ports = [free_port() for _ in range(3)]
+    ports = [free_port() for _ in range(4)]
     proc = subprocess.Popen([sys.executable, "-m", "melstream.cli", "serve", "--repo", str(root / "model_repository"),
-                             "--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2])],
+                             "--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]),
+                             "--health-port", str(ports[3]), "--health-host", "127.0.0.1"],
                             stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stderr is not None
@@ -63,6 +66,8 @@ def test_serve_command_starts_and_stops_on_sigterm(root: Path) -> None:
         assert any("fastvoice" in x and "READY" in x for x in lines), lines
         with Client(f"localhost:{ports[1]}") as client:
             assert client.voices() == VOICES
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports[3]}{READY_PATH}", timeout=10) as resp:  # the health port
+            assert resp.status == 200 and resp.read().decode() == "".join(f"{v}\tready\n" for v in VOICES)
         proc.send_signal(signal.SIGTERM)
         _, rest = proc.communicate(timeout=60)  # read on: tritonserver's log comes through serve's stderr
         assert proc.returncode == 0, rest[-3000:]

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from melstream.cli import build_parser, cmd_health, cmd_serve
+from melstream.cli import build_parser, cmd_serve
+from melstream.serving.health import DEFAULT_HEALTH_PORT, READY_PATH
 from melstream.serving.repo import PROFILES
 from tests.system.test_deploy import HEALTH, compose_python, docker_compose
 
@@ -130,8 +131,8 @@ def test_the_schema_check_can_fail(rendered: dict[str, list[dict[str, Any]]]) ->
     """Strict validation refuses a misspelt field and a wrong type: the check above is not vacuous (and the
     schemas are the package's own files: nothing is downloaded)."""
     deployment = one(render("base"), "Deployment", "melstream")
-    deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["exec"]["cmd"] = ["true"]
-    with pytest.raises(kubernetes_validate.ValidationError, match="cmd"):
+    deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["pathh"] = "/ready"
+    with pytest.raises(kubernetes_validate.ValidationError, match="pathh"):
         kubernetes_validate.validate(deployment, SCHEMA_VERSIONS[-1], strict=True)
     service = one(render("base"), "Service", "melstream-grpc")
     service["spec"]["ports"][0]["port"] = "grpc"
@@ -178,9 +179,10 @@ def test_pods_run_what_the_compose_service_runs(rendered: dict[str, list[dict[st
 
 
 @pytest.mark.parametrize("kustomization", ["base", "overlays/gpu"])
-def test_ports_are_triton_http_grpc_metrics_only(rendered: dict[str, list[dict[str, Any]]], kustomization: str) -> None:
+def test_ports_are_triton_http_grpc_metrics_and_the_health_port_only(rendered: dict[str, list[dict[str, Any]]],
+                                                                     kustomization: str) -> None:
     objects = rendered[kustomization]
-    assert container_ports(objects) == {"http": 8000, "grpc": 8001, "metrics": 8002}
+    assert container_ports(objects) == {"http": 8000, "grpc": 8001, "metrics": 8002, "health": DEFAULT_HEALTH_PORT}
     assert all("hostPort" not in p for p in container(objects)["ports"])
     assert not pod_spec(objects).get("hostNetwork")
     annotations = one(objects, "Deployment", "melstream")["spec"]["template"]["metadata"]["annotations"]
@@ -193,13 +195,16 @@ def test_ports_are_triton_http_grpc_metrics_only(rendered: dict[str, list[dict[s
 def test_probes(rendered: dict[str, list[dict[str, Any]]], kustomization: str) -> None:
     objects = rendered[kustomization]
     c = container(objects)
-    # readiness and startup: the compose health check, which fails while any voice is not ready
+    # readiness and startup: serve's health port (melstream.serving.health), which says not ready while any
+    # voice is, and from the moment a voice's stub is found dead
+    serve = build_parser().parse_args(c["command"][1:])
+    assert serve.func is cmd_serve
     for probe in ("startupProbe", "readinessProbe"):
-        command = c[probe]["exec"]["command"]
-        assert command == HEALTH, probe
-        args = build_parser().parse_args(command[1:])
-        assert args.func is cmd_health and args.url == f"localhost:{container_ports(objects)['http']}" and not args.voice
-        assert c[probe]["timeoutSeconds"] > args.timeout_s, f"{probe}: the probe times out before the check does"
+        check = c[probe]["httpGet"]
+        assert "exec" not in c[probe] and check["path"] == READY_PATH, probe
+        port = check["port"]
+        assert (container_ports(objects)[port] if isinstance(port, str) else port) == serve.health_port, probe
+        assert c[probe]["timeoutSeconds"] > 2.0, f"{probe}: the probe times out before the check does"  # its timeout_s
     # loading every voice takes minutes: at least compose's start_period before liveness counts
     startup = c["startupProbe"]
     start_period = seconds(compose_config("cpu")["services"]["triton-cpu"]["healthcheck"]["start_period"])

@@ -4,8 +4,10 @@ time and stopped at the end.
 
 Streams spread over the replicas and each stays on one for its life (each replica's own stream and frame
 counters add up to whole streams); HTTP server-sent events pass through unbuffered; the model-control API is
-refused at the balancer; and killing a replica mid-run ends its open streams with a clear error, while new
-streams succeed on the other within seconds and nothing hangs.
+refused at the balancer; a replica whose voice stub died is taken out by the balancer's health check (its
+health port, melstream.serving.health) until its supervisor has reloaded the voice; and killing a replica
+mid-run ends its open streams with a clear error, while new streams succeed on the other within seconds and
+nothing hangs.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,9 @@ import pytest
 from melstream.client import Client, HttpClient
 from melstream.errors import ClientError, ServerUnavailableError
 from melstream.serving.balancer import STATS_PATH, HAProxy, Replica, haproxy_config
-from melstream.serving.server import REPOSITORY_KEY_HEADER, TritonServer, free_port
+from melstream.serving.health import HealthServer
+from melstream.serving.server import REPOSITORY_KEY_HEADER, TritonServer, free_port, stub_processes
+from melstream.serving.supervisor import Supervisor
 from tests.servers import quiet, scrape, start_server
 
 VOICE = "fastvoice"
@@ -38,24 +43,64 @@ FRAMES = f'melstream_frames_total{{voice="{VOICE}"}}'
 CHECK_S = 0.25  # health-check interval: a dead replica is out after two failed checks
 
 
+@dataclass
+class Node:
+    """A replica as `melstream serve` runs it, in this process: the server, its supervisor (reloads a voice whose
+    stub died) and its health port (melstream.serving.health: what the balancer checks)."""
+
+    server: TritonServer
+    supervisor: Supervisor
+    health: HealthServer
+    stop: threading.Event = field(default_factory=threading.Event)
+    #: the supervisor reloads a voice only while this is set (a test holds a dead voice down with it)
+    reloads: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+
 @pytest.fixture(scope="module")
-def replicas(root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[TritonServer]]:
+def nodes(root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Node]]:
     work = tmp_path_factory.mktemp("replicas")
-    servers: list[TritonServer] = []
+    made: list[Node] = []
     try:
         for i in range(2):
-            servers.append(start_server(root / "model_repository", work / f"replica{i + 1}.log"))
-        yield servers
+            server = start_server(root / "model_repository", work / f"replica{i + 1}.log")
+            supervisor = Supervisor(server)
+            node = Node(server, supervisor, HealthServer(server, port=0, host="127.0.0.1", down=lambda s=supervisor: s.down))
+            node.reloads.set()
+            load = server.load_model
+
+            def gated(name: str, *, timeout_s: float, node: Node = node, load: Any = load) -> None:
+                assert node.reloads.wait(120), "a test held a reload for 120 s"
+                load(name, timeout_s=timeout_s)
+
+            server.load_model = gated  # type: ignore[method-assign]
+            supervisor.adopt()
+            node.thread = threading.Thread(target=supervisor.run, args=(node.stop,), daemon=True)
+            node.thread.start()
+            node.health.start()
+            made.append(node)
+        yield made
     finally:
-        for s in servers:
-            s.stop()
+        for node in made:
+            node.stop.set()
+            node.reloads.set()
+            if node.thread is not None:
+                node.thread.join(60)
+            node.health.stop()
+            node.server.stop()
 
 
 @pytest.fixture(scope="module")
-def balancer(replicas: list[TritonServer], tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HAProxy, str, str]]:
+def replicas(nodes: list[Node]) -> list[TritonServer]:
+    return [n.server for n in nodes]
+
+
+@pytest.fixture(scope="module")
+def balancer(nodes: list[Node], tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HAProxy, str, str]]:
     grpc, http, stats = free_port(), free_port(), free_port()
-    config = haproxy_config(voices=["fastvoice", "tacovoice"], check_interval_s=CHECK_S,
-                            replicas=[Replica(f"replica{i + 1}", "127.0.0.1", s.grpc_port, s.http_port) for i, s in enumerate(replicas)],
+    config = haproxy_config(check_interval_s=CHECK_S,
+                            replicas=[Replica(f"replica{i + 1}", "127.0.0.1", n.server.grpc_port, n.server.http_port, n.health.port)
+                                      for i, n in enumerate(nodes)],
                             grpc_bind=f"127.0.0.1:{grpc}", http_bind=f"127.0.0.1:{http}", stats_bind=f"127.0.0.1:{stats}")
     lb = HAProxy(config, work_dir=tmp_path_factory.mktemp("haproxy"), stats_url=f"http://127.0.0.1:{stats}{STATS_PATH};csv")
     with lb:
@@ -67,21 +112,28 @@ def deltas(before: list[dict[str, float]], after: list[dict[str, float]], key: s
     return [int(a.get(key, 0.0) - b.get(key, 0.0)) for a, b in zip(after, before, strict=True)]
 
 
-def test_streams_spread_over_the_replicas_and_each_stays_on_one(replicas: list[TritonServer], balancer: Any) -> None:
-    _, grpc_url, _ = balancer
-    before = [quiet(s, VOICE) for s in replicas]
-    frames: list[int] = [0] * len(TEXTS)
+def run_concurrently(grpc_url: str, texts: list[str]) -> list[int]:
+    """Each text as a stream of its own, all at once; the frames of each (0: failed)."""
+    frames: list[int] = [0] * len(texts)
 
     def stream(i: int) -> None:
         with Client(grpc_url, timeout_s=60) as c:
-            frames[i] = len(c.synthesize(TEXTS[i], voice=VOICE))
+            frames[i] = len(c.synthesize(texts[i], voice=VOICE))
 
-    threads = [threading.Thread(target=stream, args=(i,)) for i in range(len(TEXTS))]
+    threads = [threading.Thread(target=stream, args=(i,)) for i in range(len(texts))]
     for t in threads:
         t.start()
     for t in threads:
         t.join(60)
-    assert not any(t.is_alive() for t in threads) and all(frames)
+    assert not any(t.is_alive() for t in threads), "a stream hangs"
+    return frames
+
+
+def test_streams_spread_over_the_replicas_and_each_stays_on_one(replicas: list[TritonServer], balancer: Any) -> None:
+    _, grpc_url, _ = balancer
+    before = [quiet(s, VOICE) for s in replicas]
+    frames = run_concurrently(grpc_url, TEXTS)
+    assert all(frames)
     after = [quiet(s, VOICE) for s in replicas]
     streams, sent = deltas(before, after, COMPLETED), deltas(before, after, FRAMES)
     assert sum(streams) == len(TEXTS) and min(streams) > 0, f"streams per replica: {streams}"  # both served
@@ -119,9 +171,47 @@ def test_the_model_control_api_is_refused_at_the_balancer(replicas: list[TritonS
     assert index(http_url) == 403  # not through the balancer, key or not
 
 
-def test_killing_a_replica_ends_its_streams_and_new_ones_go_to_the_other(replicas: list[TritonServer], balancer: Any) -> None:
+def test_a_replica_whose_voice_stub_died_is_out_until_its_supervisor_reloaded_it(nodes: list[Node], balancer: Any) -> None:
+    """The replica's health port says not ready from the moment its supervisor finds the stub gone; the reload
+    is held here, so the balancer is seen to take the replica out, and new streams all go to the other one;
+    once reloaded, it is back in and serves again."""
+    lb, grpc_url, _ = balancer
+    sick, well = nodes[1], nodes[0]
+    assert sick.server.pid is not None
+    before = [quiet(n.server, VOICE) for n in nodes]
+    sick.reloads.clear()
+    try:
+        victim = next(p for p in stub_processes(sick.server.pid) if p.model == VOICE)
+        os.kill(victim.pid, signal.SIGKILL)
+        lb.wait_for({"replica2": "DOWN", "replica1": "UP"}, timeout_s=10 * CHECK_S + 10)
+        for text in TEXTS[:4]:
+            with Client(grpc_url, timeout_s=60) as c:
+                assert len(c.synthesize(text, voice=VOICE)) > 0
+        during = [quiet(n.server, VOICE) for n in nodes]
+        # (<= 0: when tritonserver itself dies of the stub's death, now and then in Triton 2.51, the supervisor
+        # restarts it and its counters start again from 0; the replica is out of the balancer meanwhile too)
+        served = deltas(before, during, COMPLETED)
+        assert served[0] == 4 and served[1] <= 0, served
+        restarted = sick.supervisor.restarts > 0
+        assert (VOICE in sick.supervisor.down or restarted) and well.supervisor.down == {}
+    finally:
+        sick.reloads.set()
+    lb.wait_for({"replica2": "UP"}, timeout_s=120)
+    assert sick.supervisor.down == {}
+    assert [r.voice for r in sick.supervisor.recoveries if r.ok] == [VOICE] or sick.supervisor.restarts > 0
+    back = [quiet(n.server, VOICE) for n in nodes]
+    assert all(run_concurrently(grpc_url, TEXTS))  # at once: each to the replica with the fewest streams
+    after = [quiet(n.server, VOICE) for n in nodes]
+    assert min(deltas(back, after, COMPLETED)) > 0, deltas(back, after, COMPLETED)
+
+
+def test_killing_a_replica_ends_its_streams_and_new_ones_go_to_the_other(nodes: list[Node], balancer: Any) -> None:
     """Last in this module: it leaves one replica dead."""
     lb, grpc_url, _ = balancer
+    replicas = [n.server for n in nodes]
+    nodes[1].stop.set()  # the whole replica dies, its supervisor with it
+    assert nodes[1].thread is not None
+    nodes[1].thread.join(30)
     results: list[Any] = [None] * 4
     started = [threading.Event() for _ in results]
 

@@ -15,6 +15,8 @@ import os
 import re
 import signal
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +24,7 @@ import pytest
 
 from benchmarks.kills import INFLIGHT_TIMEOUT_S, SERVER_TARGET_S, STUB_TARGET_S, VOICES, kill_stub, serves
 from melstream.serving.repo import get_profile
+from melstream.serving.server import model_ready, stub_processes
 from tests.conftest import FULL
 from tests.servers import Serve, assert_nothing_left, poll, serve, stub_regions
 
@@ -113,3 +116,31 @@ def test_a_killed_tritonserver_is_restarted_and_every_voice_serves_within_30_s(r
         srv.proc.send_signal(signal.SIGTERM)
         assert srv.proc.wait(timeout=30) == 0, srv.all_stderr()[-3000:]
         assert_nothing_left(srv, regions)
+
+
+def ready(health_url: str) -> tuple[int, str]:
+    """serve's health port: its status and body."""
+    try:
+        with urllib.request.urlopen(health_url, timeout=10) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_unsupervised_a_dead_stub_makes_the_health_port_say_not_ready_where_triton_says_ready(root: Path) -> None:
+    """Triton 2.51's ready endpoints say 200 for a model whose stub died; serve's health port does not (this is
+    what a balancer and a readiness probe ask, melstream.serving.health).  Not supervised, nothing reloads the
+    voice, so it stays not ready."""
+    with serve(root, "--no-supervise") as srv:
+        assert ready(srv.health_url)[0] == 200
+        model = "fastvoice__decoder"
+        victim = next(s for s in stub_processes(srv.pid) if s.model == model)
+        os.kill(victim.pid, signal.SIGKILL)
+        status, body = poll(lambda: ready(srv.health_url), lambda r: r[0] == 503, timeout_s=10)
+        assert status == 503, body
+        assert f"fastvoice\tthe Python backend stub of {victim.instance} (pid {victim.pid}) is gone" in body
+        assert "tacovoice\tready" in body
+        assert model_ready(srv.http_url, model) and model_ready(srv.http_url, "fastvoice")  # Triton: "ready"
+        time.sleep(1.0)  # serve's supervisor polls every 0.2 s: it would have reloaded by now, were it supervising
+        assert ready(srv.health_url)[0] == 503
+        assert "stays not ready (not supervised" in srv.stderr() and "is ready again" not in srv.stderr()

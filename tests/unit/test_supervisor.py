@@ -230,7 +230,7 @@ def test_a_dead_server_is_restarted_with_a_back_off_that_grows_and_resets(setup:
 def test_voice_problems_names_what_is_not_ready() -> None:
     from types import SimpleNamespace
 
-    from melstream.cli import voice_problems
+    from melstream.serving.health import voice_problems
 
     spec = SimpleNamespace(name="v", networks={"enc": None, "dec": None})
     networks = ["v__enc", "v__dec"]
@@ -319,3 +319,49 @@ def test_the_kill_benchmark_reads_a_server_death_from_what_the_supervisor_logged
     server.returncode, server.crash = returncode, crash
     sup.check(NoWait())  # type: ignore[arg-type]
     assert server_death("\n".join(f"melstream serve: {line}" for line in lines)) == death
+
+
+def test_a_voice_is_marked_down_from_its_dead_stub_until_it_is_loaded_again(setup: Any) -> None:
+    """The health endpoint's word (melstream.serving.health): down before the unload, up only after the load."""
+    sup, server, _, _ = setup
+    seen: list[dict[str, str]] = []
+    server.on_load = lambda srv: seen.append(dict(sup.down))
+    (dead,) = server.of("tacovoice")
+    del server.stubs[dead.pid]
+    sup.check()
+    assert [set(d) for d in seen] == [{"tacovoice"}]  # still down while it loads
+    assert f"tacovoice_0_0 (pid {dead.pid}) is gone" in seen[0]["tacovoice"]
+    assert sup.down == {}
+
+
+def test_a_voice_that_does_not_reload_stays_down_until_the_server_restarts(setup: Any) -> None:
+    sup, server, _, _ = setup
+    seen: list[dict[str, str]] = []
+    server.fail_loads = 3
+    real_load = server.load_model
+
+    def load(name: str, *, timeout_s: float) -> None:
+        seen.append(dict(sup.down))
+        real_load(name, timeout_s=timeout_s)
+
+    server.load_model = load  # type: ignore[method-assign]
+    del server.stubs[server.of("fastvoice")[0].pid]
+    sup.check()
+    assert seen and all("fastvoice" in d for d in seen[:3])  # the failed attempts
+    assert server.calls[-2:] == ["cleanup", "start"] and sup.down == {}  # a new server: loaded afresh
+
+
+def test_unsupervised_a_dead_stub_only_marks_its_voice_down_and_a_dead_server_is_left_alone() -> None:
+    server, lines = FakeServer(), list[str]()
+    sup = Supervisor(server, log=lines.append, list_stubs=lambda pid: list(server.stubs.values()),  # type: ignore[arg-type]
+                     kill=server.kill, is_live=lambda url: server.live, reload=False)
+    sup.start()
+    server.calls.clear()
+    del server.stubs[server.of("fastvoice__decoder")[0].pid]
+    sup.check()
+    sup.check()
+    assert server.calls == [] and set(sup.down) == {"fastvoice"}
+    assert sum("stays not ready" in line for line in lines) == 1  # said once, not at every look
+    server.returncode = -9
+    sup.run(NoWait())  # type: ignore[arg-type]  # returns: the caller reports a dead server
+    assert server.calls == []
