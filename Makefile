@@ -23,10 +23,12 @@ sysdeps:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy || { \
 	  $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy; }; }
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# torch first, pinned: it is the CPU build on this machine's disk; any other spec pulls a CUDA build
 	$(BIN)/pip install --quiet torch==2.13.0
+	# the client distribution before the package that depends on it (it is not on any index)
+	$(BIN)/pip install --quiet -e ./client
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
@@ -42,8 +44,9 @@ test: $(STAMP) sysdeps lint
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check melstream tests training python_backends benchmarks loadtests
+	$(BIN)/ruff check melstream client tests training python_backends benchmarks loadtests
 	$(BIN)/mypy melstream training loadtests
+	$(BIN)/mypy client/melstream_client
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit

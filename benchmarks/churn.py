@@ -69,7 +69,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from melstream import wire
+from melstream_client import wire
 
 ROOT = Path(__file__).resolve().parent.parent
 REPO = ROOT / "model_repository"

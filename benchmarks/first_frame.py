@@ -44,8 +44,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("out/bench"))
     args = ap.parse_args()
 
-    from melstream.client import Client
     from melstream.serving.server import TritonServer
+    from melstream_client import Client
 
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []

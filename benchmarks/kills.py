@@ -32,10 +32,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run as a script: tests.servers (serve as a user runs it) is imported from the root
 
-from melstream import wire  # noqa: E402
-from melstream.client import Client  # noqa: E402
 from melstream.errors import ClientError  # noqa: E402
 from melstream.serving.server import describe_exit, model_ready, stub_processes  # noqa: E402
+from melstream_client import Client, wire  # noqa: E402
 
 VOICES = ("fastvoice", "tacovoice")
 LONG_TEXT = " ".join(["This sentence is long, and it keeps a stream busy for quite a while."] * 20)

@@ -59,8 +59,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: tests/ is importable from the repository root
     sys.path.insert(0, str(ROOT))
 
-from melstream.client import Client  # noqa: E402
 from melstream.errors import ServerBusyError  # noqa: E402
+from melstream_client import Client  # noqa: E402
 from tests.integration.test_admission import SENTENCES, SHORT, Outcome, run_stream  # noqa: E402
 
 REPO = ROOT / "model_repository"

@@ -43,9 +43,9 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from melstream import wire
 from melstream.errors import InputError
 from melstream.serving.voice_model import input_error_detail, parse_inputs
+from melstream_client import wire
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ADDONS = ROOT / "addons"

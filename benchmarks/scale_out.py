@@ -26,10 +26,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run as a script: benchmarks.streams is imported from the root
 
 from benchmarks.streams import row, run_level, texts  # noqa: E402
-from melstream.client import Client  # noqa: E402
 from melstream.serving.balancer import STATS_PATH, HAProxy, Replica, haproxy_config  # noqa: E402
 from melstream.serving.health import HealthServer  # noqa: E402
 from melstream.serving.server import TritonServer, free_port  # noqa: E402
+from melstream_client import Client  # noqa: E402
 
 COLUMNS = [("voice", "{}"), ("streams", "{}"), ("path", "{}"), ("utterances", "{}"), ("first_chunk_p50_ms", "{:.1f}"),
            ("first_chunk_p95_ms", "{:.1f}"), ("rtfx", "{:.1f}"), ("stalled_pct", "{:.0f}"), ("errors", "{}")]

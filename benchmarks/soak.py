@@ -144,7 +144,7 @@ _LABELS = (("is busy", "busy"), ("is shutting down", "shutting down"), ("Server 
 def error_kind(e: BaseException) -> str:
     """``<exception class> <Triton code>: <what it says>`` with ids and numbers left out, e.g.
     ``ServerUnavailableError UNAVAILABLE: shutting down``."""
-    from melstream import wire
+    from melstream_client import wire
 
     message = _WHERE.sub("", str(e), count=1)
     code = wire.error_code(message)
@@ -394,7 +394,7 @@ def one_request(client: Any, r: Request, text: str, ref: np.ndarray, *, atol: fl
 
 def worker(k: int, soak: Soak, serve: Serve, args: argparse.Namespace, texts: list[str],
            refs: dict[tuple[str, int, int], np.ndarray]) -> None:
-    from melstream.client import Client, HttpClient
+    from melstream_client import Client, HttpClient
 
     rng = random.Random(args.seed * 1000 + k)
     weights = [w for _, _, w in VARIANTS]
@@ -417,8 +417,8 @@ def worker(k: int, soak: Soak, serve: Serve, args: argparse.Namespace, texts: li
 # --- kills and recovery ----------------------------------------------------------------------------------------------
 def probe(serve: Serve, voice: str, text: str, ref: np.ndarray, atol: float) -> bool:
     """One gRPC request of ``text``: did it complete with the reference frames?"""
-    from melstream.client import Client
     from melstream.errors import ClientError
+    from melstream_client import Client
 
     try:
         with Client(serve.grpc_url, timeout_s=10) as client:

@@ -71,7 +71,7 @@ if str(ROOT) not in sys.path:  # run as a script: benchmarks.peer_fastapi is imp
 
 from melstream.runners.onnx import OnnxRuntimeRunner  # noqa: E402
 from melstream.timing import PERCENTILES, StreamTiming, stream_timing, summary  # noqa: E402
-from melstream.wire import NETWORK_SEPARATOR  # noqa: E402
+from melstream_client.wire import NETWORK_SEPARATOR  # noqa: E402
 
 SENTENCES = ROOT / "tests" / "data" / "heldout_sentences.txt"
 MODES = ("stream", "naive")
@@ -429,7 +429,7 @@ def voice_limit(addon_path: Path, pool: list[str], *, sentences: int = LIMIT_SEN
 
 def limits(voices: list[str] | None, *, addons: Path = ROOT / "addons", sentences: int = LIMIT_SENTENCES) -> list[VoiceLimit]:
     """:func:`voice_limit` of each addon under ``addons`` (those named in ``voices``, or all), in order."""
-    from melstream.spec import discover_addons, read_addon_spec
+    from melstream_client.spec import discover_addons, read_addon_spec
 
     pool = texts()
     out = []
@@ -537,7 +537,7 @@ def default_metrics_url(grpc_url: str) -> str:
 
 def make_client(transport: str, url: str) -> Any:
     """melstream's client of ``transport`` for the server at ``url`` (HOST:PORT: gRPC's port, or HTTP's)."""
-    from melstream.client import Client, HttpClient
+    from melstream_client import Client, HttpClient
 
     return HttpClient(url) if transport == "http" else Client(url)
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from melstream import wire
+from melstream_client import wire
 
 
 class StreamError(Exception):
@@ -71,7 +71,7 @@ def voice_info(name: str, addon_json: str) -> VoiceInfo:
 def _spec(name: str, addon_json: str) -> Any:
     """The voice's addon as plain data (nothing built, no component imported)."""
     from melstream.errors import AddonError
-    from melstream.spec import addon_spec_from_json
+    from melstream_client.spec import addon_spec_from_json
 
     try:
         return addon_spec_from_json(addon_json, source=f"voice {name!r}")
@@ -369,7 +369,7 @@ class References:
         if key not in self._sources:
             self._sources[key] = "server"
             if self.addons_dir is not None and (self.addons_dir / info.name / "addon.json").is_file():
-                from melstream.spec import read_addon_spec
+                from melstream_client.spec import read_addon_spec
 
                 try:
                     if read_addon_spec(self.addons_dir / info.name).to_json() == info.addon_json:

@@ -50,7 +50,14 @@ __all__ = [
 ]
 
 
+#: modules that are the client distribution's (melstream.wire is melstream_client.wire): `melstream.wire` works
+#: as an attribute without importing it first, as it did when the module lived here
+_CLIENT_MODULES = ("client", "wire", "spec", "audio")
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _CLIENT_MODULES:
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'melstream' has no attribute {name!r}")

@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from melstream.errors import AddonError, TextError
 from melstream.runners.base import UnboundRunner
-from melstream.spec import (
+from melstream.stack import build_stack
+from melstream.text import FRONTENDS, get_frontend
+from melstream_client.spec import (
     AddonSpec,
     AudioSpec,
     NetworkSpec,
@@ -22,8 +24,6 @@ from melstream.spec import (
     parse_addon_spec,
     read_addon_spec,
 )
-from melstream.stack import build_stack
-from melstream.text import FRONTENDS, get_frontend
 
 if TYPE_CHECKING:
     from melstream.blocks import StreamablePipeline

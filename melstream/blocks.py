@@ -34,12 +34,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from melstream import wire
 from melstream.errors import InputError, StackError
+from melstream_client import wire
 
 if TYPE_CHECKING:
     from melstream.runners.base import Network, Runner
-    from melstream.spec import AddonSpec, NetworkSpec
+    from melstream_client.spec import AddonSpec, NetworkSpec
 
 Tensors = dict[str, np.ndarray]
 

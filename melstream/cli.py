@@ -6,10 +6,9 @@ import argparse
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from melstream.errors import MelstreamError
 
@@ -171,10 +170,10 @@ def cmd_health(args: argparse.Namespace) -> int:
     Used as the container health check: it needs nothing but this Python (the image has no curl).  A voice
     whose stub died is not ready from the moment the supervisor notices until it is reloaded.
     """
-    from melstream.client import HttpClient
     from melstream.errors import ClientError
     from melstream.serving.health import voice_problems
     from melstream.serving.server import not_ready
+    from melstream_client import HttpClient
 
     reason = not_ready(args.url, timeout_s=args.timeout_s)
     if reason is not None:
@@ -192,63 +191,6 @@ def cmd_health(args: argparse.Namespace) -> int:
         print(f"melstream health: not ready: {'; '.join(f'voice {v!r}: {p}' for v, p in bad.items())}", file=sys.stderr)
         return 1
     print("ready")
-    return 0
-
-
-def cmd_synth(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from melstream.client import Client, HttpClient
-
-    out = Path(args.out)
-    if out.suffix not in (".npy", ".wav"):
-        raise MelstreamError(f"{out}: write .npy (the [frames, n_mels] float32 mel) or .wav (16-bit PCM audio)")
-    client: Client | HttpClient = HttpClient(args.url, timeout_s=args.timeout_s) if args.http else Client(args.url, timeout_s=args.timeout_s)
-    t0 = time.perf_counter()
-    first = None
-    chunks = []
-    for chunk in client.stream_outputs(args.text, voice=args.voice, pace=args.pace, chunk_frames=args.chunk_frames):
-        if first is None:
-            first = time.perf_counter() - t0
-        chunks.append(chunk)
-    total = time.perf_counter() - t0
-    mel = np.concatenate([c["mel"] for c in chunks]) if chunks else np.zeros((0, client.spec(args.voice).audio.n_mels), np.float32)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    note = ""
-    if out.suffix == ".npy":
-        np.save(out, mel)
-    else:
-        audio = _audio(client, args, chunks, mel)
-        note = f", {len(audio) / args.sample_rate:.2f} s of audio" + ("" if chunks and "audio" in chunks[0] else " (vocoded here)")
-        from melstream.audio import write_wav
-
-        write_wav(out, audio, args.sample_rate)
-    print(f"time to first frame {1e3 * (first or total):.1f} ms, total {1e3 * total:.1f} ms, "
-          f"{len(mel)} frames in {len(chunks)} chunks{note} -> {out}")
-    return 0
-
-
-def _audio(client: Any, args: argparse.Namespace, chunks: list[dict[str, Any]], mel: Any) -> Any:
-    """The server's audio if the voice streams it, else the mel vocoded here (Griffin-Lim, the voice's
-    own audio parameters read from the server)."""
-    import numpy as np
-
-    from melstream.components.vocoder import default_vocoder
-
-    spec = client.spec(args.voice)
-    args.sample_rate = spec.audio.sample_rate
-    if chunks and "audio" in chunks[0]:
-        return np.concatenate([c["audio"] for c in chunks])
-    return default_vocoder(spec).vocode(mel)
-
-
-def cmd_voices(args: argparse.Namespace) -> int:
-    from melstream.client import Client
-
-    with Client(args.url) as client:
-        for voice in client.voices():
-            spec = client.spec(voice)  # read while listing: plain data, nothing built
-            print(f"{voice}\t{spec.version}\t{spec.description}")
     return 0
 
 
@@ -277,6 +219,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from melstream.serving.health import DEFAULT_HEALTH_PORT, READY_PATH
+    from melstream_client.cli import add_synth, add_voices
 
     p = argparse.ArgumentParser(prog="melstream", description="Serve TTS acoustic models on Triton, streaming mel frames.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -366,20 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--timeout-s", type=float, default=2.0)
     h.set_defaults(func=cmd_health)
 
-    y = sub.add_parser("synth", help="stream one utterance from a server into a .npy file")
-    y.add_argument("text")
-    y.add_argument("--voice", required=True)
-    y.add_argument("--url", default=None, help="HOST:PORT (default localhost:8001, or :8000 with --http)")
-    y.add_argument("--out", required=True, help="FILE.npy (mel) or FILE.wav (audio; vocoded here if the voice ends at mel)")
-    y.add_argument("--http", action="store_true", help="use HTTP generate_stream (SSE) instead of gRPC")
-    y.add_argument("--pace", type=float, default=None)
-    y.add_argument("--chunk-frames", type=int, default=None)
-    y.add_argument("--timeout-s", type=float, default=60.0)
-    y.set_defaults(func=cmd_synth, sample_rate=22050)
-
-    v = sub.add_parser("voices", help="list the voices a server serves")
-    v.add_argument("--url", default="localhost:8001")
-    v.set_defaults(func=cmd_voices)
+    # the client's own commands (melstream_client.cli), the same here
+    add_synth(sub)
+    add_voices(sub)
 
     d = sub.add_parser("describe", help="print an addon's networks and block tree")
     d.add_argument("addon")
@@ -395,8 +327,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "url", "") is None:
-        args.url = "localhost:8000" if args.http else "localhost:8001"
     try:
         return int(args.func(args))
     except MelstreamError as e:

@@ -15,9 +15,9 @@ SENTENCE = "Streaming speech, one chunk at a time: melstream served this sentenc
 
 def run_demo(out: Path, *, addons: Path, repo: Path) -> int:
     from melstream.addon import load_addon
-    from melstream.client import Client, HttpClient
     from melstream.serving.repo import build_repository
     from melstream.serving.server import TritonServer
+    from melstream_client import Client, HttpClient
 
     out.mkdir(parents=True, exist_ok=True)
     report = build_repository(addons, repo)
@@ -67,8 +67,8 @@ def run_demo(out: Path, *, addons: Path, repo: Path) -> int:
 def listen(out: Path, addons: Path, voices: list[str]) -> None:
     """A WAV (Griffin-Lim) and a mel-spectrogram PNG of each voice's streamed mel."""
     from melstream.addon import load_addon
-    from melstream.audio import write_wav
     from melstream.components.vocoder import default_vocoder
+    from melstream_client.audio import write_wav
 
     for voice in voices:
         addon = load_addon(addons / voice)

@@ -1,15 +1,34 @@
 """melstream's errors: one root, a few kinds, each message says what was wrong and where.
 
-Standard library only: clients import it.
+The root and the kinds a client meets live in the client distribution (``melstream_client.errors``, which
+applications install alone); they are the same classes here, with the server's own kinds added.
 """
 
-
-class MelstreamError(Exception):
-    """Root of every error melstream raises on purpose."""
-
-
-class AddonError(MelstreamError):
-    """An addon directory or its ``addon.json`` is malformed (the message names the JSON path or file)."""
+# the same classes as the client's (re-exported: `X as X`)
+from melstream_client.errors import (
+    AddonError as AddonError,
+)
+from melstream_client.errors import (
+    ClientError as ClientError,
+)
+from melstream_client.errors import (
+    ClientTimeoutError as ClientTimeoutError,
+)
+from melstream_client.errors import (
+    InvalidInputError as InvalidInputError,
+)
+from melstream_client.errors import (
+    MelstreamError as MelstreamError,
+)
+from melstream_client.errors import (
+    ServerBusyError as ServerBusyError,
+)
+from melstream_client.errors import (
+    ServerUnavailableError as ServerUnavailableError,
+)
+from melstream_client.errors import (
+    UnknownVoiceError as UnknownVoiceError,
+)
 
 
 class StackError(AddonError):
@@ -38,28 +57,3 @@ class ServerError(MelstreamError):
 
 class ServerDiedError(ServerError):
     """tritonserver exited while it was starting (a supervisor tries again: Triton 2.51 aborts now and then)."""
-
-
-class ClientError(MelstreamError):
-    """A request to a melstream server failed (wraps tritonclient's errors)."""
-
-
-class UnknownVoiceError(ClientError):
-    """The server serves no voice of that name (or it is not ready)."""
-
-
-class InvalidInputError(ClientError):
-    """The server refused the request's input (Triton's INVALID_ARG); the message names the input."""
-
-
-class ServerUnavailableError(ClientError):
-    """The server cannot be reached, or is too busy to take the request now; trying again later may work."""
-
-
-class ServerBusyError(ServerUnavailableError):
-    """The server is up but at capacity: the voice already serves as many streams as it admits (or a network
-    model's bounded queue is full).  Refused at once, nothing computed; trying again later may work."""
-
-
-class ClientTimeoutError(ClientError):
-    """No response came within the client's ``timeout_s``."""

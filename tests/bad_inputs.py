@@ -37,9 +37,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from melstream import wire
-from melstream.spec import AddonSpec, read_addon_spec
 from melstream.text import MAX_CHARS_DEFAULT
+from melstream_client import wire
+from melstream_client.spec import AddonSpec, read_addon_spec
 
 GRPC = "grpc"
 HTTP = "http"

@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from melstream.audio import log_mel, write_wav
 from melstream.espeak import HOP_LENGTH, get_espeak
-from melstream.spec import AudioSpec
 from melstream.text import EOS, PAD
+from melstream_client.audio import log_mel, write_wav
+from melstream_client.spec import AudioSpec
 
 __all__ = ["SPEC", "SPLITS", "build_teacher", "main"]
 

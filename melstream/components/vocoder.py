@@ -7,31 +7,16 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from melstream.audio import istft_frames, mel_inverse, stft_frames
 from melstream.blocks import BuildContext, Contract, StreamableBlock, Tensors, chunk_size
 from melstream.components.decoder import windowed
 from melstream.errors import StackError, SynthesisError
 from melstream.registry import register_component
 from melstream.runners.base import UnboundRunner
+from melstream_client.audio import griffin_lim
 
 if TYPE_CHECKING:
     from melstream.addon import Addon
-    from melstream.spec import AddonSpec, AudioSpec
-
-
-def griffin_lim(log_mel: np.ndarray, spec: AudioSpec, *, iterations: int, momentum: float) -> np.ndarray:
-    """Audio on the frame grid (``(T-1)*hop + n_fft`` samples, starting ``n_fft/2`` before frame 0)
-    from a ``[T, n_mels]`` natural-log mel, by fast Griffin-Lim (Perraudin et al. 2013) from zero phase."""
-    mag = np.maximum(np.exp(log_mel.astype(np.float64)) @ mel_inverse(spec).T, 0.0)
-    n = len(mag)
-    angles = np.ones_like(mag, dtype=np.complex128)
-    previous = np.zeros_like(angles)
-    for _ in range(iterations):
-        rebuilt = stft_frames(istft_frames(mag * angles, spec), n, spec)
-        accelerated = rebuilt - (momentum / (1 + momentum)) * previous
-        angles = accelerated / np.maximum(np.abs(accelerated), 1e-16)
-        previous = rebuilt
-    return istft_frames(mag * angles, spec)
+    from melstream_client.spec import AddonSpec
 
 
 @register_component("GriffinLim")

@@ -19,11 +19,11 @@ import numpy as np
 from melstream.errors import MelstreamError, SynthesisError
 from melstream.runners.batching import BatchPolicy, batched
 from melstream.runners.fixed import fixed_shapes, with_length
-from melstream.wire import network_model_name as network_model_name  # the wire's, re-exported: existing imports work
-from melstream.wire import servable_voices as servable_voices
+from melstream_client.wire import network_model_name as network_model_name  # the wire's, re-exported: existing imports work
+from melstream_client.wire import servable_voices as servable_voices
 
 if TYPE_CHECKING:
-    from melstream.spec import AddonSpec, NetworkSpec
+    from melstream_client.spec import AddonSpec, NetworkSpec
 
 Call = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 

@@ -28,7 +28,7 @@ import numpy as np
 from melstream.runners.fixed import pad_axis, slice_axis, variable_axis
 
 if TYPE_CHECKING:
-    from melstream.spec import NetworkSpec
+    from melstream_client.spec import NetworkSpec
 
 Call = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 

@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from melstream.errors import AddonError, SynthesisError
-from melstream.spec import CONTEXT_OPTIONS
+from melstream_client.spec import CONTEXT_OPTIONS
 
 if TYPE_CHECKING:
-    from melstream.spec import NetworkSpec, TensorSpec
+    from melstream_client.spec import NetworkSpec, TensorSpec
 
 Call = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 

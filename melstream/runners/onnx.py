@@ -15,7 +15,7 @@ from melstream.runners.fixed import size_of
 from melstream.runners.static_onnx import frozen_bytes
 
 if TYPE_CHECKING:
-    from melstream.spec import AddonSpec, NetworkSpec
+    from melstream_client.spec import AddonSpec, NetworkSpec
 
 
 def onnx_session(path: str | bytes, *, threads: int = 1, providers: Sequence[str] = ("CPUExecutionProvider",),

@@ -16,7 +16,7 @@ import numpy as np
 from melstream.errors import AddonError
 
 if TYPE_CHECKING:
-    from melstream.spec import NetworkSpec
+    from melstream_client.spec import NetworkSpec
 
 BATCH = "batch"  # the one symbolic dimension left
 MAX_FOLD_ROUNDS = 20

@@ -10,7 +10,7 @@ from melstream.errors import AddonError
 from melstream.runners.base import Call, Runner
 
 if TYPE_CHECKING:
-    from melstream.spec import AddonSpec, NetworkSpec
+    from melstream_client.spec import AddonSpec, NetworkSpec
 
 
 class TorchRunner(Runner):

@@ -12,7 +12,7 @@ from melstream.runners.batching import BatchPolicy
 from melstream.runners.schedule import waiting
 
 if TYPE_CHECKING:
-    from melstream.spec import AddonSpec, NetworkSpec
+    from melstream_client.spec import AddonSpec, NetworkSpec
 
 
 class TritonBLSRunner(Runner):

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from melstream.runners.base import Call, Runner
-from melstream.wire import network_model_name
+from melstream_client.wire import network_model_name
 
 if TYPE_CHECKING:
-    from melstream.spec import AddonSpec, NetworkSpec
+    from melstream_client.spec import AddonSpec, NetworkSpec
 
 _TRITON_DTYPES = {"float32": "FP32", "float16": "FP16", "int64": "INT64", "int32": "INT32", "bool": "BOOL"}
 
@@ -43,7 +43,7 @@ class TritonRemoteRunner(Runner):
                 result = self.client.infer(model, tensors, outputs=[g.InferRequestedOutput(n) for n in outputs],
                                            client_timeout=self.timeout_s)
             except Exception as e:  # typed as the clients type it (unavailable, timeout...), the server's text kept
-                from melstream.client._errors import grpc_error
+                from melstream_client._errors import grpc_error
 
                 raise grpc_error(e, where=f"network model {model!r} at {self.url}") from e
             return {n: result.as_numpy(n) for n in outputs}

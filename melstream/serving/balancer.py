@@ -40,10 +40,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from melstream import wire
 from melstream.errors import MelstreamError
 from melstream.serving.health import DEFAULT_HEALTH_PORT, READY_PATH
 from melstream.serving.server import poll
+from melstream_client import wire
 
 #: where the Triton model-control API lives: never routed through the balancer
 REPOSITORY_HTTP_PREFIX = wire.REPOSITORY_PATH_PREFIX

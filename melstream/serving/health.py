@@ -26,11 +26,11 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Protocol
 
-from melstream import wire
 from melstream.errors import ClientError, ServerError
+from melstream_client import wire
 
 if TYPE_CHECKING:
-    from melstream.client._voices import VoiceDirectory
+    from melstream_client._voices import VoiceDirectory
 
 #: the replica's readiness, on the health port
 READY_PATH = "/ready"
@@ -71,8 +71,8 @@ def voice_problems(client: VoiceDirectory, voices: list[str]) -> dict[str, str]:
 def readiness(server: Repository, down: Mapping[str, str], *, timeout_s: float = 2.0) -> tuple[bool, list[str]]:
     """Whether the replica is ready, and a line for each voice (``voice<TAB>ready`` or why not) or for what
     keeps it from telling.  ``down``: voices the supervisor marked down, with why."""
-    from melstream.client import HttpClient
     from melstream.serving.server import not_ready
+    from melstream_client import HttpClient
 
     reason = not_ready(server.http_url, timeout_s=timeout_s)
     if reason is not None:

@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 from melstream.addon import Addon
 from melstream.errors import AddonError, MelstreamError
-from melstream.spec import NetworkSpec
-from melstream.wire import network_model_name
+from melstream_client.spec import NetworkSpec
+from melstream_client.wire import network_model_name
 
 if TYPE_CHECKING:
     from melstream.serving.repo import Profile

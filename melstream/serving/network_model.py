@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from melstream import wire
 from melstream.runners.onnx import onnx_session
 from melstream.serving.batching import Feed, run_grouped
+from melstream_client import wire
 
 # the config parameters build-repo writes (melstream.serving.repo.network_config) and initialize reads
 NETWORK_FILE_PARAMETER = "network_file"  # the ONNX file, relative to the model's directory

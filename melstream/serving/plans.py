@@ -30,8 +30,8 @@ from pathlib import Path
 
 from melstream.errors import MelstreamError
 from melstream.serving import native
-from melstream.spec import NetworkSpec, addon_spec_from_json
-from melstream.wire import ADDON_PARAMETER, network_model_name
+from melstream_client.spec import NetworkSpec, addon_spec_from_json
+from melstream_client.wire import ADDON_PARAMETER, network_model_name
 
 #: where NVIDIA's TensorRT and Triton images keep trtexec (not on PATH there)
 TRTEXEC_PATHS = ("/usr/src/tensorrt/bin/trtexec",)

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from melstream import wire
 from melstream.addon import Addon, discover_addons, load_addon
 from melstream.errors import AddonError, MelstreamError
 from melstream.runners.base import UnboundRunner, network_model_name
 from melstream.runners.fixed import check_fixed
 from melstream.runners.static_onnx import frozen_bytes, static_file_name
 from melstream.serving import network_model, voice_model
+from melstream_client import wire
 
 BACKENDS_DIR = Path(__file__).resolve().parent.parent.parent / "python_backends"
 

@@ -40,7 +40,7 @@ from types import TracebackType
 from typing import IO, TypeVar
 
 from melstream.errors import ServerDiedError, ServerError
-from melstream.wire import REPOSITORY_INDEX_PATH, REPOSITORY_PATH_PREFIX, SERVER_READY_PATH, model_ready_path
+from melstream_client.wire import REPOSITORY_INDEX_PATH, REPOSITORY_PATH_PREFIX, SERVER_READY_PATH, model_ready_path
 
 T = TypeVar("T")
 _PY_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"

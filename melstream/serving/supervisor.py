@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 from melstream.errors import ServerError
 from melstream.serving.server import StubProcess, TritonServer, describe_exit, live, stub_processes
-from melstream.wire import voice_of
+from melstream_client.wire import voice_of
 
 
 def _stderr(line: str) -> None:

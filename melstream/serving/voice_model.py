@@ -43,7 +43,6 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from melstream import wire
 from melstream.addon import addon_from_json
 from melstream.errors import InputError, SynthesisError, TextError
 from melstream.runners.batching import BatchPolicy
@@ -52,6 +51,7 @@ from melstream.runners.schedule import FIRST_CHUNK_TARGET_S as FIRST_CHUNK_TARGE
 from melstream.runners.schedule import Scheduler, listener_deadline
 from melstream.runners.triton_bls import TritonBLSRunner
 from melstream.serving import network_model
+from melstream_client import wire
 
 # Triton's own metrics count requests and time whole executions; a stream's listener cares about
 # what they cannot see: how soon the first chunk went out and how many chunks a stream took.

@@ -24,11 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from melstream import wire
-from melstream.client import Client, HttpClient
 from melstream.errors import ClientError, ServerBusyError, ServerUnavailableError
 from melstream.serving.repo import build_repository
 from melstream.serving.server import TritonServer, not_ready
+from melstream_client import Client, HttpClient, wire
 from tests.servers import poll, scrape, start_server, streams_key
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -151,7 +150,7 @@ def test_a_full_network_queue_refuses_direct_calls_at_once_as_busy(small: Triton
     import numpy as np
     import tritonclient.grpc as grpcclient
 
-    from melstream.client._errors import grpc_error
+    from melstream_client._errors import grpc_error
 
     model = wire.network_model_name(VOICE, "encoder")
     results: list[tuple[object, object]] = []

@@ -23,8 +23,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from melstream import wire
 from melstream.serving.server import TritonServer
+from melstream_client import wire
 from tests.bad_inputs import CORPUS, GOOD_TEXT, Case, GrpcRequest, HttpRequest, Outcome, Tensor, text, voice_spec
 from tests.conftest import FULL
 

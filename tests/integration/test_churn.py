@@ -27,10 +27,10 @@ import numpy as np
 import pytest
 
 from benchmarks.churn import VOICES, Target, churn, growth, log_alarms
-from melstream.client import Client
 from melstream.errors import ClientError
 from melstream.serving.server import TritonServer, stub_processes
 from melstream.serving.supervisor import Supervisor
+from melstream_client import Client
 from tests.conftest import FULL
 from tests.servers import poll, quiet, scrape, streams_key
 

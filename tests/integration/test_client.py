@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from melstream.client import Client, HttpClient
 from melstream.errors import (
     ClientError,
     ClientTimeoutError,
@@ -18,7 +17,8 @@ from melstream.errors import (
     UnknownVoiceError,
 )
 from melstream.serving.server import TritonServer, free_port
-from melstream.spec import AddonSpec, read_addon_spec
+from melstream_client import Client, HttpClient
+from melstream_client.spec import AddonSpec, read_addon_spec
 
 pytestmark = pytest.mark.integration
 
@@ -181,7 +181,7 @@ def test_reading_a_served_voices_spec_imports_no_component_or_plugin(server: Tri
         local = read_addon_spec(root / "addons" / voice)
         assert seen["specs"][voice] == [local.audio.n_mels, list(local.networks)]
     modules = set(seen["modules"])
-    assert {"melstream.client", "melstream.spec"} <= modules  # the check sees melstream's own modules
+    assert {"melstream.client", "melstream_client.spec"} <= modules  # the check sees melstream's own modules
     assert sorted(m for m in modules if m.startswith(("melstream.components", "melstream.stack", "melstream.addon",
                                                       "melstream.registry", "melstream.blocks"))) == []
     assert seen["entry_point_calls"] == []

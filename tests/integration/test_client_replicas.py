@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from melstream.client import Client
 from melstream.errors import ServerUnavailableError
 from melstream.serving.server import TritonServer, free_port
+from melstream_client import Client
 from tests.servers import quiet, scrape, start_server, streams_key, wait_for
 
 pytestmark = pytest.mark.integration

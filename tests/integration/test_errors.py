@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from melstream import wire
 from melstream.serving.server import TritonServer
+from melstream_client import wire
 from tests.servers import start_server, streams_key, wait_for
 
 VOICE = "fastvoice"

@@ -18,11 +18,11 @@ import onnx
 import pytest
 
 from melstream.addon import Addon, load_addon
-from melstream.client import Client
 from melstream.runners.onnx import OnnxRuntimeRunner
 from melstream.runners.static_onnx import dynamic_tensors, static_file_name
 from melstream.serving.repo import build_repository, parse_config
 from melstream.serving.server import TritonServer
+from melstream_client import Client
 from tests.servers import start_server
 
 pytestmark = pytest.mark.integration

@@ -7,9 +7,9 @@ import urllib.request
 
 import pytest
 
-from melstream.client import Client
 from melstream.errors import ClientError
 from melstream.serving.server import TritonServer
+from melstream_client import Client
 from tests.servers import network_calls_key, quiet, scrape, streams_key, wait_for
 
 LONG = " ".join(["A long paragraph keeps the server busy for a good while, frame after frame."] * 20)

@@ -15,9 +15,9 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.overload import HANG, PROBE_OK, REFUSED, SERVED, Run, max_streams, overload, row, verdicts
-from melstream.client import Client
 from melstream.errors import ServerBusyError
 from melstream.serving.server import TritonServer, not_ready
+from melstream_client import Client
 from tests.conftest import FULL
 from tests.integration.test_admission import SHORT, Outcome, run_stream
 from tests.servers import quiet

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from melstream.client import Client
 from melstream.errors import InvalidInputError
 from melstream.serving.server import TritonServer
+from melstream_client import Client
 
 pytestmark = pytest.mark.integration
 

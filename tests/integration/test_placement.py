@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 from melstream.addon import load_addon
-from melstream.client import Client
 from melstream.errors import ServerUnavailableError
 from melstream.runners.onnx import OnnxRuntimeRunner
 from melstream.serving.repo import build_repository, get_profile, parse_config
+from melstream_client import Client
 from tests.servers import metric, poll, scrape, start_server
 
 pytestmark = pytest.mark.integration

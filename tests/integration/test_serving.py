@@ -23,10 +23,10 @@ import tritonclient.grpc as grpcclient
 
 import melstream
 from melstream.cli import main
-from melstream.client import Client, HttpClient
 from melstream.errors import ClientError
 from melstream.serving.repo import build_repository
 from melstream.serving.server import TritonServer
+from melstream_client import Client, HttpClient
 from tests.servers import network_calls_key, poll, quiet, start_server, streams_key, wait_for
 
 VOICES = ["fastvoice", "tacovoice"]
@@ -268,7 +268,7 @@ def test_client_library_cancels_an_abandoned_stream(server: TritonServer) -> Non
 
 def test_disconnected_client_stops_the_servers_work(server: TritonServer) -> None:
     before = quiet(server, "fastvoice")
-    script = ("import sys; from melstream.client import Client\n"
+    script = ("import sys; from melstream_client import Client\n"
               f"it = Client('{server.grpc_url}').stream({LONG!r}, voice='fastvoice', chunk_frames=1)\n"
               "for mel in it:\n    print(len(mel), flush=True)\n")
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)

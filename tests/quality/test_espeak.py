@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from melstream.addon import AudioSpec
-from melstream.audio import log_mel
 from melstream.errors import TextError
 from melstream.espeak import CLAUSE_TOKENS, HOP_LENGTH, SHORT_PAUSE, WORD_BOUNDARY, get_espeak, split_stress
 from melstream.text import EOS, FRONTENDS, PAD, EspeakFrontend, get_frontend
+from melstream_client.audio import log_mel
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def _teacher(root: Path, addon_dir: Path) -> None:
     """data/teacher layout: train (texts only matter), test with wavs + mels from those wavs."""
     import melstream
-    from melstream.audio import log_mel
+    from melstream_client.audio import log_mel
 
     spec = melstream.load_addon(addon_dir).audio
     splits = {

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 import melstream
-from melstream.audio import log_mel
 from melstream.components.attention import AttentionDecoder
 from melstream.espeak import get_espeak
+from melstream_client.audio import log_mel
 
 HELDOUT = (Path(__file__).resolve().parent.parent / "data" / "heldout_sentences.txt").read_text().splitlines()
 FIXED = [HELDOUT[0], HELDOUT[1], HELDOUT[5]]

@@ -16,10 +16,10 @@ import pytest
 
 import melstream
 from melstream.cli import main
-from melstream.client import Client
 from melstream.errors import ClientError
 from melstream.serving.health import READY_PATH
 from melstream.serving.server import TritonServer, free_port
+from melstream_client import Client
 
 VOICES = ["fastvoice", "tacovoice"]
 TEXT = "Hello from melstream, streaming 80 mel bins at a time."

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from melstream.cli import main
-from melstream.client import Client
 from melstream.errors import ServerError
 from melstream.serving.server import TritonServer, _wheel_dir, free_port, triton_home
+from melstream_client import Client
 
 
 def test_health_of_a_running_server(server: TritonServer, capsys: pytest.CaptureFixture[str]) -> None:

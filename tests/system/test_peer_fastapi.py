@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 
 from benchmarks.peer_fastapi import start_peer
-from melstream import wire
 from melstream.addon import load_addon
-from melstream.client import HttpClient
 from melstream.errors import InvalidInputError, UnknownVoiceError
 from melstream.runners.onnx import OnnxRuntimeRunner
+from melstream_client import HttpClient, wire
 from tests.conftest import ROOT
 
 ADDONS = ROOT / "addons"

@@ -27,12 +27,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from melstream.client import Client, HttpClient
 from melstream.errors import ClientError, ServerUnavailableError
 from melstream.serving.balancer import STATS_PATH, HAProxy, Replica, haproxy_config
 from melstream.serving.health import HealthServer
 from melstream.serving.server import REPOSITORY_KEY_HEADER, TritonServer, free_port, stub_processes
 from melstream.serving.supervisor import Supervisor
+from melstream_client import Client, HttpClient
 from tests.servers import quiet, scrape, start_server
 
 VOICE = "fastvoice"

@@ -108,7 +108,7 @@ class _ClientStream(threading.Thread):
         self.start()
 
     def run(self) -> None:
-        from melstream.client import Client
+        from melstream_client import Client
 
         try:
             with Client(self.url, timeout_s=60) as client:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from melstream.addon import Addon, AudioSpec, addon_from_data
-from melstream.audio import istft_frames, log_mel, mel_filterbank, stft_frames, write_wav
 from melstream.components.vocoder import GriffinLim
+from melstream_client.audio import istft_frames, log_mel, mel_filterbank, stft_frames, write_wav
 
 SPEC = AudioSpec(sample_rate=22050, hop_length=256, win_length=1024, n_fft=1024, n_mels=80, fmin=0.0, fmax=8000.0)
 AUDIO_TOL = 1e-5  # streamed vs whole-utterance audio, max abs difference (float rounding only)

@@ -14,9 +14,6 @@ import tritonclient.grpc
 from tritonclient.utils import InferenceServerException
 
 import melstream
-from melstream import wire
-from melstream.client import Client
-from melstream.client._balance import RoundRobin, parse_targets
 from melstream.errors import (
     ClientError,
     InvalidInputError,
@@ -24,6 +21,8 @@ from melstream.errors import (
     ServerUnavailableError,
     UnknownVoiceError,
 )
+from melstream_client import Client, wire
+from melstream_client._balance import RoundRobin, parse_targets
 
 TEXT = "Hello there."
 CHUNKS = 3  # chunks per served stream
@@ -204,7 +203,7 @@ def test_a_refusal_before_the_first_chunk_goes_to_the_next_replica(
 
 
 def test_busy_is_a_retryable_refusal() -> None:
-    from melstream.client._balance import is_retryable
+    from melstream_client._balance import is_retryable
 
     assert is_retryable(ServerBusyError("x")) and is_retryable(ServerUnavailableError("x"))
     assert not is_retryable(InvalidInputError("x")) and not is_retryable(UnknownVoiceError("x"))

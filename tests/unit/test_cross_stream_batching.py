@@ -15,7 +15,7 @@ import pytest
 
 from melstream.runners.base import Network
 from melstream.runners.batching import Batcher, BatchPolicy
-from melstream.spec import NetworkSpec, TensorSpec
+from melstream_client.spec import NetworkSpec, TensorSpec
 
 from .test_fixed_shapes import inputs, reference, spec
 

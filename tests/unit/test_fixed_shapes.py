@@ -15,7 +15,7 @@ import pytest
 from melstream.errors import AddonError, SynthesisError
 from melstream.runners.base import Network
 from melstream.runners.fixed import bucket_for, fixed_shapes, with_length
-from melstream.spec import NetworkSpec, TensorSpec
+from melstream_client.spec import NetworkSpec, TensorSpec
 
 C = 3
 BUCKETS = (8, 16)

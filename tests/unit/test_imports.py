@@ -1,4 +1,5 @@
-"""melstream's modules import each other without a circle, and the light parts stay light."""
+"""melstream's modules (the server package and the client distribution) import each other without a circle, and
+the light parts stay light: the client never imports the server package."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[2] / "melstream"
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = (ROOT / "melstream", ROOT / "client" / "melstream_client")
 
 
 def module_name(path: Path) -> str:
-    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    package = next(p for p in PACKAGES if path.is_relative_to(p))
+    parts = path.relative_to(package.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -46,7 +49,7 @@ def imports_of(path: Path, modules: set[str]) -> set[str]:
 
 
 def import_graph() -> dict[str, set[str]]:
-    files = sorted(PACKAGE.rglob("*.py"))
+    files = sorted(f for p in PACKAGES for f in p.rglob("*.py"))
     modules = {module_name(f) for f in files}
     return {module_name(f): imports_of(f, modules) for f in files}
 
@@ -87,13 +90,40 @@ def test_no_import_circle_in_melstream() -> None:
     assert cycle is None, "import circle: " + " -> ".join(cycle or [])
 
 
-def test_spec_and_wire_and_errors_are_standard_library_only() -> None:
+def test_spec_and_errors_are_standard_library_only() -> None:
     graph = import_graph()
-    assert graph["melstream.spec"] == {"melstream.errors"}
-    assert graph["melstream.errors"] == set()
-    code = ("import sys, melstream.spec, melstream.errors; "
-            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'onnxruntime', 'onnx', 'tritonclient', 'torch') "
-            "or m.startswith(('melstream.blocks', 'melstream.components', 'melstream.stack', 'melstream.registry'))); "
-            "print(heavy); sys.exit(1 if heavy else 0)")
+    assert graph["melstream_client.spec"] == {"melstream_client.errors"}
+    assert graph["melstream_client.errors"] == set()
+    code = ("import sys, melstream_client.spec, melstream_client.errors; "
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'onnxruntime', 'onnx', 'tritonclient', 'torch', "
+            "'melstream')); print(heavy); sys.exit(1 if heavy else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_client_never_imports_the_server_package() -> None:
+    """Statically (every import in the client's files) and when it runs: importing the client and its command
+    line loads no melstream module, ONNX Runtime, torch or pytriton."""
+    graph = import_graph()
+    client = {m: deps for m, deps in graph.items() if m.split(".")[0] == "melstream_client"}
+    assert len(client) >= 8 and "melstream_client.wire" in client["melstream_client.grpc"]  # the graph sees them
+    assert {m: sorted(d for d in deps if d.split(".")[0] == "melstream") for m, deps in client.items()} == {m: [] for m in client}
+    code = ("import sys, melstream_client, melstream_client.cli, melstream_client.audio; "
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('onnxruntime', 'onnx', 'torch', 'pytriton', "
+            "'melstream')); print(heavy); sys.exit(1 if heavy else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_server_package_names_are_the_client_modules() -> None:
+    """melstream.client, .wire, .spec and .audio are the client's modules themselves (not copies: one class per
+    error, one contract), so existing imports keep working."""
+    code = ("import melstream.client, melstream.wire, melstream.spec, melstream.audio, melstream.errors, melstream_client; "
+            "import melstream_client.wire as w, melstream_client.spec as s, melstream_client.audio as a, melstream_client.errors as e; "
+            "from melstream.client import Client; "
+            "ok = (melstream.client is melstream_client and melstream.wire is w and melstream.spec is s and melstream.audio is a "
+            "and Client is melstream_client.Client and melstream.errors.ClientError is e.ClientError "
+            "and issubclass(melstream.errors.StackError, e.AddonError) and melstream.errors.MelstreamError is e.MelstreamError); "
+            "raise SystemExit(0 if ok else 1)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr

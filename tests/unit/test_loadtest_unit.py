@@ -12,7 +12,7 @@ import pytest
 
 from loadtests.scenario import CATEGORIES, PARAGRAPHS, SHORT, parse_range, parse_text_mix, parse_weights
 from loadtests.streams import check_equal, check_shape, grpc_request
-from melstream.wire import WireError, timed_sse_events
+from melstream_client.wire import WireError, timed_sse_events
 
 
 def test_voice_weights() -> None:

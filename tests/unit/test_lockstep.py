@@ -19,7 +19,7 @@ import pytest
 from melstream.errors import SynthesisError
 from melstream.runners.base import Network
 from melstream.runners.lockstep import END, Lockstep, Recurrence
-from melstream.spec import NetworkSpec, TensorSpec
+from melstream_client.spec import NetworkSpec, TensorSpec
 
 WAIT_S = 20.0
 

@@ -19,7 +19,7 @@ from melstream.cli import build_parser, main, prepare_repository
 from melstream.errors import AddonError, MelstreamError
 from melstream.serving import native, plans
 from melstream.serving.repo import build_repository, config_text, get_profile, network_config, parse_config
-from melstream.spec import TensorSpec
+from melstream_client.spec import TensorSpec
 from tests import synthetic
 
 VOICES = [synthetic.FAST, synthetic.TACO]

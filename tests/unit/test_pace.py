@@ -12,12 +12,12 @@ from collections.abc import Iterator, Mapping
 import numpy as np
 import pytest
 
-from melstream import wire
 from melstream.addon import Addon
 from melstream.blocks import StreamableBlock, StreamablePipeline, Tensors
 from melstream.components.stretch import Stretcher, TimeStretch, positions, stretch, stretched_length
 from melstream.errors import InputError, StackError
 from melstream.text import CharFrontend
+from melstream_client import wire
 
 TEXT = "Attention models generate frame by frame."
 PACES = [0.25, 0.5, 0.8, 1.3, 2.0, 3.0, 4.0]

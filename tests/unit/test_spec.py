@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from melstream.errors import AddonError
-from melstream.spec import AddonSpec, addon_spec_from_json, discover_addons, parse_addon_spec, read_addon_spec
+from melstream_client.spec import AddonSpec, addon_spec_from_json, discover_addons, parse_addon_spec, read_addon_spec
 
 from .test_contracts import duration_addon
 

@@ -17,12 +17,12 @@ import pytest
 from google.protobuf import json_format
 
 import melstream
-from melstream import wire
-from melstream.client._errors import client_error
 from melstream.errors import InputError, ServerBusyError, ServerUnavailableError, SynthesisError
 from melstream.serving.repo import get_profile, pipeline_config
 from melstream.serving.voice_model import MAX_STREAMS_PARAMETER, StreamMetrics, VoiceModel, parse_inputs
 from melstream.text import get_frontend
+from melstream_client import wire
+from melstream_client._errors import client_error
 
 WAIT_S = 10.0  # how long a test waits for a worker thread's stream to end (it takes milliseconds)
 

@@ -13,8 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from melstream import wire
-from melstream.client._errors import client_error
 from melstream.errors import (
     ClientError,
     ClientTimeoutError,
@@ -22,6 +20,8 @@ from melstream.errors import (
     ServerUnavailableError,
     UnknownVoiceError,
 )
+from melstream_client import wire
+from melstream_client._errors import client_error
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -294,7 +294,7 @@ def test_client_reads_specs_without_components_or_plugins() -> None:
     seen = json.loads(result.stdout)
     assert seen["n_mels"] == 5 and seen["networks"] == ["net"] and seen["voices"] == ["tiny"]
     modules = set(seen["modules"])
-    assert "melstream.spec" in modules and "melstream.client" in modules  # the check sees melstream's modules
+    assert "melstream_client.spec" in modules and "melstream.client" in modules  # the check sees melstream's modules
     heavy = sorted(m for m in modules if m.startswith("melstream.components") or m in ("melstream.stack", "melstream.addon",
                                                                                        "melstream.registry", "melstream.blocks"))
     assert heavy == [], heavy
@@ -311,8 +311,8 @@ def test_http_client_refuses_a_stream_cut_off_before_its_end() -> None:
     import socketserver
     import threading
 
-    from melstream.client import HttpClient
     from melstream.errors import ServerUnavailableError
+    from melstream_client import HttpClient
 
     addon = json.dumps(ADDON)
     event = json.dumps({"model_name": "tiny", "outputs": [], "MEL": [[0.0] * 5] * 2})
@@ -358,8 +358,8 @@ def test_http_client_refuses_a_stream_cut_off_before_its_end() -> None:
 def test_a_stream_reset_by_its_peer_is_unavailable() -> None:
     """What a gRPC client gets when a load balancer resets a stream whose replica died (status UNKNOWN): the
     server is gone, so the typed error is ServerUnavailableError, not a bare ClientError."""
-    from melstream.client._errors import client_error
     from melstream.errors import ServerUnavailableError
+    from melstream_client._errors import client_error
 
     message = ("Stream removed (Data frame with END_STREAM flag received) (RST_STREAM (Received RST_STREAM with "
                "error code 8))")

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from melstream import wire
-from melstream.client._errors import client_error
 from melstream.errors import InvalidInputError
+from melstream_client import wire
+from melstream_client._errors import client_error
 
 # Triton 2.51's messages, as a gRPC stream delivered them to tritonclient
 REFUSALS = [

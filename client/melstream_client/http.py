@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from melstream import wire
-from melstream.client._errors import client_error
-from melstream.client._voices import VoiceDirectory
-from melstream.errors import (
+from melstream_client import wire
+from melstream_client._errors import client_error
+from melstream_client._voices import VoiceDirectory
+from melstream_client.errors import (
     ClientError,
     ClientTimeoutError,
     InvalidInputError,
@@ -28,9 +28,9 @@ DEFAULT_HTTP_URL = "localhost:8000"
 class HttpClient(VoiceDirectory):
     """Streams mel chunks over Triton's HTTP generate_stream (SSE).  Times in seconds, keyword-only.
 
-    Failures are :class:`~melstream.errors.ClientError`\\ s carrying the server's message (Triton's
-    ``{"error": "..."}``): :class:`~melstream.errors.UnknownVoiceError`, :class:`~melstream.errors.InvalidInputError`,
-    :class:`~melstream.errors.ServerUnavailableError`, :class:`~melstream.errors.ClientTimeoutError`.
+    Failures are :class:`~melstream_client.errors.ClientError`\\ s carrying the server's message (Triton's
+    ``{"error": "..."}``): :class:`~melstream_client.errors.UnknownVoiceError`, :class:`~melstream_client.errors.InvalidInputError`,
+    :class:`~melstream_client.errors.ServerUnavailableError`, :class:`~melstream_client.errors.ClientTimeoutError`.
     A voice's ``n_mels`` comes from its config (the addon's ``audio.n_mels``), read once per voice.
     """
 

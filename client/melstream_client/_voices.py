@@ -1,7 +1,7 @@
 """What both clients share: the voices a server serves, read from its loaded models' statistics, their ready
 endpoints and model configs (the repository index is open only to the server's supervisor).
 
-A voice's spec is plain data (:mod:`melstream.spec`): listing voices and reading a spec import no component
+A voice's spec is plain data (:mod:`melstream_client.spec`): listing voices and reading a spec import no component
 or plugin.  Subclasses say how to fetch the index and a config, and how they name the server in errors.
 """
 
@@ -12,12 +12,26 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from melstream import wire
-from melstream.errors import AddonError, ClientError, UnknownVoiceError
+from melstream_client import wire
+from melstream_client.errors import AddonError, ClientError, UnknownVoiceError
 
 if TYPE_CHECKING:
     from melstream.addon import Addon
-    from melstream.spec import AddonSpec
+    from melstream_client.spec import AddonSpec
+
+
+def server_side(module: str, name: str, *, what: str) -> Any:
+    """``module.name`` from the ``melstream`` package, which a light client's install does not have: a
+    :class:`ClientError` saying so if it is missing."""
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError as e:
+        if e.name is None or not (e.name == "melstream" or e.name.startswith("melstream.")):
+            raise
+        raise ClientError(f"{what} needs the melstream package (the server side), not only melstream-client: "
+                          f"install melstream, or stream from the server instead") from None
 
 
 class VoiceDirectory:
@@ -80,7 +94,7 @@ class VoiceDirectory:
         return spec if spec is not None else self._spec_of(voice, self.addon_json(voice))
 
     def _spec_of(self, voice: str, addon_json: str) -> AddonSpec:
-        from melstream.spec import addon_spec_from_json
+        from melstream_client.spec import addon_spec_from_json
 
         try:
             spec = addon_spec_from_json(addon_json, source=f"voice {voice!r} at {self.where}")
@@ -90,10 +104,10 @@ class VoiceDirectory:
         return spec
 
     def addon(self, voice: str) -> Addon:
-        """The voice's addon, with its stack validated here (this imports the stack's components)."""
-        from melstream.addon import Addon
-
-        return Addon(self.spec(voice))
+        """The voice's addon, with its stack validated here (this imports the stack's components: it needs the
+        whole ``melstream`` package, not only this client)."""
+        Addon = server_side("melstream.addon", "Addon", what="building a voice's stack here")  # noqa: N806
+        return Addon(self.spec(voice))  # type: ignore[no-any-return]
 
     def synthesize(self, text: str, *, voice: str, pace: float | None = None, chunk_frames: int | None = None,
                    timeout_s: float | None = None) -> np.ndarray:

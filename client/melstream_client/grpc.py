@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from melstream import wire
-from melstream.client._balance import RoundRobin, is_balanced_target, is_retryable, parse_targets
-from melstream.client._errors import grpc_error
-from melstream.client._voices import VoiceDirectory
-from melstream.errors import ClientError, ClientTimeoutError, InvalidInputError, ServerUnavailableError
+from melstream_client import wire
+from melstream_client._balance import RoundRobin, is_balanced_target, is_retryable, parse_targets
+from melstream_client._errors import grpc_error
+from melstream_client._voices import VoiceDirectory, server_side
+from melstream_client.errors import ClientError, ClientTimeoutError, InvalidInputError, ServerUnavailableError
 
 if TYPE_CHECKING:
     from melstream.blocks import StreamablePipeline
@@ -72,14 +72,14 @@ class Client(VoiceDirectory):
     replica for its life.
 
     A stream refused before its first chunk by a replica that cannot take it (unreachable, being reloaded,
-    busy: :class:`~melstream.errors.ServerUnavailableError`) is tried on the next replica, each at most once,
+    busy: :class:`~melstream_client.errors.ServerUnavailableError`) is tried on the next replica, each at most once,
     up to ``retries`` times (default: every other replica).  Once a chunk has reached the caller a failure is
     raised, never retried: the caller would hear the start of the utterance twice.  A ``dns:///`` target counts
     as one replica here (gRPC's round robin itself sends calls only to the addresses it is connected to).
 
-    Failures are :class:`~melstream.errors.ClientError`\\ s carrying the server's message:
-    :class:`~melstream.errors.UnknownVoiceError`, :class:`~melstream.errors.InvalidInputError`,
-    :class:`~melstream.errors.ServerUnavailableError`, :class:`~melstream.errors.ClientTimeoutError`.
+    Failures are :class:`~melstream_client.errors.ClientError`\\ s carrying the server's message:
+    :class:`~melstream_client.errors.UnknownVoiceError`, :class:`~melstream_client.errors.InvalidInputError`,
+    :class:`~melstream_client.errors.ServerUnavailableError`, :class:`~melstream_client.errors.ClientTimeoutError`.
     """
 
     def __init__(self, url: str | Sequence[str] = DEFAULT_GRPC_URL, *, timeout_s: float = 60.0,
@@ -170,8 +170,8 @@ class Client(VoiceDirectory):
     def remote_pipeline(self, voice: str) -> StreamablePipeline:
         """The voice's stack, rebuilt here, with networks running on the server's network models (those of the
         replica that answered for the voice's config)."""
-        from melstream.runners.triton_remote import TritonRemoteRunner
-
+        TritonRemoteRunner = server_side("melstream.runners.triton_remote", "TritonRemoteRunner",  # noqa: N806
+                                         what="rebuilding a voice's pipeline here (remote_pipeline)")
         fixed = wire.fixed_shapes_from_config(self._config(voice))  # the server's profile decides the shapes
         url = self._replicas[self._answering].url
         return self.addon(voice).build(TritonRemoteRunner(url, timeout_s=self.timeout_s, fixed_shapes=fixed))

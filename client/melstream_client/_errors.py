@@ -1,14 +1,14 @@
 """From what a client sees of a failure (message, HTTP status, gRPC status) to melstream's typed client errors.
 
-Which Triton error code a failure carries is the wire contract's to say (:func:`melstream.wire.error_code`:
+Which Triton error code a failure carries is the wire contract's to say (:func:`melstream_client.wire.error_code`:
 the voice model's ``[CODE]`` tag, a gRPC status, Triton's own messages, the HTTP status); this module maps the
 code to an error class and keeps the server's message whole.
 """
 
 from __future__ import annotations
 
-from melstream import wire
-from melstream.errors import (
+from melstream_client import wire
+from melstream_client.errors import (
     ClientError,
     ClientTimeoutError,
     InvalidInputError,
@@ -27,7 +27,7 @@ def client_error(message: str, *, where: str, http_status: int | None = None, gr
     """The typed error for a failure the server (or the connection to it) reported; its text is
     ``"<where>: <message>"``, the server's message kept whole.  gRPC's DEADLINE_EXCEEDED (the client's own
     ``timeout_s`` ran out) is a :class:`ClientTimeoutError`; an UNAVAILABLE that says the server is at capacity
-    (:func:`melstream.wire.is_busy`) is a :class:`ServerBusyError`."""
+    (:func:`melstream_client.wire.is_busy`) is a :class:`ServerBusyError`."""
     text = f"{where}: {message}"
     if grpc_status is not None and grpc_status.removeprefix("StatusCode.").upper() == "DEADLINE_EXCEEDED":
         return ClientTimeoutError(text)

@@ -1,4 +1,4 @@
-"""Several replicas behind one :class:`~melstream.client.Client`: which addresses a ``url`` names, which replica
+"""Several replicas behind one :class:`~melstream_client.Client`: which addresses a ``url`` names, which replica
 the next stream goes to, and which failures another replica may retry.
 
 A stream is retried on another replica only while nothing of it has reached the caller: a retry after a chunk
@@ -11,7 +11,7 @@ import itertools
 import threading
 from collections.abc import Sequence
 
-from melstream.errors import ClientError, ServerUnavailableError
+from melstream_client.errors import ClientError, ServerUnavailableError
 
 #: gRPC target schemes whose resolver may name several addresses (``dns:///tts.internal:8001``,
 #: ``ipv4:10.0.0.1:8001,10.0.0.2:8001``): one channel, balanced per call by gRPC itself
@@ -46,7 +46,7 @@ def is_balanced_target(target: str) -> bool:
 def is_retryable(error: ClientError) -> bool:
     """Whether a stream refused with ``error`` before its first chunk may go to another replica: the replica
     could not be reached, is being brought back, or is at capacity (:class:`ServerUnavailableError` and its
-    :class:`~melstream.errors.ServerBusyError`).  Input errors and unknown voices would fail alike anywhere;
+    :class:`~melstream_client.errors.ServerBusyError`).  Input errors and unknown voices would fail alike anywhere;
     a timeout has already spent the caller's time."""
     return isinstance(error, ServerUnavailableError)
 
