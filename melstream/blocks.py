@@ -28,7 +28,8 @@ name              shape / dtype    meaning
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+import os
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -39,6 +40,7 @@ from melstream_client import wire
 
 if TYPE_CHECKING:
     from melstream.runners.base import Network, Runner
+    from melstream.text import Sentence
     from melstream_client.spec import AddonSpec, NetworkSpec
 
 Tensors = dict[str, np.ndarray]
@@ -215,6 +217,10 @@ class StreamableBlock(Block):
     before the first ``next()``.
     """
 
+    #: True if ``generate`` accepts a :class:`TokenStream` as the context's ``tokens`` and reads only as many
+    #: tokens as it needs (a block that reads the text's tokens in order, e.g. segment by segment)
+    lazy_tokens: ClassVar[bool] = False
+
     def generate(self, context: Mapping[str, np.ndarray], upstream: Iterator[Tensors] | None = None) -> Iterator[Tensors]:
         raise NotImplementedError
 
@@ -304,6 +310,78 @@ class StreamableStack(StreamableBlock):
         return it
 
 
+class TokenStream:
+    """A text's ``tokens`` ``[N]`` int64, made a sentence at a time as the blocks ask for them.
+
+    The root pipeline puts one in the context as ``tokens`` when every block that reads the tokens can
+    start on a prefix of them (:attr:`StreamableBlock.lazy_tokens`): the front end then reads only as many
+    sentences ahead as the first segments need (:meth:`ensure`), and the first frame does not wait for the
+    rest of the text.  The tokens are the front end's ``sentences``' ids, then ``end_id``: its ``encode`` of
+    the text, so the blocks see the same tokens either way.  :attr:`sentences` holds the sentences read so
+    far and :meth:`words` each word's token range in the whole text (the hook for word timestamps).
+    """
+
+    def __init__(self, sentences: Iterable[Sentence], end_id: int) -> None:
+        self._source: Iterator[Sentence] | None = iter(sentences)
+        self._end = np.asarray([end_id], dtype=np.int64)
+        self._known = np.zeros(0, np.int64)
+        self.sentences: list[Sentence] = []
+        self.starts: list[int] = []  # where each sentence's ids start in the tokens
+
+    def __repr__(self) -> str:
+        return f"TokenStream({len(self._known)} tokens of {len(self.sentences)} sentences{', complete' if self.complete else ''})"
+
+    @property
+    def complete(self) -> bool:
+        """Whether the whole text has been read (:attr:`known` then holds every token, the end id last)."""
+        return self._source is None
+
+    @property
+    def known(self) -> np.ndarray:
+        """The tokens made so far, ``[n]`` int64 (all ``N`` once :attr:`complete`)."""
+        return self._known
+
+    def ensure(self, count: int) -> int:
+        """Read sentences until at least ``count`` tokens are known or the text has ended; how many are known.
+        The front end's errors for the text (e.g. no known phonemes in it) surface here."""
+        if self._source is None or len(self._known) >= count:
+            return len(self._known)
+        parts = [self._known]
+        known = len(self._known)
+        while known < count:
+            sentence = next(self._source, None)
+            if sentence is None:
+                self._source = None
+                parts.append(self._end)
+                known += 1
+                break
+            self.starts.append(known)
+            self.sentences.append(sentence)
+            parts.append(np.asarray(sentence.ids, dtype=np.int64))
+            known += len(sentence.ids)
+        self._known = np.concatenate(parts)
+        return known
+
+    def all(self) -> np.ndarray:
+        """Every token, ``[N]`` (reads the rest of the text)."""
+        while not self.complete:
+            self.ensure(2 * len(self._known) + 1)
+        return self._known
+
+    def words(self) -> list[tuple[str, int, int]]:
+        """``(text, start, end)`` of every word read so far; ``start``, ``end``: token positions in the whole text."""
+        return [(w.text, at + w.start, at + w.end)
+                for at, sentence in zip(self.starts, self.sentences, strict=True) for w in sentence.words]
+
+
+def _lazy_ok(block: StreamableBlock) -> bool:
+    """Whether ``block``, the first to get the context, can take a :class:`TokenStream` as its ``tokens``."""
+    if isinstance(block, StreamableStack):  # the others get the same context: none of them may read the tokens
+        later = any(b.contract is not None and "tokens" in b.contract.reads for b in block.stack[1:])
+        return _lazy_ok(block.stack[0]) and not later
+    return bool(getattr(block, "lazy_tokens", False))
+
+
 class StreamablePipeline(StreamableBlock):
     """A StreamableBlock holding exactly one SequenceBlock and one StreamableBlock.
 
@@ -345,6 +423,9 @@ class StreamablePipeline(StreamableBlock):
 
     def generate(self, context: Mapping[str, np.ndarray], upstream: Iterator[Tensors] | None = None) -> Iterator[Tensors]:
         env = dict(context)
+        tokens: Any = env.get("tokens")
+        if isinstance(tokens, TokenStream) and not self.reads_text_lazily:
+            env["tokens"] = tokens.all()  # a block below needs the whole text at once
         env.update(self.sequence_block(env))
         yield from self.streamable_block.generate(env, upstream)
 
@@ -354,6 +435,28 @@ class StreamablePipeline(StreamableBlock):
         ``pace`` outside :data:`melstream.wire.PACE_RANGE` (NaN and infinities included) and ``chunk_frames``
         outside :data:`melstream.wire.CHUNK_FRAMES_RANGE` are refused with an :class:`InputError` naming the
         input, as a voice model refuses them on the wire."""
+        self._check_options(pace, chunk_frames)
+        return self._context(self.frontend.encode(text), pace=pace, chunk_frames=chunk_frames)
+
+    def lazy_inputs_for(self, text: str | bytes, *, pace: float | None = None,
+                        chunk_frames: int | None = None) -> dict[str, Any]:
+        """:meth:`inputs_for`, except that ``tokens`` is a :class:`TokenStream` over the front end's sentences,
+        so the text is phonemised only as far as the blocks ask.  The options, and the text (decoded, checked,
+        normalised: :class:`melstream.errors.TextError`), are checked here, before anything is spoken; a front
+        end without ``sentences`` gives :meth:`inputs_for`."""
+        self._check_options(pace, chunk_frames)
+        if not hasattr(self.frontend, "sentences"):
+            return self.inputs_for(text, pace=pace, chunk_frames=chunk_frames)
+        sentences = self.frontend.sentences(text)
+        first = next(sentences)  # the text's checks run here; a text that passes them has a first sentence
+
+        def chained() -> Iterator[Sentence]:
+            yield first
+            yield from sentences
+
+        return self._context(TokenStream(chained(), self.frontend.end_id), pace=pace, chunk_frames=chunk_frames)
+
+    def _check_options(self, pace: float | None, chunk_frames: int | None) -> None:
         if self.frontend is None:
             raise StackError(f"{self.path}: this pipeline has no text front end (only an addon's root pipeline has one)")
         if pace is not None:
@@ -367,12 +470,29 @@ class StreamablePipeline(StreamableBlock):
             if not low_frames <= int(chunk_frames) <= high_frames:
                 raise InputError(f"input {wire.CHUNK_FRAMES.name} must be from {low_frames} to {high_frames} frames "
                                  f"(0 = the whole utterance in one response), got {chunk_frames}")
-        env: Tensors = {"tokens": self.frontend.encode(text)}
+
+    @staticmethod
+    def _context(tokens: Any, *, pace: float | None, chunk_frames: int | None) -> Tensors:
+        env: Tensors = {"tokens": tokens}
         if pace is not None:
             env["pace"] = np.asarray(pace, dtype=np.float32)
         if chunk_frames is not None:
             env["chunk_frames"] = np.asarray(chunk_frames, dtype=np.int64)
         return env
+
+    #: speak a text a sentence at a time (:meth:`lazy_inputs_for`); ``False`` phonemises the whole text before the
+    #: first frame, as before.  ``MELSTREAM_WHOLE_TEXT=1`` makes it ``False`` in a process (so that
+    #: benchmarks/first_frame.py can compare both in one run); the frames are the same either way.
+    lazy_text: ClassVar[bool] = os.environ.get("MELSTREAM_WHOLE_TEXT", "") in ("", "0")
+
+    @property
+    def reads_text_lazily(self) -> bool:
+        """True if the blocks can start on the text's first sentences (:attr:`StreamableBlock.lazy_tokens`):
+        :meth:`stream_outputs` then reads the text a sentence at a time, as the blocks ask for it."""
+        if not _lazy_ok(self.streamable_block):
+            return False
+        contract = getattr(self.sequence_block, "contract", None)  # the sequence block runs first, on every token
+        return isinstance(contract, Contract) and not contract.reads
 
     @property
     def produces_audio(self) -> bool:
@@ -388,7 +508,8 @@ class StreamablePipeline(StreamableBlock):
         high ``pace``) is an :class:`InputError` at the end of the stream, not an empty stream."""
         keys = ("mel", "audio") if self.produces_audio else ("mel",)
         frames = 0
-        for chunk in self.generate(self.inputs_for(text, pace=pace, chunk_frames=chunk_frames)):
+        inputs = self.lazy_inputs_for if self.lazy_text and self.reads_text_lazily else self.inputs_for
+        for chunk in self.generate(inputs(text, pace=pace, chunk_frames=chunk_frames)):
             if len(chunk[self.output]):
                 frames += len(chunk[self.output])
                 yield {k: chunk[k] for k in keys}

@@ -31,6 +31,7 @@ import ctypes.util
 import logging
 import re
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -63,6 +64,8 @@ _PHONEME_SEPARATOR = ord("|")
 # a clause ends where espeak's text pointer stopped, less its one character of lookahead
 _TERMINATOR_RE = re.compile(r"([,.?!;:])[\s\"'\)\]\}]*\S?\Z")
 _TERMINATOR_FINAL_RE = re.compile(r"([,.?!;:])[\s\"'\)\]\}]*\Z")
+#: clause tokens after which a sentence (a unit of :meth:`Espeak.sentences`) ends
+_SENTENCE_ENDS = frozenset({"[.]", "[?]", "[!]", "[;]", "[:]", CLAUSE_END})
 _LEADING_PAUSE_RE = re.compile(r"^(_[:!]?)(?=[^:!])")
 
 
@@ -89,6 +92,7 @@ _LOCK = threading.RLock()
 _LIB: Any = None
 _SAMPLE_RATE = 0
 _INSTANCES: dict[str, Espeak] = {}
+_SELECTED: list[str] = []  # the voice espeak has now (selecting one costs ~0.1 ms: once per sentence adds up)
 
 
 def _load() -> tuple[Any, int]:
@@ -157,8 +161,11 @@ class Espeak:
         return f"Espeak(voice={self.voice!r}, sample_rate={self.sample_rate})"
 
     def _select(self) -> None:
-        if self._lib.espeak_SetVoiceByName(self.voice.encode()) != 0:
-            raise TextError(f"espeak-ng has no voice {self.voice!r}")
+        if _SELECTED != [self.voice]:
+            _SELECTED.clear()
+            if self._lib.espeak_SetVoiceByName(self.voice.encode()) != 0:
+                raise TextError(f"espeak-ng has no voice {self.voice!r}")
+            _SELECTED.append(self.voice)
         self._lib.espeak_SetSynthCallback(self._callback)
 
     def _on_synth(self, wav: Any, n_samples: int, events: Any) -> int:
@@ -189,14 +196,70 @@ class Espeak:
                 end = pointer.value - base if pointer.value else len(raw)
                 consumed = raw[previous:end].decode("utf-8", "ignore")
                 previous = end
-                pattern = _TERMINATOR_RE if pointer.value else _TERMINATOR_FINAL_RE
-                match = pattern.search(consumed)
-                terminator = f"[{match.group(1)}]" if match else (CLAUSE_END if pointer.value else "[.]")
+                terminator = self._terminator(consumed, more=bool(pointer.value))
                 words = [self._split_word(word) for word in (result or b"").decode("utf-8", "replace").split()]
                 words = [word for word in words if word]
                 if words:
                     out.append((words, terminator))
         return out
+
+    def sentences(self, text: str) -> Iterator[tuple[str, list[tuple[list[list[str]], str]]]]:
+        """``text`` a sentence at a time, lazily: ``(sentence_text, clauses)``, ``clauses`` as :meth:`clauses`
+        gives them.  Concatenated, the clauses are exactly :meth:`clauses` (``text``).
+
+        A sentence ends at a clause that espeak ended at ``.``, ``?``, ``!``, ``;`` or ``:`` or split by length.
+        espeak reads one character past a clause's end and keeps it (its ``ungot_char``) for the next clause;
+        each sentence is therefore read by a fresh pass over the rest of the text that starts at that character,
+        and the pass that stops early reads that kept character away (:meth:`_drain`) before the lock is let go,
+        so no other caller (another stream in this process) and no later sentence finds it.  The lock is held
+        only while one sentence is read: other streams' sentences interleave with this text's."""
+        raw = text.encode("utf-8")
+        start = 0
+        while start < len(raw):
+            with _LOCK:
+                self._select()
+                clauses, end = self._read_sentence(raw, start)
+            piece = raw[start:end].decode("utf-8", "ignore").strip()
+            start = end
+            if clauses:
+                yield piece, clauses
+
+    def _read_sentence(self, raw: bytes, start: int) -> tuple[list[tuple[list[list[str]], str]], int]:
+        """The clauses of the sentence that starts at byte ``start`` of ``raw``, and the byte where the next
+        sentence starts (``len(raw)`` at the end); call with ``_LOCK`` held and the voice selected."""
+        rest = raw[start:]
+        buffer = ctypes.create_string_buffer(rest)
+        base = ctypes.addressof(buffer)
+        pointer = ctypes.c_void_p(base)
+        out: list[tuple[list[list[str]], str]] = []
+        previous = 0
+        while pointer.value:
+            result = self._lib.espeak_TextToPhonemes(ctypes.byref(pointer), _CHARS_UTF8, _PHONEME_SEPARATOR << 8)
+            end = pointer.value - base if pointer.value else len(rest)
+            consumed = rest[previous:end].decode("utf-8", "ignore")
+            previous = end
+            terminator = self._terminator(consumed, more=bool(pointer.value))
+            words = [self._split_word(word) for word in (result or b"").decode("utf-8", "replace").split()]
+            words = [word for word in words if word]
+            if words:
+                out.append((words, terminator))
+            if pointer.value and terminator in _SENTENCE_ENDS and consumed:
+                # the clause's last character is espeak's one character of lookahead: the next sentence starts there
+                self._drain()
+                return out, start + end - len(consumed[-1].encode("utf-8"))
+        return out, len(raw)
+
+    def _drain(self) -> None:
+        """Read away the character espeak kept from a pass that stopped before the end of its text."""
+        buffer = ctypes.create_string_buffer(b"")
+        pointer = ctypes.c_void_p(ctypes.addressof(buffer))
+        self._lib.espeak_TextToPhonemes(ctypes.byref(pointer), _CHARS_UTF8, _PHONEME_SEPARATOR << 8)
+
+    @staticmethod
+    def _terminator(consumed: str, *, more: bool) -> str:
+        pattern = _TERMINATOR_RE if more else _TERMINATOR_FINAL_RE
+        match = pattern.search(consumed)
+        return f"[{match.group(1)}]" if match else (CLAUSE_END if more else "[.]")
 
     @staticmethod
     def _split_word(word: str) -> list[str]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,8 @@ __all__ = [
     "CharFrontend",
     "EspeakFrontend",
     "Frontend",
+    "Sentence",
+    "Word",
     "get_frontend",
 ]
 
@@ -323,6 +326,42 @@ def _checked(text: str | bytes, max_chars: int) -> str:
         raise TextError("text has nothing to speak: it is empty")
     return text
 
+
+@dataclass(frozen=True)
+class Word:
+    """A word of a :class:`Sentence`: its text and its tokens, ``ids[start:end]`` of the sentence."""
+
+    text: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """One sentence (or clause) of a text, as a front end's ``sentences`` makes them, one at a time.
+
+    ``ids``: int64 ``[n]`` token ids, without the end-of-text id (``n`` may be 0: nothing in it the voice
+    knows).  A text's sentences' ids, concatenated, then the end id 1, are the front end's ``encode`` of the
+    text.  ``text``: the sentence's normalised text.  ``words``: its words in order, each with its token
+    range in ``ids`` (word boundaries and clause tokens belong to no word); see each front end for what a
+    word's ``text`` is.
+    """
+
+    text: str
+    ids: np.ndarray
+    words: tuple[Word, ...]
+
+
+def _no_phonemes(text: str | bytes) -> TextError:
+    return TextError(f"text has nothing to speak: {_preview(_decode(text))} has no known phonemes")
+
+
+# where the character front end ends a sentence: after . ? ! ; : (a run of them) and the space that follows
+_CHAR_SENTENCE_END_RE = re.compile(r"[.?!;:]+ ")
+# lowercase abbreviations after which a full stop does not end a sentence ("dr. smith", "e.g. this")
+_ABBREVIATIONS = frozenset({"dr", "mr", "mrs", "ms", "st", "prof", "jr", "sr", "vs", "etc", "e.g", "i.e", "mt", "no"})
+_CHAR_WORD_RE = re.compile(r"[a-z0-9'-]+")
+
 class CharFrontend:
     """Character-level English front end: user text -> normalised lowercase text -> token ids.
 
@@ -418,8 +457,40 @@ class CharFrontend:
         ids.append(_SYMBOL_IDS[EOS])
         return np.asarray(ids, dtype=np.int64)
 
+    @property
+    def end_id(self) -> int:
+        """The end-of-text id that :meth:`encode` appends (and :meth:`sentences` leaves out)."""
+        return _SYMBOL_IDS[EOS]
+
+    def split(self, text: str | bytes) -> list[str]:
+        """:meth:`normalize` (``text``) cut into sentences: each ends after a run of ``. ? ! ; :`` and the space
+        that follows it, except a full stop after a known abbreviation (``dr.``, ``mr.``, ``e.g.``, ...); the
+        pieces, joined, are the normalised text.  All of ``text``'s checks run here, at once."""
+        normalized = self.normalize(_decode(text))
+        pieces, start = [], 0
+        for match in _CHAR_SENTENCE_END_RE.finditer(normalized):
+            before = normalized[start:match.start()].rsplit(" ", 1)[-1]
+            if match.group() == ". " and before in _ABBREVIATIONS:
+                continue
+            pieces.append(normalized[start:match.end()])
+            start = match.end()
+        if start < len(normalized):
+            pieces.append(normalized[start:])
+        return pieces
+
+    def sentences(self, text: str | bytes) -> Iterator[Sentence]:
+        """``text``'s :class:`Sentence` s, lazily (ids made only when the next one is asked for): their ids,
+        concatenated, then :attr:`end_id`, are :meth:`encode` (``text``).  ``text`` is checked, and every
+        error :meth:`encode` raises is raised, at the first ``next()``.  A word is a run of letters, digits,
+        ``'`` and ``-`` of the normalised text; its tokens are its characters."""
+        for piece in self.split(text):
+            ids = np.asarray([_SYMBOL_IDS[char] for char in piece], dtype=np.int64)
+            words = tuple(Word(m.group(), m.start(), m.end()) for m in _CHAR_WORD_RE.finditer(piece))
+            yield Sentence(piece, ids, words)
+
 
 _ESPEAK_SPACE_RE = re.compile(r"\s+")
+_ESPEAK_WORD_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9'.,$%-]*[A-Za-z0-9%])?")
 
 
 class EspeakFrontend:
@@ -493,9 +564,49 @@ class EspeakFrontend:
             unknown = sorted({token for token in tokens if token not in self._ids})
             log.debug("dropped %d phoneme tokens missing from the symbol set: %s", len(tokens) - len(ids), unknown)
         if not ids:
-            raise TextError(f"text has nothing to speak: {_preview(_decode(text))} has no known phonemes")
+            raise _no_phonemes(text)
         ids.append(self._ids[EOS])
         return np.asarray(ids, dtype=np.int64)
+
+    @property
+    def end_id(self) -> int:
+        """The end-of-text id that :meth:`encode` appends (and :meth:`sentences` leaves out)."""
+        return self._ids[EOS]
+
+    def sentences(self, text: str | bytes) -> Iterator[Sentence]:
+        """``text``'s :class:`Sentence` s, lazily: espeak-ng reads the next sentence only when it is asked for
+        (:meth:`melstream.espeak.Espeak.sentences`: it ends one where espeak itself ends a clause at ``. ? ! ;
+        :`` or splits one by length, so the phonemes are those of the whole text), and their ids, concatenated,
+        then :attr:`end_id`, are :meth:`encode` (``text``).  :meth:`normalize`'s checks run at the first
+        ``next()``; a text in which no sentence has a known phoneme is refused after its last sentence, as
+        :meth:`encode` refuses it.
+
+        A word is one of espeak's phoneme words.  Its ``text`` is the sentence's word at the same place when
+        the sentence has as many words (runs of letters, digits and ``' . , $ % -``) as espeak made; otherwise
+        (espeak reads ``3.5`` or ``$3`` as several words) every word's ``text`` is the whole sentence's."""
+        from melstream.espeak import WORD_BOUNDARY, get_espeak
+
+        normalized = self.normalize(text)
+        known = 0
+        for piece, clauses in get_espeak(self.voice).sentences(normalized):
+            ids: list[int] = []
+            spans: list[tuple[int, int]] = []
+            for words, terminator in clauses:
+                for i, word in enumerate(words):
+                    if i and WORD_BOUNDARY in self._ids:
+                        ids.append(self._ids[WORD_BOUNDARY])
+                    start = len(ids)
+                    ids.extend(self._ids[token] for token in word if token in self._ids)
+                    spans.append((start, len(ids)))
+                if terminator in self._ids:
+                    ids.append(self._ids[terminator])
+            said = _ESPEAK_WORD_RE.findall(piece)
+            names = said if len(said) == len(spans) else [piece] * len(spans)
+            known += len(ids)
+            yield Sentence(piece, np.asarray(ids, dtype=np.int64),
+                           tuple(Word(name, a, b) for name, (a, b) in zip(names, spans, strict=True)))
+        if not known:
+            raise _no_phonemes(text)
 
 
 Frontend = CharFrontend | EspeakFrontend

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from melstream.blocks import SequenceBlock, Shapes, StreamableBlock, Tensors
+from melstream.blocks import SequenceBlock, Shapes, StreamableBlock, Tensors, TokenStream
 from melstream.errors import StackError
 from melstream.registry import register_component
 
@@ -74,7 +74,13 @@ class SegmentedPipeline(StreamableBlock):
     Use it for blocks whose output per segment is independent (e.g. an Upsampler), and put
     blocks with memory across the text (a Decoder) after it: the frames are then identical to a
     whole-text run, while time to the first frame no longer grows with the text's length.
+
+    ``tokens`` may be a :class:`melstream.blocks.TokenStream` (the root pipeline's sentence-by-sentence text):
+    each segment then reads the text only as far as its window, ``b + context_tokens``, so the front end is
+    a segment ahead of the frames, never the whole text; the segments, and so the frames, are the same.
     """
+
+    lazy_tokens = True
 
     child_slots: ClassVar[dict[str, tuple[str, bool]]] = {"sequence_block": ("sequence", False), "streamable_block": ("streamable", False)}
 
@@ -101,7 +107,25 @@ class SegmentedPipeline(StreamableBlock):
                 "context_tokens": self.margin}
 
     def generate(self, context: Mapping[str, np.ndarray], upstream: Iterator[Tensors] | None = None) -> Iterator[Tensors]:
-        n = len(context["tokens"])
+        tokens: Any = context["tokens"]
+        if isinstance(tokens, TokenStream):
+            yield from self._generate_lazy(context, tokens)
+            return
+        n = len(tokens)
         for a, b in segment_bounds(n, self.first_segment_tokens, self.segment_tokens):
             encoded = encode_span(self.sequence_block, context, a, b, self.margin)
             yield from self.streamable_block.generate({**context, **encoded}, None)
+
+    def _generate_lazy(self, context: Mapping[str, np.ndarray], tokens: TokenStream) -> Iterator[Tensors]:
+        """:meth:`generate` over a text read as it goes: segment ``[a, b)`` is encoded once the text is known up
+        to ``b + margin`` (or to its end), which is all of its window that a whole-text run would use."""
+        a, step = 0, self.first_segment_tokens
+        while True:
+            known = tokens.ensure(a + step + self.margin)
+            if a >= known:  # only when the whole text is known (ensure stops short only at its end)
+                return
+            b = min(a + step, known)
+            window = {**context, "tokens": tokens.known}
+            encoded = encode_span(self.sequence_block, window, a, b, self.margin)
+            yield from self.streamable_block.generate({**window, **encoded}, None)
+            a, step = b, self.segment_tokens
