@@ -21,6 +21,7 @@ RUN pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorc
 
 WORKDIR /opt/melstream/src
 COPY pyproject.toml README.md ./
+COPY client/ client/
 COPY melstream/ melstream/
 COPY python_backends/ python_backends/
 COPY addons/ addons/
@@ -29,7 +30,9 @@ COPY loadtests/ loadtests/
 
 # Editable: `melstream build-repo` finds python_backends/ next to the package source, not in site-packages.
 # locust pinned to the version the load tests were written against.
-RUN pip install --no-cache-dir -e /opt/melstream/src locust==2.47.0
+# The client distribution first: melstream depends on it, and it is on no index.
+RUN pip install --no-cache-dir -e /opt/melstream/src/client \
+ && pip install --no-cache-dir -e /opt/melstream/src locust==2.47.0
 
 # ONNX Runtime with CUDA: onnxruntime-gpu installs the same `onnxruntime` module, so the CPU package goes
 # first (pip will then report melstream's `onnxruntime` requirement as unmet; the module is there).

@@ -281,7 +281,7 @@ def _buckets(r: _Reader, spec: Mapping[str, Any], p: str, inputs: tuple[TensorSp
     where = f"{p}.buckets"
     if not buckets or not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in buckets):
         raise r.fail(where, f"expected a non-empty list of positive integers, got {buckets!r}")
-    if any(a >= b for a, b in zip(buckets, buckets[1:], strict=False)):
+    if any(a >= b for a, b in zip(buckets, buckets[1:])):  # (no strict=: Python 3.9)
         raise r.fail(where, f"expected strictly increasing sizes, got {buckets}")
     if not any(-1 in t.shape for t in inputs):
         raise r.fail(where, "the network has no variable axis (no -1 in its inputs' shapes) to compile sizes of")

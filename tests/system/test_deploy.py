@@ -250,7 +250,10 @@ def test_copy_sources_exist_and_are_in_the_build_context() -> None:
         for src in sources:
             path = ROOT / src
             assert path.exists(), f"Dockerfile copies {src}, which is not in the checkout"
-            files = [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file() and "__pycache__" not in f.parts]
+            # the checkout's own files under it (not what an install left there, e.g. client/*.egg-info)
+            tracked = subprocess.run(["git", "ls-files", "-z", "--", src], cwd=ROOT, capture_output=True, check=True,
+                                     timeout=60).stdout.decode().split("\0")
+            files = [ROOT / f for f in tracked if f]
             assert files, f"{src} is empty"
             for f in files:
                 rel = f.relative_to(ROOT).as_posix()
