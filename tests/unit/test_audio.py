@@ -128,3 +128,17 @@ def test_a_stack_ending_in_a_vocoder_streams_audio(fast_addon: Addon) -> None:
     cfg = pipeline_config(addon_from_data(data, path=fast_addon.path), get_profile("cpu"))
     assert [(o.name, list(o.dims)) for o in cfg.output] == [("MEL", [-1, 80]), ("AUDIO", [-1])]
     assert [o.name for o in pipeline_config(fast_addon, get_profile("cpu")).output] == ["MEL"]
+
+
+def test_the_clients_vocoder_is_the_griffin_lim_block(fast_addon: Addon) -> None:
+    """melstream_client.audio.vocode (what `melstream-client synth --out x.wav` does for a mel-only voice) makes
+    what the GriffinLim block makes with its defaults; with other settings it differs (the check can fail)."""
+    from melstream.components.vocoder import default_vocoder
+    from melstream_client.audio import vocode
+
+    mel = np.random.default_rng(3).normal(-4.0, 1.5, (50, SPEC.n_mels)).astype(np.float32)
+    block = default_vocoder(fast_addon)
+    expected = block.vocode(mel)
+    assert expected.shape == (50 * fast_addon.audio.hop_length,)
+    np.testing.assert_array_equal(vocode(mel, fast_addon.audio), expected)
+    assert float(np.abs(vocode(mel, fast_addon.audio, iterations=4) - expected).max()) > 1e-3
