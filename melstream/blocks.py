@@ -40,7 +40,7 @@ from melstream_client import wire
 
 if TYPE_CHECKING:
     from melstream.runners.base import Network, Runner
-    from melstream.text import Sentence
+    from melstream.text import Sentence, TextPiece
     from melstream_client.spec import AddonSpec, NetworkSpec
 
 Tensors = dict[str, np.ndarray]
@@ -438,16 +438,25 @@ class StreamablePipeline(StreamableBlock):
         self._check_options(pace, chunk_frames)
         return self._context(self.frontend.encode(text), pace=pace, chunk_frames=chunk_frames)
 
-    def lazy_inputs_for(self, text: str | bytes, *, pace: float | None = None,
+    def lazy_inputs_for(self, text: str | bytes | Iterable[TextPiece], *, pace: float | None = None,
                         chunk_frames: int | None = None) -> dict[str, Any]:
         """:meth:`inputs_for`, except that ``tokens`` is a :class:`TokenStream` over the front end's sentences,
         so the text is phonemised only as far as the blocks ask.  The options, and the text (decoded, checked,
         normalised: :class:`melstream.errors.TextError`), are checked here, before anything is spoken; a front
-        end without ``sentences`` gives :meth:`inputs_for`."""
+        end without ``sentences`` gives :meth:`inputs_for`.  ``text`` may also come in pieces (an iterable of
+        :class:`melstream.text.TextPiece`, blocking until each comes: a text stream): its sentences are then
+        read as each is complete (:func:`melstream.text.sentences_from`), and this waits for the first."""
+        from melstream.text import sentences_from
+
         self._check_options(pace, chunk_frames)
-        if not hasattr(self.frontend, "sentences"):
+        if not isinstance(text, (str, bytes)):
+            if not hasattr(self.frontend, "sentences"):
+                return self.inputs_for(_joined(text), pace=pace, chunk_frames=chunk_frames)
+            sentences = sentences_from(self.frontend, text)
+        elif not hasattr(self.frontend, "sentences"):
             return self.inputs_for(text, pace=pace, chunk_frames=chunk_frames)
-        sentences = self.frontend.sentences(text)
+        else:
+            sentences = self.frontend.sentences(text)
         first = next(sentences)  # the text's checks run here; a text that passes them has a first sentence
 
         def chained() -> Iterator[Sentence]:
@@ -499,22 +508,28 @@ class StreamablePipeline(StreamableBlock):
         """True if the stack ends in a vocoder: chunks then carry ``audio`` as well as ``mel``."""
         return "audio" in self.chunk_shapes
 
-    def stream_outputs(self, text: str | bytes, *, pace: float | None = None,
+    def stream_outputs(self, text: str | bytes | Iterable[TextPiece], *, pace: float | None = None,
                        chunk_frames: int | None = None) -> Iterator[Tensors]:
         """Yield the output tensors of each non-empty chunk: ``mel`` ``[T_i, n_mels]`` and, if the
-        stack ends in a vocoder, ``audio`` ``[T_i * hop]`` (lazily).
+        stack ends in a vocoder, ``audio`` ``[T_i * hop]`` (lazily).  ``text`` may come in pieces (see
+        :meth:`lazy_inputs_for`); a stack that cannot start on a prefix of the text speaks them once they all
+        have come.
 
         A request that makes no frames at all (every token spoken in 0 frames, e.g. a short text at a
         high ``pace``) is an :class:`InputError` at the end of the stream, not an empty stream."""
         keys = ("mel", "audio") if self.produces_audio else ("mel",)
         frames = 0
-        inputs = self.lazy_inputs_for if self.lazy_text and self.reads_text_lazily else self.inputs_for
-        for chunk in self.generate(inputs(text, pace=pace, chunk_frames=chunk_frames)):
+        lazy = self.lazy_text and self.reads_text_lazily
+        if lazy:
+            context = self.lazy_inputs_for(text, pace=pace, chunk_frames=chunk_frames)
+        else:
+            context = self.inputs_for(text if isinstance(text, (str, bytes)) else _joined(text), pace=pace, chunk_frames=chunk_frames)
+        for chunk in self.generate(context):
             if len(chunk[self.output]):
                 frames += len(chunk[self.output])
                 yield {k: chunk[k] for k in keys}
         if frames == 0:
-            said = text if isinstance(text, str) else bytes(text).decode("utf-8", "replace")
+            said = text if isinstance(text, str) else bytes(text).decode("utf-8", "replace") if isinstance(text, bytes) else "(the text stream)"
             preview = repr(said if len(said) <= 40 else said[:40] + "...")
             at = f" at {wire.PACE.name} {float(pace)}" if pace is not None else ""
             hint = f"a lower {wire.PACE.name} or a longer text" if pace is not None and pace > 1 else "a longer text"
@@ -530,6 +545,11 @@ class StreamablePipeline(StreamableBlock):
         """The whole utterance, ``[T, n_mels]``: the concatenation of :meth:`stream`."""
         chunks = list(self.stream(text, pace=pace, chunk_frames=chunk_frames))
         return np.concatenate(chunks, axis=0) if chunks else np.zeros((0, self.n_mels), np.float32)
+
+
+def _joined(pieces: Iterable[TextPiece]) -> str:
+    """A text stream's whole text (waits for every piece)."""
+    return "".join(piece.text for piece in pieces)
 
 
 def chunk_size(context: Mapping[str, np.ndarray], default: int) -> int:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -30,6 +30,7 @@ __all__ = [
     "Sentence",
     "Word",
     "get_frontend",
+    "sentences_from",
 ]
 
 log = logging.getLogger(__name__)
@@ -628,3 +629,77 @@ def get_frontend(name: str, **options: Any) -> Frontend:
         return cls(**options)
     except TypeError as error:
         raise TextError(f"bad options for text front end {name!r}: {error}") from None
+
+
+class TextPiece(Protocol):
+    """A piece of a text that arrives a few words at a time (melstream.serving.text_in.Piece)."""
+
+    @property
+    def text(self) -> str: ...
+
+
+def sentences_from(frontend: Frontend, pieces: Iterable[TextPiece]) -> Iterator[Sentence]:
+    """The :class:`Sentence` s of a text that arrives in pieces, each as soon as it is complete: the same
+    sentences (ids, words) as ``frontend.sentences`` of the pieces joined, read as they come.
+
+    A sentence is complete once the text after it has begun: the front end's ``sentences`` of the text not yet
+    spoken (normalised) is read until it makes a second sentence with a letter or digit in it (``.`` then
+    ``..`` may still become one ``...``), and the first is spoken.  The front ends end a sentence where espeak-ng
+    ends a clause (or, for characters, after ``. ? ! ; :`` and a space), and reading from such an end gives the
+    same phonemes as reading through it (tests/integration/test_text_in_espeak.py), so the sentences are the
+    whole text's.  When ``pieces`` ends, the rest is spoken (a flush: the caller ends ``pieces`` there).  The
+    text's checks: too long (``max_chars`` for the whole text) at once; nothing to speak at the end, if nothing
+    at all was spoken.
+    """
+    raw = ""
+    done = 0  # characters of the normalised text already spoken
+    spoke = False
+
+    def speak(*, final: bool) -> Iterator[Sentence]:
+        nonlocal done, spoke
+        _checked(raw or " ", frontend.max_chars)  # too long: at once (empty is fine until the end)
+        try:
+            normalized = frontend.normalize(raw)
+        except TextError:
+            if final and not spoke:
+                raise  # the whole text has nothing to speak: say so, as for a whole text
+            return  # nothing speakable yet (or only a tail of punctuation)
+        base, rest = done, normalized[done:]
+        if not rest.strip():
+            return
+        held: Sentence | None = None
+        held_end = 0  # where `held` ends in `rest`
+        sentences = frontend.sentences(rest)  # normalising normalised text changes nothing
+        try:
+            for sentence in sentences:
+                at = rest.find(sentence.text, held_end)
+                # a sentence after it has begun (with a letter or digit: "." then ".." may still be one "..."): it
+                # is complete
+                if held is not None and any(char.isalnum() for char in sentence.text):
+                    spoke = True
+                    yield held
+                    done = base + held_end
+                if at < 0 and not final:  # cannot place it in the text: wait for the end
+                    return
+                if held is not None and not any(char.isalnum() for char in sentence.text):
+                    if not final:
+                        return  # only punctuation after it so far: wait for more
+                    spoke = True
+                    yield held  # the end: everything is spoken, as the front end made it
+                held, held_end = sentence, (held_end if at < 0 else at + len(sentence.text))
+        except TextError:
+            if final and not spoke:
+                raise
+            return
+        finally:
+            getattr(sentences, "close", lambda: None)()  # a generator stopped early frees espeak at once
+        if final and held is not None:
+            spoke = True
+            yield held
+        if final:
+            done = len(normalized)
+
+    for piece in pieces:
+        raw += piece.text
+        yield from speak(final=False)
+    yield from speak(final=True)

@@ -9,6 +9,20 @@ A voice is one decoupled Triton model named after its addon:
   whose stack ends in a vocoder), in order, then an empty final response;
 * the model config's ``addon_json`` parameter carries the addon, so a client can rebuild its stack.
 
+**Text in pieces** (gRPC only: one bidirectional ``ModelStreamInfer`` stream carries every request of it).  A
+client that gets its text a few words at a time (from a language model) sends one request per piece, all with
+the same correlation id (Triton's ``sequence_id``, :func:`new_sequence_id`): the first with the
+``sequence_start`` flag (it may carry ``PACE`` and ``CHUNK_FRAMES``, which no later piece may), the last with
+``sequence_end``; each with ``TEXT`` (the piece, possibly empty) and optionally ``FLUSH`` BOOL ``[1]`` true
+(speak what has come so far now, even mid-sentence).  Every chunk of audio comes on the **first** request's
+responses, sentence by sentence as each is complete, then its empty final response after the last piece's
+text has been spoken; each later request gets one empty final response of its own (its text was taken) or an
+error.  The pieces, joined, are spoken exactly as the whole text in one request (same frames), flushes
+aside.  Why no sequence batcher in the voice's config: Triton's would give each sequence a slot of the
+model's batch, so a voice (max_batch_size 0) would speak one text stream at a time; Triton passes the
+correlation id and the flags to the model without one, and the voice model's one instance holds the state.
+A voice ends a text stream whose next piece does not come within :data:`TEXT_IDLE_TIMEOUT_S`.
+
 Besides the names: building a request (:func:`request_tensors`, :func:`request_json`, :func:`raw_contents`),
 reading server-sent events (:func:`sse_events`, :func:`timed_sse_events`), decoding a chunk with the voice's
 ``n_mels`` (:func:`decode_chunk`), error texts (:func:`http_error_message`, :func:`event_error`), the addon JSON
@@ -45,9 +59,15 @@ class WireInput:
 TEXT = WireInput("TEXT", "BYTES", "TYPE_STRING", "object", "text", optional=False)
 PACE = WireInput("PACE", "FP32", "TYPE_FP32", "float32", "pace", optional=True)
 CHUNK_FRAMES = WireInput("CHUNK_FRAMES", "INT32", "TYPE_INT32", "int32", "chunk_frames", optional=True)
+#: a piece of a text stream: speak the text sent so far now (see the module's docstring)
+FLUSH = WireInput("FLUSH", "BOOL", "TYPE_BOOL", "bool", "flush", optional=True)
 
 #: every input of a voice model, in config order
-INPUTS: tuple[WireInput, ...] = (TEXT, PACE, CHUNK_FRAMES)
+INPUTS: tuple[WireInput, ...] = (TEXT, PACE, CHUNK_FRAMES, FLUSH)
+#: the inputs only a text stream's first request may carry
+FIRST_PIECE_ONLY: tuple[WireInput, ...] = (PACE, CHUNK_FRAMES)
+#: seconds a voice waits for a text stream's next piece before it ends the stream (INVALID_ARG)
+TEXT_IDLE_TIMEOUT_S = 60.0
 
 #: a chunk's tensors (as blocks name them) -> the voice model's output names
 OUTPUTS: dict[str, str] = {"mel": "MEL", "audio": "AUDIO"}
@@ -109,6 +129,25 @@ def request_tensors(text: str, *, pace: float | None = None,
         if not -2**31 <= int(chunk_frames) < 2**31:
             raise WireError(f"{CHUNK_FRAMES.name} does not fit INT32: {chunk_frames}")
         tensors.append((CHUNK_FRAMES, np.array([chunk_frames], dtype=CHUNK_FRAMES.numpy_dtype)))
+    return tensors
+
+
+def new_sequence_id() -> int:
+    """A correlation id for a text stream: random, non-zero, within Triton's uint64 (63 bits: any client's
+    integer type holds it)."""
+    import secrets
+
+    return secrets.randbits(63) | 1
+
+
+def piece_tensors(text: str, *, flush: bool = False, pace: float | None = None,
+                  chunk_frames: int | None = None) -> list[tuple[WireInput, np.ndarray]]:
+    """The inputs of one piece of a text stream: :func:`request_tensors`, plus ``FLUSH`` when asked."""
+    tensors = request_tensors(text, pace=pace, chunk_frames=chunk_frames)
+    if not isinstance(flush, bool):
+        raise WireError(f"{FLUSH.name} must be a bool, got {flush!r}")
+    if flush:
+        tensors.append((FLUSH, np.array([True], dtype=FLUSH.numpy_dtype)))
     return tensors
 
 

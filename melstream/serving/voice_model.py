@@ -37,7 +37,7 @@ import os
 import threading
 import time
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -51,6 +51,7 @@ from melstream.runners.schedule import FIRST_CHUNK_TARGET_S as FIRST_CHUNK_TARGE
 from melstream.runners.schedule import Scheduler, listener_deadline
 from melstream.runners.triton_bls import TritonBLSRunner
 from melstream.serving import network_model
+from melstream.serving.text_in import TextFeed, utterances
 from melstream_client import wire
 
 # Triton's own metrics count requests and time whole executions; a stream's listener cares about
@@ -91,7 +92,7 @@ UNLOAD_WAIT_S = 5.0
 class Pipeline(Protocol):
     """What the voice model needs of a StreamablePipeline."""
 
-    def stream_outputs(self, text: str | bytes, *, pace: float | None = None,
+    def stream_outputs(self, text: str | bytes | Iterable[Any], *, pace: float | None = None,
                        chunk_frames: int | None = None) -> Iterator[dict[str, np.ndarray]]: ...
 
     def inputs_for(self, text: str | bytes, *, pace: float | None = None,
@@ -185,6 +186,7 @@ class Inputs:
     text: bytes | str
     pace: float | None
     chunk_frames: int | None
+    flush: bool = False
 
 
 def _one_element(pb: Any, request: Any, inp: wire.WireInput) -> Any:
@@ -222,7 +224,26 @@ def parse_inputs(pb: Any, request: Any) -> Inputs:
         if not low_frames <= chunk_frames <= high_frames:
             raise InputError(f"input {wire.CHUNK_FRAMES.name} must be from {low_frames} to {high_frames} frames "
                              f"(0 = the whole utterance in one response), got {chunk_frames}")
-    return Inputs(text, pace, chunk_frames)
+    flush = _one_element(pb, request, wire.FLUSH)
+    if flush is not None and not isinstance(flush, (bool, np.bool_)):
+        raise InputError(f"input {wire.FLUSH.name} must be {wire.FLUSH.datatype}, got {type(flush).__name__}")
+    return Inputs(text, pace, chunk_frames, bool(flush))
+
+
+def correlation_id(request: Any) -> int | str:
+    """The request's correlation id (Triton's sequence id): 0 or "" when it has none (a whole text)."""
+    get = getattr(request, "correlation_id", None)
+    return get() if get is not None else 0
+
+
+def _text_of(text: bytes | str) -> str:
+    """A piece's text as str (a piece must be UTF-8 on its own: a character never spans two pieces)."""
+    if isinstance(text, str):
+        return text
+    try:
+        return bytes(text).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"input {wire.TEXT.name} is not UTF-8 text: {e}") from None
 
 
 def input_error_detail(error: InputError) -> str:
@@ -254,6 +275,9 @@ class VoiceModel:
         self._started = 0
         self.frame_s = 0.0
         self.scheduler: Scheduler | None = None
+        self._feeds: dict[int | str, TextFeed] = {}  # open text streams by correlation id (guarded by _admission)
+        #: how long a text stream may wait for its next piece
+        self.text_idle_timeout_s = wire.TEXT_IDLE_TIMEOUT_S
 
     # Triton's entry points ---------------------------------------------------------------------------
     def initialize(self, args: Mapping[str, str]) -> None:
@@ -332,7 +356,11 @@ class VoiceModel:
         (decoupled: responses go through each request's sender)."""
         received = time.perf_counter()
         for request in requests:
-            refusal = self._admit(request, received)
+            sequence = correlation_id(request)
+            if sequence and not self._sequence_start(request):
+                self._piece(request, sequence)
+                continue
+            refusal = self._admit(request, received, sequence=sequence)
             if refusal is not None:
                 self._refuse(request, wire.BUSY_ERROR, refusal)
                 metrics = self.metrics
@@ -366,30 +394,69 @@ class VoiceModel:
         with self._admission:
             return len(self._threads)
 
-    def _admit(self, request: Any, received: float) -> str | None:
-        """Start ``request``'s stream if the voice has room: None; else the detail of the refusal."""
+    # text in pieces (melstream_client.wire: one request per piece, one correlation id) -------------------
+    def _sequence_start(self, request: Any) -> bool:
+        return bool(request.flags() & getattr(self.pb, "TRITONSERVER_REQUEST_FLAG_SEQUENCE_START", 1))
+
+    def _sequence_end(self, request: Any) -> bool:
+        return bool(request.flags() & getattr(self.pb, "TRITONSERVER_REQUEST_FLAG_SEQUENCE_END", 2))
+
+    def _piece(self, request: Any, sequence: int | str) -> None:
+        """A later piece of text stream ``sequence``: its text goes to the stream's feed, and the request ends at
+        once with an empty final response (or an error naming what was wrong)."""
+        with self._admission:
+            feed = self._feeds.get(sequence)
+        try:
+            if feed is None:
+                raise InputError(f"text stream {sequence} is not open on voice {self.name!r}: its first request must "
+                                 "carry sequence_start (or the stream has ended)")
+            inputs = parse_inputs(self.pb, request)
+            late = [inp.name for inp in wire.FIRST_PIECE_ONLY if getattr(inputs, inp.option) is not None]
+            if late:
+                raise InputError(f"input {', '.join(late)} may only come with a text stream's first request")
+            feed.put(_text_of(inputs.text), flush=inputs.flush)
+            if self._sequence_end(request):
+                feed.close()
+        except InputError as e:
+            self._end(request.get_response_sender(), (wire.INPUT_ERROR, input_error_detail(e)))
+            return
+        self._end(request.get_response_sender(), None)
+
+    def _admit(self, request: Any, received: float, *, sequence: int | str = 0) -> str | None:
+        """Start ``request``'s stream if the voice has room: None; else the detail of the refusal.  With a
+        ``sequence`` (a text stream's first request), its feed is opened for the pieces to come."""
         with self._admission:
             if self._closing.is_set():
                 return f"voice {self.name!r} is shutting down"
             if len(self._threads) >= self.max_streams:
                 return wire.busy_detail(self.name, f"it serves {self.max_streams} streams at once")
+            feed = None
+            if sequence:
+                if sequence in self._feeds:
+                    self._refuse(request, wire.INPUT_ERROR, f"text stream {sequence} is already open on voice "
+                                                            f"{self.name!r}: each stream needs a correlation id of its own")
+                    return None
+                feed = self._feeds[sequence] = TextFeed(idle_timeout_s=self.text_idle_timeout_s)
             self._started += 1
-            thread = threading.Thread(target=self._run, args=(request, received), daemon=True,
+            thread = threading.Thread(target=self._run, args=(request, received, sequence, feed), daemon=True,
                                       name=f"{self.name}-stream-{self._started}")
             self._threads.add(thread)  # before start: the thread removes itself when its stream has ended
             try:
                 thread.start()
             except RuntimeError as e:  # no thread to be had (a resource limit): refuse, as when busy
                 self._threads.discard(thread)
+                self._feeds.pop(sequence, None)
                 return wire.busy_detail(self.name, f"no thread for a new stream ({e})")
         return None
 
-    def _run(self, request: Any, received: float) -> None:
+    def _run(self, request: Any, received: float, sequence: int | str = 0, feed: TextFeed | None = None) -> None:
         try:
-            self.stream(request, received)
+            self.stream(request, received, feed=feed)
         finally:  # the final flag has been sent (stream() always sends it): the slot is free
             with self._admission:
                 self._threads.discard(threading.current_thread())
+                if sequence:
+                    self._feeds.pop(sequence, None)  # later pieces of it are refused: it has ended
 
     # the work ------------------------------------------------------------------------------------------
     def serve(self, name: str, pipeline: Pipeline, *, max_streams: int = DEFAULT_MAX_STREAMS, frame_s: float = 0.0,
@@ -407,7 +474,7 @@ class VoiceModel:
         self.scheduler = Scheduler(compute_slots) if compute_slots > 0 else None
         self.metrics = StreamMetrics(self.pb, name)
 
-    def stream(self, request: Any, received: float) -> None:
+    def stream(self, request: Any, received: float, *, feed: TextFeed | None = None) -> None:
         """Run one request to its end in this thread: a response per chunk (``MEL`` ``[frames, n_mels]``
         float32, plus ``AUDIO`` ``[frames * hop]`` from a vocoder), then the final flag, sent exactly once:
         alone after the last chunk (or a cancellation), or on the error response that ends the request.
@@ -428,7 +495,16 @@ class VoiceModel:
         metrics.started()
         try:
             inputs = parse_inputs(pb, request)
-            chunks = pipeline.stream_outputs(inputs.text, pace=inputs.pace, chunk_frames=inputs.chunk_frames)
+            text: Any = inputs.text
+            if feed is not None:  # a text stream: this request's text is its first piece, the rest come to the feed
+                feed.put(_text_of(inputs.text), flush=inputs.flush)
+                if self._sequence_end(request):
+                    feed.close()
+                pace, chunk_frames = inputs.pace, inputs.chunk_frames
+                chunks = utterances(lambda text: pipeline.stream_outputs(text, pace=pace, chunk_frames=chunk_frames), feed,
+                                    stop=lambda: request.is_cancelled() or self._closing.is_set())
+            else:
+                chunks = pipeline.stream_outputs(text, pace=inputs.pace, chunk_frames=inputs.chunk_frames)
             outcome = "cancelled"
             while not request.is_cancelled():  # a cancelled or disconnected client stops the work here
                 if self._closing.is_set():
