@@ -35,6 +35,7 @@ from melstream_client.errors import (
 )
 
 if TYPE_CHECKING:
+    from melstream_client._text_in import FLUSH
     from melstream_client.grpc import Client, stream, synthesize
     from melstream_client.http import HttpClient
 
@@ -42,10 +43,11 @@ __version__ = "0.1.0"
 
 # The clients are imported on first use: the package's plain-data modules (spec, errors, wire) are imported by
 # the server's voice models too, which must not pay for tritonclient's gRPC stack in every stub.
-_LAZY = {"Client": "melstream_client.grpc", "stream": "melstream_client.grpc", "synthesize": "melstream_client.grpc",
+_LAZY = {"FLUSH": "melstream_client._text_in",
+         "Client": "melstream_client.grpc", "stream": "melstream_client.grpc", "synthesize": "melstream_client.grpc",
          "HttpClient": "melstream_client.http"}
 
-__all__ = ["Client", "ClientError", "ClientTimeoutError", "HttpClient", "InvalidInputError", "MelstreamError",
+__all__ = ["FLUSH", "Client", "ClientError", "ClientTimeoutError", "HttpClient", "InvalidInputError", "MelstreamError",
            "ServerBusyError", "ServerUnavailableError", "UnknownVoiceError", "stream", "synthesize"]
 
 

@@ -7,14 +7,15 @@ import contextlib
 import queue
 import threading
 import uuid
-from collections.abc import Callable, Generator, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Generator, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import numpy as np
 
 from melstream_client import wire
 from melstream_client._balance import RoundRobin, is_balanced_target, is_retryable, parse_targets
 from melstream_client._errors import grpc_error
+from melstream_client._text_in import Piece, TextStream
 from melstream_client._voices import VoiceDirectory, server_side
 from melstream_client.errors import ClientError, ClientTimeoutError, InvalidInputError, ServerUnavailableError
 
@@ -224,6 +225,144 @@ class Client(VoiceDirectory):
         if len(tried) == 1:
             raise last
         raise _naming_tried(last, tried) from last
+
+    # --- text in pieces ------------------------------------------------------------------------
+    @overload
+    def stream_text(self, pieces: Iterable[Piece], *, voice: str, pace: float | None = None,
+                    chunk_frames: int | None = None, timeout_s: float | None = None) -> Iterator[dict[str, np.ndarray]]: ...
+
+    @overload
+    def stream_text(self, pieces: AsyncIterable[Piece], *, voice: str, pace: float | None = None,
+                    chunk_frames: int | None = None, timeout_s: float | None = None) -> AsyncIterator[dict[str, np.ndarray]]: ...
+
+    def stream_text(self, pieces: Iterable[Piece] | AsyncIterable[Piece], *, voice: str, pace: float | None = None,
+                    chunk_frames: int | None = None,
+                    timeout_s: float | None = None) -> Iterator[dict[str, np.ndarray]] | AsyncIterator[dict[str, np.ndarray]]:
+        r"""Speak a text that comes in pieces (``str``\ s, a few words each, as a language model writes them; or
+        :data:`~melstream_client.FLUSH` to have what came so far spoken now), streaming its audio back while the
+        pieces are still coming: ``{"mel": [frames, n_mels], "audio": ...}`` per chunk, each sentence's as soon as
+        it is complete.  The pieces joined are spoken exactly as :meth:`stream_outputs` of the whole text
+        (flushes aside).
+
+        ``pieces`` is any iterable (read in a thread of its own, so it may block) or async iterable; with an
+        async one this returns an async iterator (``async for chunk in client.stream_text(agen, voice=...)``).
+        ``timeout_s`` bounds each wait for the server (not for the next piece: the voice itself ends a stream
+        whose next piece does not come within :data:`~melstream_client.wire.TEXT_IDLE_TIMEOUT_S`).  Closing the
+        iterator early cancels the stream.  A text stream is not retried on another replica: it goes to the
+        next replica in turn, once."""
+        if isinstance(pieces, AsyncIterable):
+            return self._text_async(pieces, voice=voice, pace=pace, chunk_frames=chunk_frames, timeout_s=timeout_s)
+        return self._text_sync(pieces, voice=voice, pace=pace, chunk_frames=chunk_frames, timeout_s=timeout_s)
+
+    def _text_stream(self, voice: str, pace: float | None, chunk_frames: int | None) -> tuple[_Replica, Any, TextStream]:
+        replica = self._replicas[next(iter(self._balance.order(retries=0)))]
+        n_mels = self.spec(voice).audio.n_mels
+        client = replica.stream_client()
+        return replica, client, TextStream(self._g, client, voice=voice, where=replica.url, n_mels=n_mels, pace=pace,
+                                           chunk_frames=chunk_frames)
+
+    def _text_sync(self, pieces: Iterable[Piece], *, voice: str, pace: float | None, chunk_frames: int | None,
+                   timeout_s: float | None) -> Iterator[dict[str, np.ndarray]]:
+        wait_s = self.timeout_s if timeout_s is None else timeout_s
+        replica, client, text = self._text_stream(voice, pace, chunk_frames)
+        responses: queue.Queue[tuple[Any, Any]] = queue.Queue()
+        failure: list[BaseException] = []
+        stop = threading.Event()
+
+        def send_all() -> None:
+            try:
+                iterator = iter(pieces)
+                while not stop.is_set():
+                    text.awaiting_piece = True
+                    piece = next(iterator, None)
+                    text.awaiting_piece = False
+                    if piece is None or stop.is_set():
+                        break
+                    text.send(piece)
+                if not stop.is_set():
+                    text.end()
+            except BaseException as e:  # the caller's pieces failed, or a piece was refused here: end the stream
+                text.awaiting_piece = False
+                failure.append(e)
+                responses.put((None, None))
+
+        try:
+            client.start_stream(callback=lambda result, error: responses.put((result, error)))
+            text.send("")  # the stream's start: its options, no text yet
+            sender = threading.Thread(target=send_all, daemon=True, name=f"text-stream-{text.sequence}")
+            sender.start()
+            while not text.finished:
+                try:
+                    result, error = responses.get(timeout=0.05)  # short: the timeout is checked against activity
+                except queue.Empty:
+                    late = text.timed_out(wait_s)
+                    if late is not None:
+                        raise late from None
+                    continue
+                if failure:
+                    raise failure[0]
+                chunk = text.take(result, error)
+                if chunk is not None:
+                    yield chunk
+        except ClientError:
+            raise
+        except Exception as e:
+            if failure and e is failure[0]:
+                raise
+            raise grpc_error(e, where=f"voice {voice!r} at {replica.url}") from e
+        finally:
+            stop.set()
+            try:
+                client.stop_stream(cancel_requests=not text.finished)
+            finally:
+                replica.release(client, reusable=text.finished)
+
+    async def _text_async(self, pieces: AsyncIterable[Piece], *, voice: str, pace: float | None, chunk_frames: int | None,
+                          timeout_s: float | None) -> AsyncIterator[dict[str, np.ndarray]]:
+        import asyncio
+
+        wait_s = self.timeout_s if timeout_s is None else timeout_s
+        loop = asyncio.get_running_loop()
+        replica, client, text = await loop.run_in_executor(None, self._text_stream, voice, pace, chunk_frames)
+        responses: asyncio.Queue[tuple[Any, Any]] = asyncio.Queue()
+
+        async def send_all() -> None:
+            async for piece in pieces:
+                text.send(piece)  # tritonclient queues it for its stream's own thread: no wait here
+            text.end()
+
+        sender: asyncio.Task[None] | None = None
+        try:
+            client.start_stream(callback=lambda result, error: loop.call_soon_threadsafe(responses.put_nowait, (result, error)))
+            text.send("")  # the stream's start: its options, no text yet
+            sender = asyncio.ensure_future(send_all())
+            while not text.finished:
+                if sender.done() and sender.exception() is not None:
+                    raise sender.exception()  # type: ignore[misc]
+                text.awaiting_piece = not sender.done()
+                try:
+                    result, error = await asyncio.wait_for(responses.get(), timeout=0.05)
+                except asyncio.TimeoutError:
+                    late = text.timed_out(wait_s)
+                    if late is not None:
+                        raise late from None
+                    continue
+                chunk = text.take(result, error)
+                if chunk is not None:
+                    yield chunk
+        except ClientError:
+            raise
+        except Exception as e:
+            if sender is not None and sender.done() and not sender.cancelled() and sender.exception() is e:
+                raise
+            raise grpc_error(e, where=f"voice {voice!r} at {replica.url}") from e
+        finally:
+            if sender is not None and not sender.done():
+                sender.cancel()
+            try:
+                client.stop_stream(cancel_requests=not text.finished)
+            finally:
+                replica.release(client, reusable=text.finished)
 
     def _stream_on(self, replica: _Replica, voice: str, inputs: list[Any], *, n_mels: int,
                    wait_s: float) -> Generator[dict[str, np.ndarray], None, None]:
