@@ -201,6 +201,7 @@ class Espeak:
                 words = [word for word in words if word]
                 if words:
                     out.append((words, terminator))
+            self._drain()  # a text ending in ".." leaves espeak one "." for the next caller
         return out
 
     def sentences(self, text: str) -> Iterator[tuple[str, list[tuple[list[list[str]], str]]]]:
@@ -247,6 +248,7 @@ class Espeak:
                 # the clause's last character is espeak's one character of lookahead: the next sentence starts there
                 self._drain()
                 return out, start + end - len(consumed[-1].encode("utf-8"))
+        self._drain()  # espeak may keep a character even at the end of its text (after ".."): read it away
         return out, len(raw)
 
     def _drain(self) -> None:
@@ -297,6 +299,7 @@ class Espeak:
             try:
                 status = self._lib.espeak_Synth(raw, len(raw), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
                 self._lib.espeak_Synchronize()
+                self._drain()  # what espeak kept of this text (after "..") must not reach the next text's phonemes
                 if status != 0:
                     raise TextError(f"espeak_Synth failed with status {status}")
                 chunks, events = self._chunks, self._events
