@@ -9,8 +9,6 @@ import threading
 import time
 from typing import Any, Optional, Union
 
-import numpy as np
-
 from melstream_client import wire
 from melstream_client._errors import grpc_error
 from melstream_client.errors import ClientError, ClientTimeoutError, InvalidInputError
@@ -34,9 +32,9 @@ class TextStream:
     responses to :meth:`take`).  Not thread-safe beyond: one thread (or task) sends, another reads."""
 
     def __init__(self, grpc: Any, client: Any, *, voice: str, where: str, n_mels: int, pace: Optional[float],
-                 chunk_frames: Optional[int]) -> None:
+                 chunk_frames: Optional[int], words: bool = False) -> None:
         self._g, self._client, self.voice, self.where, self.n_mels = grpc, client, voice, where, n_mels
-        self.pace, self.chunk_frames = pace, chunk_frames
+        self.pace, self.chunk_frames, self.words = pace, chunk_frames, words
         self.sequence = wire.new_sequence_id()
         self.first_id = f"{self.sequence}-0"
         self.sent = 0  # requests sent
@@ -59,7 +57,7 @@ class TextStream:
             first = self.sent == 0
             try:
                 tensors = wire.piece_tensors(text, flush=flush, pace=self.pace if first else None,
-                                             chunk_frames=self.chunk_frames if first else None)
+                                             chunk_frames=self.chunk_frames if first else None, words=first and self.words)
             except wire.WireError as e:
                 raise InvalidInputError(f"voice {self.voice!r} at {self.where}: {e}") from None
             inputs = []
@@ -78,7 +76,7 @@ class TextStream:
         """The last request: no text, the end flag (the voice speaks what is left, then ends the stream)."""
         self.send("", end=True)
 
-    def take(self, result: Any, error: Any) -> Optional[dict[str, np.ndarray]]:
+    def take(self, result: Any, error: Any) -> Optional[dict[str, Any]]:
         """One response from the stream's callback: the chunk it carries, if any; raises the stream's error
         (an error on any of its requests ends it)."""
         self.last_activity = time.monotonic()

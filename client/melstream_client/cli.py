@@ -33,6 +33,8 @@ def add_synth(sub: Any) -> argparse.ArgumentParser:
     y.add_argument("--pace", type=float, default=None)
     y.add_argument("--chunk-frames", type=int, default=None)
     y.add_argument("--timeout-s", type=float, default=60.0)
+    y.add_argument("--words", action="store_true",
+                   help="print each word with its start and end in seconds (the voice's word timestamps)")
     y.set_defaults(func=cmd_synth)
     return y
 
@@ -57,10 +59,13 @@ def cmd_synth(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     first = None
     chunks = []
-    for chunk in client.stream_outputs(args.text, voice=args.voice, pace=args.pace, chunk_frames=args.chunk_frames):
+    options = {"words": True} if args.words else {}
+    for chunk in client.stream_outputs(args.text, voice=args.voice, pace=args.pace, chunk_frames=args.chunk_frames, **options):
         if first is None:
             first = time.perf_counter() - t0
         chunks.append(chunk)
+        for word in chunk.get("words", ()):
+            print(f"{word.start_s:8.3f}\t{word.end_s:8.3f}\t{word.text}")
     total = time.perf_counter() - t0
     spec = client.spec(args.voice)
     mel = np.concatenate([c["mel"] for c in chunks]) if chunks else np.zeros((0, spec.audio.n_mels), np.float32)

@@ -190,12 +190,14 @@ class Client(VoiceDirectory):
             yield chunk["mel"]
 
     def stream_outputs(self, text: str, *, voice: str, pace: float | None = None, chunk_frames: int | None = None,
-                       timeout_s: float | None = None) -> Iterator[dict[str, np.ndarray]]:
+                       words: bool = False, timeout_s: float | None = None) -> Iterator[dict[str, Any]]:
         """Like :meth:`stream`, yielding ``{"mel": [frames, n_mels], "audio": [frames * hop]}`` per chunk
-        (``audio`` only from voices whose stack ends in a vocoder)."""
+        (``audio`` only from voices whose stack ends in a vocoder); with ``words``, also ``"words"``: the
+        :class:`~melstream_client.wire.Word` s whose speech ends in the chunk (text, start and end in seconds from
+        the start of the stream; every word of the text once, in order)."""
         wait_s = self.timeout_s if timeout_s is None else timeout_s
         try:
-            tensors = wire.request_tensors(text, pace=pace, chunk_frames=chunk_frames)
+            tensors = wire.request_tensors(text, pace=pace, chunk_frames=chunk_frames, words=words)
         except wire.WireError as e:
             raise InvalidInputError(f"voice {voice!r} at {self.where}: {e}") from None
         n_mels = self.spec(voice).audio.n_mels
@@ -228,16 +230,16 @@ class Client(VoiceDirectory):
 
     # --- text in pieces ------------------------------------------------------------------------
     @overload
-    def stream_text(self, pieces: Iterable[Piece], *, voice: str, pace: float | None = None,
-                    chunk_frames: int | None = None, timeout_s: float | None = None) -> Iterator[dict[str, np.ndarray]]: ...
+    def stream_text(self, pieces: Iterable[Piece], *, voice: str, pace: float | None = None, chunk_frames: int | None = None,
+                    words: bool = False, timeout_s: float | None = None) -> Iterator[dict[str, Any]]: ...
 
     @overload
-    def stream_text(self, pieces: AsyncIterable[Piece], *, voice: str, pace: float | None = None,
-                    chunk_frames: int | None = None, timeout_s: float | None = None) -> AsyncIterator[dict[str, np.ndarray]]: ...
+    def stream_text(self, pieces: AsyncIterable[Piece], *, voice: str, pace: float | None = None, chunk_frames: int | None = None,
+                    words: bool = False, timeout_s: float | None = None) -> AsyncIterator[dict[str, Any]]: ...
 
     def stream_text(self, pieces: Iterable[Piece] | AsyncIterable[Piece], *, voice: str, pace: float | None = None,
-                    chunk_frames: int | None = None,
-                    timeout_s: float | None = None) -> Iterator[dict[str, np.ndarray]] | AsyncIterator[dict[str, np.ndarray]]:
+                    chunk_frames: int | None = None, words: bool = False,
+                    timeout_s: float | None = None) -> Iterator[dict[str, Any]] | AsyncIterator[dict[str, Any]]:
         r"""Speak a text that comes in pieces (``str``\ s, a few words each, as a language model writes them; or
         :data:`~melstream_client.FLUSH` to have what came so far spoken now), streaming its audio back while the
         pieces are still coming: ``{"mel": [frames, n_mels], "audio": ...}`` per chunk, each sentence's as soon as
@@ -251,20 +253,21 @@ class Client(VoiceDirectory):
         iterator early cancels the stream.  A text stream is not retried on another replica: it goes to the
         next replica in turn, once."""
         if isinstance(pieces, AsyncIterable):
-            return self._text_async(pieces, voice=voice, pace=pace, chunk_frames=chunk_frames, timeout_s=timeout_s)
-        return self._text_sync(pieces, voice=voice, pace=pace, chunk_frames=chunk_frames, timeout_s=timeout_s)
+            return self._text_async(pieces, voice=voice, options=(pace, chunk_frames, words), timeout_s=timeout_s)
+        return self._text_sync(pieces, voice=voice, options=(pace, chunk_frames, words), timeout_s=timeout_s)
 
-    def _text_stream(self, voice: str, pace: float | None, chunk_frames: int | None) -> tuple[_Replica, Any, TextStream]:
+    def _text_stream(self, voice: str, options: tuple[float | None, int | None, bool]) -> tuple[_Replica, Any, TextStream]:
         replica = self._replicas[next(iter(self._balance.order(retries=0)))]
         n_mels = self.spec(voice).audio.n_mels
         client = replica.stream_client()
+        pace, chunk_frames, words = options
         return replica, client, TextStream(self._g, client, voice=voice, where=replica.url, n_mels=n_mels, pace=pace,
-                                           chunk_frames=chunk_frames)
+                                           chunk_frames=chunk_frames, words=words)
 
-    def _text_sync(self, pieces: Iterable[Piece], *, voice: str, pace: float | None, chunk_frames: int | None,
-                   timeout_s: float | None) -> Iterator[dict[str, np.ndarray]]:
+    def _text_sync(self, pieces: Iterable[Piece], *, voice: str, options: tuple[float | None, int | None, bool],
+                   timeout_s: float | None) -> Iterator[dict[str, Any]]:
         wait_s = self.timeout_s if timeout_s is None else timeout_s
-        replica, client, text = self._text_stream(voice, pace, chunk_frames)
+        replica, client, text = self._text_stream(voice, options)
         responses: queue.Queue[tuple[Any, Any]] = queue.Queue()
         failure: list[BaseException] = []
         stop = threading.Event()
@@ -317,13 +320,13 @@ class Client(VoiceDirectory):
             finally:
                 replica.release(client, reusable=text.finished)
 
-    async def _text_async(self, pieces: AsyncIterable[Piece], *, voice: str, pace: float | None, chunk_frames: int | None,
-                          timeout_s: float | None) -> AsyncIterator[dict[str, np.ndarray]]:
+    async def _text_async(self, pieces: AsyncIterable[Piece], *, voice: str, options: tuple[float | None, int | None, bool],
+                          timeout_s: float | None) -> AsyncIterator[dict[str, Any]]:
         import asyncio
 
         wait_s = self.timeout_s if timeout_s is None else timeout_s
         loop = asyncio.get_running_loop()
-        replica, client, text = await loop.run_in_executor(None, self._text_stream, voice, pace, chunk_frames)
+        replica, client, text = await loop.run_in_executor(None, self._text_stream, voice, options)
         responses: asyncio.Queue[tuple[Any, Any]] = asyncio.Queue()
 
         async def send_all() -> None:
@@ -365,7 +368,7 @@ class Client(VoiceDirectory):
                 replica.release(client, reusable=text.finished)
 
     def _stream_on(self, replica: _Replica, voice: str, inputs: list[Any], *, n_mels: int,
-                   wait_s: float) -> Generator[dict[str, np.ndarray], None, None]:
+                   wait_s: float) -> Generator[dict[str, Any], None, None]:
         """One stream of the request on one replica; its failures are typed errors naming the replica."""
         where = f"voice {voice!r} at {replica.url}"
         responses: queue.Queue[tuple[Any, Any]] = queue.Queue()

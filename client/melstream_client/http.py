@@ -88,12 +88,13 @@ class HttpClient(VoiceDirectory):
             yield chunk["mel"]
 
     def stream_outputs(self, text: str, *, voice: str, pace: float | None = None, chunk_frames: int | None = None,
-                       timeout_s: float | None = None) -> Iterator[dict[str, np.ndarray]]:
-        """Like :meth:`stream`, yielding ``{"mel": ..., "audio": ...}`` (``audio`` if the voice makes audio)."""
+                       words: bool = False, timeout_s: float | None = None) -> Iterator[dict[str, Any]]:
+        """Like :meth:`stream`, yielding ``{"mel": ..., "audio": ...}`` (``audio`` if the voice makes audio; with
+        ``words``, ``"words"``: the :class:`~melstream_client.wire.Word` s whose speech ends in the chunk)."""
         where = f"voice {voice!r} at http://{self.url}"
         wait_s = self.timeout_s if timeout_s is None else timeout_s
         try:
-            body = wire.request_json(text, pace=pace, chunk_frames=chunk_frames)
+            body = wire.request_json(text, pace=pace, chunk_frames=chunk_frames, words=words)
         except wire.WireError as e:
             raise InvalidInputError(f"{where}: {e}") from None
         n_mels = self.spec(voice).audio.n_mels

@@ -4,9 +4,12 @@ Standard library and numpy only, so a light client can import it.
 
 A voice is one decoupled Triton model named after its addon:
 
-* inputs: ``TEXT`` BYTES ``[1]`` (UTF-8), optional ``PACE`` FP32 ``[1]``, optional ``CHUNK_FRAMES`` INT32 ``[1]``;
+* inputs: ``TEXT`` BYTES ``[1]`` (UTF-8), optional ``PACE`` FP32 ``[1]``, optional ``CHUNK_FRAMES`` INT32 ``[1]``,
+  optional ``TIMESTAMPS`` BOOL ``[1]`` (word timestamps), optional ``FLUSH`` BOOL ``[1]`` (text streams, below);
 * responses: ``MEL`` FP32 ``[frames, n_mels]`` per chunk (and ``AUDIO`` FP32 ``[frames * hop]`` from voices
-  whose stack ends in a vocoder), in order, then an empty final response;
+  whose stack ends in a vocoder; and, with ``TIMESTAMPS``, ``WORDS`` BYTES ``[1]``: the words whose speech ends
+  in this chunk, JSON ``[{"word", "start_s", "end_s"}]``, seconds from the stream's start, every word of the
+  text once, in order), in order, then an empty final response;
 * the model config's ``addon_json`` parameter carries the addon, so a client can rebuild its stack.
 
 **Text in pieces** (gRPC only: one bidirectional ``ModelStreamInfer`` stream carries every request of it).  A
@@ -61,11 +64,13 @@ PACE = WireInput("PACE", "FP32", "TYPE_FP32", "float32", "pace", optional=True)
 CHUNK_FRAMES = WireInput("CHUNK_FRAMES", "INT32", "TYPE_INT32", "int32", "chunk_frames", optional=True)
 #: a piece of a text stream: speak the text sent so far now (see the module's docstring)
 FLUSH = WireInput("FLUSH", "BOOL", "TYPE_BOOL", "bool", "flush", optional=True)
+#: ask for word timestamps: every chunk then carries WORDS (see :func:`encode_words`)
+TIMESTAMPS = WireInput("TIMESTAMPS", "BOOL", "TYPE_BOOL", "bool", "words", optional=True)
 
 #: every input of a voice model, in config order
-INPUTS: tuple[WireInput, ...] = (TEXT, PACE, CHUNK_FRAMES, FLUSH)
+INPUTS: tuple[WireInput, ...] = (TEXT, PACE, CHUNK_FRAMES, FLUSH, TIMESTAMPS)
 #: the inputs only a text stream's first request may carry
-FIRST_PIECE_ONLY: tuple[WireInput, ...] = (PACE, CHUNK_FRAMES)
+FIRST_PIECE_ONLY: tuple[WireInput, ...] = (PACE, CHUNK_FRAMES, TIMESTAMPS)
 #: seconds a voice waits for a text stream's next piece before it ends the stream (INVALID_ARG)
 TEXT_IDLE_TIMEOUT_S = 60.0
 
@@ -73,6 +78,8 @@ TEXT_IDLE_TIMEOUT_S = 60.0
 OUTPUTS: dict[str, str] = {"mel": "MEL", "audio": "AUDIO"}
 MEL = OUTPUTS["mel"]
 AUDIO = OUTPUTS["audio"]
+#: the words whose speech ends in a chunk, with their times (asked for with TIMESTAMPS): BYTES [1], JSON
+WORDS = "WORDS"
 
 #: the voice model's config parameter that carries the addon JSON
 ADDON_PARAMETER = "addon_json"
@@ -103,6 +110,41 @@ class WireError(ValueError):
     """What came over the wire (or would go over it) does not follow the contract; the message says how."""
 
 
+@dataclass(frozen=True)
+class Word:
+    """A spoken word and when: seconds from the start of the stream's audio (frame ``j`` covers
+    ``[j * hop, (j + 1) * hop)`` samples).  A word spoken in no frame has ``start_s == end_s``."""
+
+    text: str
+    start_s: float
+    end_s: float
+
+
+def encode_words(words: Iterable[tuple[str, float, float]]) -> np.ndarray:
+    """``WORDS``' one element: ``[{"word": text, "start_s": s, "end_s": e}, ...]`` as UTF-8 JSON (times rounded
+    to 0.1 ms)."""
+    items = [{"word": str(t), "start_s": round(float(a), 4), "end_s": round(float(b), 4)} for t, a, b in words]
+    return np.array([json.dumps(items, ensure_ascii=False).encode("utf-8")], dtype=np.object_)
+
+
+def decode_words(value: Any) -> list[Word]:
+    """The words of a ``WORDS`` output: from gRPC (an object array of one JSON bytes) or a server-sent event
+    (the JSON text, or a list holding it)."""
+    if isinstance(value, np.ndarray):
+        value = value.reshape(-1).tolist()
+    if isinstance(value, list):
+        if len(value) != 1:
+            raise WireError(f"{WORDS} must hold one element, got {len(value)}")
+        value = value[0]
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    try:
+        items = json.loads(value) if isinstance(value, str) else value
+        return [Word(str(i["word"]), float(i["start_s"]), float(i["end_s"])) for i in items]
+    except (TypeError, ValueError, KeyError) as e:
+        raise WireError(f"{WORDS} is not a JSON list of words with start_s and end_s: {e}") from None
+
+
 # --- requests -------------------------------------------------------------------------------------------
 def encode_text(text: str) -> bytes:
     """``TEXT``'s one element: the text as UTF-8.  A str that has no UTF-8 form (a lone surrogate) is refused."""
@@ -114,11 +156,14 @@ def encode_text(text: str) -> bytes:
         raise WireError(f"{TEXT.name} is not valid Unicode text: {e}") from None
 
 
-def request_tensors(text: str, *, pace: float | None = None,
-                    chunk_frames: int | None = None) -> list[tuple[WireInput, np.ndarray]]:
+def request_tensors(text: str, *, pace: float | None = None, chunk_frames: int | None = None,
+                    words: bool = False) -> list[tuple[WireInput, np.ndarray]]:
     """The inputs of one request, in config order, each with its ``[1]`` value in the input's numpy dtype
-    (``TEXT``: one UTF-8 ``bytes`` object).  An option left as None is not sent (the voice's default)."""
+    (``TEXT``: one UTF-8 ``bytes`` object).  An option left as None (or ``words`` False) is not sent (the
+    voice's default)."""
     tensors: list[tuple[WireInput, np.ndarray]] = [(TEXT, np.array([encode_text(text)], dtype=np.object_))]
+    if not isinstance(words, bool):
+        raise WireError(f"{TIMESTAMPS.name} must be a bool, got {words!r}")
     if pace is not None:
         if isinstance(pace, bool) or not isinstance(pace, numbers.Real):
             raise WireError(f"{PACE.name} must be a number, got {pace!r}")
@@ -129,6 +174,8 @@ def request_tensors(text: str, *, pace: float | None = None,
         if not -2**31 <= int(chunk_frames) < 2**31:
             raise WireError(f"{CHUNK_FRAMES.name} does not fit INT32: {chunk_frames}")
         tensors.append((CHUNK_FRAMES, np.array([chunk_frames], dtype=CHUNK_FRAMES.numpy_dtype)))
+    if words:
+        tensors.append((TIMESTAMPS, np.array([True], dtype=TIMESTAMPS.numpy_dtype)))
     return tensors
 
 
@@ -140,10 +187,10 @@ def new_sequence_id() -> int:
     return secrets.randbits(63) | 1
 
 
-def piece_tensors(text: str, *, flush: bool = False, pace: float | None = None,
-                  chunk_frames: int | None = None) -> list[tuple[WireInput, np.ndarray]]:
+def piece_tensors(text: str, *, flush: bool = False, pace: float | None = None, chunk_frames: int | None = None,
+                  words: bool = False) -> list[tuple[WireInput, np.ndarray]]:
     """The inputs of one piece of a text stream: :func:`request_tensors`, plus ``FLUSH`` when asked."""
-    tensors = request_tensors(text, pace=pace, chunk_frames=chunk_frames)
+    tensors = request_tensors(text, pace=pace, chunk_frames=chunk_frames, words=words)
     if not isinstance(flush, bool):
         raise WireError(f"{FLUSH.name} must be a bool, got {flush!r}")
     if flush:
@@ -151,10 +198,11 @@ def piece_tensors(text: str, *, flush: bool = False, pace: float | None = None,
     return tensors
 
 
-def request_json(text: str, *, pace: float | None = None, chunk_frames: int | None = None) -> bytes:
+def request_json(text: str, *, pace: float | None = None, chunk_frames: int | None = None, words: bool = False) -> bytes:
     """The body of ``POST /v2/models/<voice>/generate_stream``: the same inputs as :func:`request_tensors`
     as one JSON object of scalars (``{"TEXT": "...", "PACE": 1.25}``), UTF-8."""
-    body = {inp.name: (text if inp is TEXT else value.item()) for inp, value in request_tensors(text, pace=pace, chunk_frames=chunk_frames)}
+    tensors = request_tensors(text, pace=pace, chunk_frames=chunk_frames, words=words)
+    body = {inp.name: (text if inp is TEXT else value.item()) for inp, value in tensors}
     return json.dumps(body, ensure_ascii=False).encode("utf-8")
 
 
@@ -177,9 +225,10 @@ def model_config_path(model: str) -> str:
 
 
 # --- responses ------------------------------------------------------------------------------------------
-def decode_chunk(outputs: Mapping[str, Any], *, n_mels: int) -> dict[str, np.ndarray] | None:
+def decode_chunk(outputs: Mapping[str, Any], *, n_mels: int) -> dict[str, Any] | None:
     """One response's outputs as a chunk: ``{"mel": [frames, n_mels] float32}``, plus ``"audio"`` (``[samples]``
-    float32) when the voice sent it; None for a response without ``MEL`` (the empty final response).
+    float32) when the voice sent it and ``"words"`` (a list of :class:`Word`) when they were asked for; None for
+    a response without ``MEL`` (the empty final response).
 
     ``outputs`` maps output names to arrays (gRPC) or nested lists (a server-sent event's JSON, where ``MEL``
     arrives flat): both are reshaped with the voice's ``n_mels``, which comes from its addon (``audio.n_mels``)."""
@@ -194,7 +243,10 @@ def decode_chunk(outputs: Mapping[str, Any], *, n_mels: int) -> dict[str, np.nda
     chunk["mel"] = mel.reshape(-1, n_mels)
     if AUDIO in outputs:
         chunk["audio"] = _float32(outputs[AUDIO], AUDIO).reshape(-1)
-    return chunk
+    result: dict[str, Any] = dict(chunk)
+    if WORDS in outputs:
+        result["words"] = decode_words(outputs[WORDS])
+    return result
 
 
 def _float32(value: Any, name: str) -> np.ndarray:

@@ -252,6 +252,10 @@ def pipeline_config(addon: Addon, profile: Profile, *, final_root: Path | None =
         audio.name = wire.AUDIO
         audio.data_type = mc.TYPE_FP32
         audio.dims.append(-1)
+    words = cfg.output.add()  # sent only when a request asks for TIMESTAMPS
+    words.name = wire.WORDS
+    words.data_type = mc.TYPE_STRING
+    words.dims.append(1)
     group = cfg.instance_group.add()
     group.count = 1  # one instance: streams run in its worker threads
     group.kind = mc.ModelInstanceGroup.KIND_CPU

@@ -187,6 +187,7 @@ class Inputs:
     pace: float | None
     chunk_frames: int | None
     flush: bool = False
+    words: bool = False  # TIMESTAMPS: every chunk carries WORDS
 
 
 def _one_element(pb: Any, request: Any, inp: wire.WireInput) -> Any:
@@ -224,10 +225,13 @@ def parse_inputs(pb: Any, request: Any) -> Inputs:
         if not low_frames <= chunk_frames <= high_frames:
             raise InputError(f"input {wire.CHUNK_FRAMES.name} must be from {low_frames} to {high_frames} frames "
                              f"(0 = the whole utterance in one response), got {chunk_frames}")
-    flush = _one_element(pb, request, wire.FLUSH)
-    if flush is not None and not isinstance(flush, (bool, np.bool_)):
-        raise InputError(f"input {wire.FLUSH.name} must be {wire.FLUSH.datatype}, got {type(flush).__name__}")
-    return Inputs(text, pace, chunk_frames, bool(flush))
+    flags = []
+    for inp in (wire.FLUSH, wire.TIMESTAMPS):
+        value = _one_element(pb, request, inp)
+        if value is not None and not isinstance(value, (bool, np.bool_)):
+            raise InputError(f"input {inp.name} must be {inp.datatype}, got {type(value).__name__}")
+        flags.append(bool(value))
+    return Inputs(text, pace, chunk_frames, *flags)
 
 
 def correlation_id(request: Any) -> int | str:
@@ -411,7 +415,7 @@ class VoiceModel:
                 raise InputError(f"text stream {sequence} is not open on voice {self.name!r}: its first request must "
                                  "carry sequence_start (or the stream has ended)")
             inputs = parse_inputs(self.pb, request)
-            late = [inp.name for inp in wire.FIRST_PIECE_ONLY if getattr(inputs, inp.option) is not None]
+            late = [inp.name for inp in wire.FIRST_PIECE_ONLY if getattr(inputs, inp.option) not in (None, False)]
             if late:
                 raise InputError(f"input {', '.join(late)} may only come with a text stream's first request")
             feed.put(_text_of(inputs.text), flush=inputs.flush)
@@ -495,16 +499,17 @@ class VoiceModel:
         metrics.started()
         try:
             inputs = parse_inputs(pb, request)
+            extra = {"words": True} if inputs.words else {}  # the pipeline's word clock runs only when asked
             text: Any = inputs.text
             if feed is not None:  # a text stream: this request's text is its first piece, the rest come to the feed
                 feed.put(_text_of(inputs.text), flush=inputs.flush)
                 if self._sequence_end(request):
                     feed.close()
                 pace, chunk_frames = inputs.pace, inputs.chunk_frames
-                chunks = utterances(lambda text: pipeline.stream_outputs(text, pace=pace, chunk_frames=chunk_frames), feed,
-                                    stop=lambda: request.is_cancelled() or self._closing.is_set())
+                chunks = utterances(lambda text: pipeline.stream_outputs(text, pace=pace, chunk_frames=chunk_frames, **extra),
+                                    feed, stop=lambda: request.is_cancelled() or self._closing.is_set())
             else:
-                chunks = pipeline.stream_outputs(text, pace=inputs.pace, chunk_frames=inputs.chunk_frames)
+                chunks = pipeline.stream_outputs(text, pace=inputs.pace, chunk_frames=inputs.chunk_frames, **extra)
             outcome = "cancelled"
             while not request.is_cancelled():  # a cancelled or disconnected client stops the work here
                 if self._closing.is_set():
@@ -518,8 +523,11 @@ class VoiceModel:
                 if chunk is None:
                     outcome = "completed"
                     break
-                sender.send(pb.InferenceResponse(
-                    [pb.Tensor(wire.OUTPUTS[key], np.ascontiguousarray(value, np.float32)) for key, value in chunk.items()]))
+                tensors = [pb.Tensor(wire.OUTPUTS[key], np.ascontiguousarray(value, np.float32))
+                           for key, value in chunk.items() if key in wire.OUTPUTS]
+                if inputs.words:
+                    tensors.append(pb.Tensor(wire.WORDS, wire.encode_words(chunk.get("words", ()))))
+                sender.send(pb.InferenceResponse(tensors))
                 if sent == 0:
                     first_sent = time.perf_counter()
                     metrics.first_chunk(first_sent - received)

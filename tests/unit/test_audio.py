@@ -126,8 +126,8 @@ def test_a_stack_ending_in_a_vocoder_streams_audio(fast_addon: Addon) -> None:
     np.testing.assert_allclose(np.concatenate([c["mel"] for c in chunks]), fast_addon.build().synthesize("Audio too."), atol=1e-5)
     data = dict(fast_addon.raw, stack=fast_addon.raw["stack"] + [{"type": "GriffinLim"}])
     cfg = pipeline_config(addon_from_data(data, path=fast_addon.path), get_profile("cpu"))
-    assert [(o.name, list(o.dims)) for o in cfg.output] == [("MEL", [-1, 80]), ("AUDIO", [-1])]
-    assert [o.name for o in pipeline_config(fast_addon, get_profile("cpu")).output] == ["MEL"]
+    assert [(o.name, list(o.dims)) for o in cfg.output] == [("MEL", [-1, 80]), ("AUDIO", [-1]), ("WORDS", [1])]
+    assert [o.name for o in pipeline_config(fast_addon, get_profile("cpu")).output] == ["MEL", "WORDS"]
 
 
 def test_the_clients_vocoder_is_the_griffin_lim_block(fast_addon: Addon) -> None:

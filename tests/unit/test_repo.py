@@ -73,7 +73,7 @@ def test_pipeline_config_carries_the_addon(fast_addon: Addon) -> None:
     cfg = pipeline_config(fast_addon, get_profile("cpu"))
     assert cfg.model_transaction_policy.decoupled
     assert json.loads(cfg.parameters["addon_json"].string_value) == fast_addon.raw
-    assert [i.name for i in cfg.input] == ["TEXT", "PACE", "CHUNK_FRAMES", "FLUSH"]
+    assert [i.name for i in cfg.input] == ["TEXT", "PACE", "CHUNK_FRAMES", "FLUSH", "TIMESTAMPS"]
     assert list(cfg.output[0].dims) == [-1, 80]
 
 
