@@ -166,13 +166,19 @@ def test_lazy_equals_whole_fast(fast_addon, monkeypatch, text, chunk_frames):
     np.testing.assert_allclose(lazy, whole, atol=1e-5)
 
 
-@pytest.mark.parametrize("text", ["Hello there. How are you?", LONG[:400]])
-def test_taco_reads_the_whole_text_and_is_unchanged(taco_addon, monkeypatch, text):
+@pytest.mark.parametrize("text", ["Hello there. How are you?", LONG[:400], LONG])
+def test_taco_reads_lazily_and_is_unchanged(taco_addon, monkeypatch, text):
     pipeline = taco_addon.build()
-    assert not pipeline.reads_text_lazily  # its attention needs the text's length before the first step
+    assert pipeline.reads_text_lazily  # its attention starts on a prefix (tests/unit/test_attention_lazy.py)
     monkeypatch.setattr(StreamablePipeline, "lazy_text", False)
     whole = pipeline.synthesize(text)
     monkeypatch.setattr(StreamablePipeline, "lazy_text", True)
+    counting = Counting(pipeline.frontend)
+    pipeline.frontend = counting
+    chunks = pipeline.stream(text)
+    next(chunks)
+    assert counting.made <= 2  # the first chunk read a sentence or two
+    chunks.close()
     np.testing.assert_allclose(pipeline.synthesize(text), whole, atol=1e-6)
 
 
