@@ -399,6 +399,8 @@ class StreamablePipeline(StreamableBlock):
         self.streamable_block = streamable_block
         self.frontend: Any = ctx.frontend if ctx is not None else None
         self.n_mels = ctx.addon.audio.n_mels if ctx is not None else 80
+        #: seconds per frame (``hop_length / sample_rate``): word timestamps count frames in it
+        self.frame_s = ctx.addon.audio.hop_length / ctx.addon.audio.sample_rate if ctx is not None else 256 / 22050
         self.output = "mel"
         #: the root pipeline's chunk tensors and their shapes, as checked at build (see :meth:`check_root`)
         self.chunk_shapes: Shapes = {}
@@ -508,26 +510,64 @@ class StreamablePipeline(StreamableBlock):
         """True if the stack ends in a vocoder: chunks then carry ``audio`` as well as ``mel``."""
         return "audio" in self.chunk_shapes
 
+    @property
+    def gives_words(self) -> bool:
+        """True if this voice's chunks tell which token each frame speaks (``frame_tokens``, or attention
+        ``alignment`` rows): :meth:`stream_outputs` can then give word timestamps (``words=True``)."""
+        return "frame_tokens" in self.chunk_shapes or "alignment" in self.chunk_shapes
+
     def stream_outputs(self, text: str | bytes | Iterable[TextPiece], *, pace: float | None = None,
-                       chunk_frames: int | None = None) -> Iterator[Tensors]:
+                       chunk_frames: int | None = None, words: bool = False) -> Iterator[Tensors]:
         """Yield the output tensors of each non-empty chunk: ``mel`` ``[T_i, n_mels]`` and, if the
         stack ends in a vocoder, ``audio`` ``[T_i * hop]`` (lazily).  ``text`` may come in pieces (see
         :meth:`lazy_inputs_for`); a stack that cannot start on a prefix of the text speaks them once they all
         have come.
+
+        ``words=True``: every chunk also has ``"words"``, a list (possibly empty) of ``(text, start_s, end_s)``
+        tuples, the words whose speech ended in that chunk, in seconds from the start of the stream
+        (:class:`melstream.words.WordClock`: every word once, in order, the last ending at the end of the
+        audio).  So that the last word can end with the audio, a chunk that may be the last leaves only once the
+        next one is made or the stream has ended: on a voice with ``frame_tokens`` (durations: the frames reach
+        every token), once the text's last word is known and the frames have reached it; on an attention voice
+        (which may stop at any frame), once the text's last word is known (tacovoice reads its whole text
+        first: every chunk, one chunk later).  Should a stream end otherwise with words left (frames that
+        end before tokens whose durations are all 0), they come on a last chunk with no frames.  A voice whose
+        chunks do not tell their frames' tokens (:attr:`gives_words` is false) refuses ``words=True`` with a
+        :class:`melstream.errors.StackError`, before anything is spoken.
 
         A request that makes no frames at all (every token spoken in 0 frames, e.g. a short text at a
         high ``pace``) is an :class:`InputError` at the end of the stream, not an empty stream."""
         keys = ("mel", "audio") if self.produces_audio else ("mel",)
         frames = 0
         lazy = self.lazy_text and self.reads_text_lazily
+        if words and not self.gives_words:
+            raise StackError(f"{self.path}: this voice cannot give word timestamps: its chunks carry neither "
+                             f"frame_tokens nor alignment (they carry {', '.join(sorted(self.chunk_shapes))})")
         if lazy:
             context = self.lazy_inputs_for(text, pace=pace, chunk_frames=chunk_frames)
+        elif words:  # the whole text's tokens from its sentences (the same tokens as encode), for their words
+            self._check_options(pace, chunk_frames)
+            whole = text if isinstance(text, (str, bytes)) else _joined(text)
+            if hasattr(self.frontend, "sentences"):
+                stream: TokenStream | None = TokenStream(self.frontend.sentences(whole), self.frontend.end_id)
+                assert stream is not None
+                context = self._context(stream.all(), pace=pace, chunk_frames=chunk_frames)
+            else:  # a front end without sentences: no words
+                stream = None
+                context = self._context(self.frontend.encode(whole), pace=pace, chunk_frames=chunk_frames)
+            feed = _WordFeed(self.frame_s, stream, exact="frame_tokens" in self.chunk_shapes)
         else:
             context = self.inputs_for(text if isinstance(text, (str, bytes)) else _joined(text), pace=pace, chunk_frames=chunk_frames)
-        for chunk in self.generate(context):
-            if len(chunk[self.output]):
-                frames += len(chunk[self.output])
-                yield {k: chunk[k] for k in keys}
+        if words and lazy:
+            feed = _WordFeed(self.frame_s, context["tokens"], exact="frame_tokens" in self.chunk_shapes)
+        if words:
+            yield from feed.chunks(self.generate(context), keys, self.output)
+            frames = feed.frames
+        else:
+            for chunk in self.generate(context):
+                if len(chunk[self.output]):
+                    frames += len(chunk[self.output])
+                    yield {k: chunk[k] for k in keys}
         if frames == 0:
             said = text if isinstance(text, str) else bytes(text).decode("utf-8", "replace") if isinstance(text, bytes) else "(the text stream)"
             preview = repr(said if len(said) <= 40 else said[:40] + "...")
@@ -545,6 +585,67 @@ class StreamablePipeline(StreamableBlock):
         """The whole utterance, ``[T, n_mels]``: the concatenation of :meth:`stream`."""
         chunks = list(self.stream(text, pace=pace, chunk_frames=chunk_frames))
         return np.concatenate(chunks, axis=0) if chunks else np.zeros((0, self.n_mels), np.float32)
+
+
+class _WordFeed:
+    """:meth:`StreamablePipeline.stream_outputs` with ``words=True``: its chunks, each with its ``"words"``, from
+    a :class:`melstream.words.WordClock` told the words of ``tokens``'s sentences as they are read."""
+
+    def __init__(self, frame_s: float, tokens: TokenStream | None, *, exact: bool) -> None:
+        from melstream.words import WordClock
+
+        self.tokens = tokens
+        # frame_tokens (durations): every token's frames are made, so the stream ends only after its frames reach
+        # the last word; attention may stop before it: hold every chunk once the last word is known
+        self.exact = exact
+        self.clock = WordClock(frame_s, final=tokens is None)
+        self.sentences = 0  # sentences of `tokens` whose words the clock has
+        self.frames = 0
+
+    def _sync(self) -> None:
+        tokens = self.tokens
+        if tokens is None:
+            return
+        while self.sentences < len(tokens.sentences):
+            at, sentence = tokens.starts[self.sentences], tokens.sentences[self.sentences]
+            self.clock.add_words([(w.text, at + w.start, at + w.end) for w in sentence.words])
+            self.sentences += 1
+        if tokens.complete and not self.clock.final:
+            self.clock.add_words((), final=True)
+
+    def chunks(self, chunks: Iterator[Tensors], keys: tuple[str, ...], output: str) -> Iterator[dict[str, Any]]:
+        from melstream.words import frame_tokens
+
+        held: dict[str, Any] | None = None
+        empty: dict[str, Any] = {}
+        for chunk in chunks:
+            n = len(chunk[output])
+            if not n:
+                continue
+            empty = {k: chunk[k][:0] for k in keys}
+            tokens = frame_tokens(chunk)
+            if tokens is None or len(tokens) != n:
+                raise StackError(f"a chunk of {n} frames carries no per-frame tokens for word timestamps")
+            self._sync()
+            if held is not None:
+                yield held
+                held = None
+            self.frames += n
+            out: dict[str, Any] = {k: chunk[k] for k in keys}
+            out["words"] = self.clock.feed(tokens)
+            if self.clock.near_end if self.exact else self.clock.pending:  # it may end now: keep it for the last word
+                held = out
+            else:
+                yield out
+        self._sync()
+        if not self.clock.final:
+            self.clock.add_words((), final=True)
+        rest = self.clock.finish()
+        if held is not None:
+            held["words"] = held["words"] + rest
+            yield held
+        elif rest and self.frames:  # frames ended before the last words (an attention that stopped early)
+            yield {**empty, "words": rest}
 
 
 def _joined(pieces: Iterable[TextPiece]) -> str:

@@ -491,7 +491,7 @@ class CharFrontend:
 
 
 _ESPEAK_SPACE_RE = re.compile(r"\s+")
-_ESPEAK_WORD_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9'.,$%-]*[A-Za-z0-9%])?")
+_ESPEAK_WORD_RE = re.compile(r"\$?[A-Za-z0-9](?:[A-Za-z0-9'.,$%-]*[A-Za-z0-9%])?")
 
 
 class EspeakFrontend:
@@ -582,9 +582,12 @@ class EspeakFrontend:
         ``next()``; a text in which no sentence has a known phoneme is refused after its last sentence, as
         :meth:`encode` refuses it.
 
-        A word is one of espeak's phoneme words.  Its ``text`` is the sentence's word at the same place when
-        the sentence has as many words (runs of letters, digits and ``' . , $ % -``) as espeak made; otherwise
-        (espeak reads ``3.5`` or ``$3`` as several words) every word's ``text`` is the whole sentence's."""
+        A word is one of the sentence's text words (runs of letters, digits and ``' . , $ % -``) with the tokens
+        of the phoneme words espeak makes of it.  When espeak makes as many phoneme words as the sentence has
+        text words, they pair up in order.  Otherwise (espeak reads ``3.5`` or ``$3.50`` as several words) each
+        text word is read alone to count its phoneme words, and a text word that espeak reads as several is one
+        word over all of their tokens (``$3.50``: from ``three`` to ``cents``); should the counts still not add
+        up, the sentence is one word, its ``text`` the whole sentence's."""
         from melstream.espeak import WORD_BOUNDARY, get_espeak
 
         normalized = self.normalize(text)
@@ -601,13 +604,44 @@ class EspeakFrontend:
                     spans.append((start, len(ids)))
                 if terminator in self._ids:
                     ids.append(self._ids[terminator])
-            said = _ESPEAK_WORD_RE.findall(piece)
-            names = said if len(said) == len(spans) else [piece] * len(spans)
             known += len(ids)
-            yield Sentence(piece, np.asarray(ids, dtype=np.int64),
-                           tuple(Word(name, a, b) for name, (a, b) in zip(names, spans, strict=True)))
+            yield Sentence(piece, np.asarray(ids, dtype=np.int64), self._words(piece, spans))
         if not known:
             raise _no_phonemes(text)
+
+
+    def _words(self, piece: str, spans: list[tuple[int, int]]) -> tuple[Word, ...]:
+        """``piece``'s text words over espeak's phoneme words ``spans`` (token ranges): see :meth:`sentences`."""
+        said = _ESPEAK_WORD_RE.findall(piece)
+        if len(said) == len(spans):
+            return tuple(Word(name, a, b) for name, (a, b) in zip(said, spans, strict=True))
+        if not spans:
+            return ()
+        counts = [self._phoneme_words(word) for word in said]
+        if sum(counts) != len(spans):
+            return (Word(piece, spans[0][0], spans[-1][1]),)
+        words, at = [], 0
+        for word, count in zip(said, counts, strict=True):
+            if count:
+                words.append(Word(word, spans[at][0], spans[at + count - 1][1]))
+            else:  # espeak says nothing for it: no tokens, where the next word starts
+                place = spans[at][0] if at < len(spans) else spans[-1][1]
+                words.append(Word(word, place, place))
+            at += count
+        return tuple(words)
+
+    def _phoneme_words(self, word: str) -> int:
+        """How many phoneme words espeak makes of ``word`` read alone (kept: numbers recur)."""
+        cache: dict[str, int] = self.__dict__.setdefault("_word_counts", {})
+        count = cache.get(word)
+        if count is None:
+            from melstream.espeak import get_espeak
+
+            count = sum(len(words) for words, _ in get_espeak(self.voice).clauses(word))
+            if len(cache) > 4096:
+                cache.clear()
+            cache[word] = count
+        return count
 
 
 Frontend = CharFrontend | EspeakFrontend

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from melstream.blocks import Contract, StreamableBlock, Tensors, chunk_size, network_shape, show
+from melstream.blocks import Contract, Shapes, StreamableBlock, Tensors, chunk_size, network_shape, show
 from melstream.errors import StackError, SynthesisError
 from melstream.registry import register_component
 
@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
 @register_component("Decoder")
 class Decoder(StreamableBlock):
-    """Upstream chunks in: ``upsampled`` ``[c, D]``.  Chunks out: ``mel`` ``[c', n_mels]``.
+    """Upstream chunks in: ``upsampled`` ``[c, D]``.  Chunks out: ``mel`` ``[c', n_mels]``, and ``frame_tokens``
+    ``[c']`` (each frame's token) when the upstream chunks carry it (an Upsampler's do).
 
     The decoder network is convolutional with a receptive half-width of ``context_frames`` frames
     (declared on the network in addon.json).  To emit frames ``[a, b)`` the block runs the network
@@ -72,6 +73,12 @@ class Decoder(StreamableBlock):
         return {"network": self.network.spec.name, "chunk_frames": self.chunk_frames, "max_chunk_frames": self.max_chunk_frames,
                 "context_frames": self.context_frames}
 
+    def check(self, context: Shapes, upstream: Shapes | None, sizes: Mapping[str, int]) -> Shapes:
+        emits = super().check(context, upstream, sizes)
+        if upstream is not None and "frame_tokens" in upstream:  # passed on, frame for frame
+            emits["frame_tokens"] = (emits["mel"][0],)
+        return emits
+
     def decode(self, frames: np.ndarray) -> np.ndarray:
         """Whole-utterance decode: ``[T, D]`` → ``[T, n_mels]`` in one network call."""
         return self.network({self.in_name: frames[None]})[self.out_name][0]
@@ -82,8 +89,39 @@ class Decoder(StreamableBlock):
         step = chunk_size(context, self.chunk_frames)
         # a request's own chunk size (or 0 = whole) is kept as asked; only the default schedule grows
         max_step = self.max_chunk_frames if context.get("chunk_frames") is None else None
-        for a, b, lo, window in windowed(upstream, "upsampled", step, self.context_frames, max_step=max_step):
-            yield {"mel": self.decode(window)[a - lo:b - lo]}
+        tokens = _FrameTokens(upstream)
+        for a, b, lo, window in windowed(tokens, "upsampled", step, self.context_frames, max_step=max_step):
+            chunk = {"mel": self.decode(window)[a - lo:b - lo]}
+            if tokens.seen:
+                chunk["frame_tokens"] = tokens.take(a, b)
+            yield chunk
+
+
+class _FrameTokens:
+    """An upstream chunk iterator that keeps each chunk's ``frame_tokens`` (when it has them) until
+    :meth:`take` hands out frames ``[a, b)`` (frames are taken in order, so only what is not taken is kept)."""
+
+    def __init__(self, upstream: Iterator[Tensors]) -> None:
+        self.upstream = upstream
+        self.seen = False
+        self.parts: list[np.ndarray] = []
+        self.base = 0  # absolute index of the first frame kept
+
+    def __iter__(self) -> _FrameTokens:
+        return self
+
+    def __next__(self) -> Tensors:
+        chunk = next(self.upstream)
+        if "frame_tokens" in chunk:
+            self.seen = True
+            self.parts.append(np.asarray(chunk["frame_tokens"], np.int64))
+        return chunk
+
+    def take(self, a: int, b: int) -> np.ndarray:
+        kept = np.concatenate(self.parts) if len(self.parts) != 1 else self.parts[0]
+        out = kept[a - self.base:b - self.base]
+        self.parts, self.base = [kept[b - self.base:]], b
+        return out
 
 
 def windowed(upstream: Iterator[Tensors], key: str, step: int, r: int, *,

@@ -78,6 +78,9 @@ class SegmentedPipeline(StreamableBlock):
     ``tokens`` may be a :class:`melstream.blocks.TokenStream` (the root pipeline's sentence-by-sentence text):
     each segment then reads the text only as far as its window, ``b + context_tokens``, so the front end is
     a segment ahead of the frames, never the whole text; the segments, and so the frames, are the same.
+
+    Chunks that carry ``frame_tokens`` (each frame's token, counted in the segment) leave with it counted in
+    the whole text (the segment's first token added).
     """
 
     lazy_tokens = True
@@ -114,7 +117,7 @@ class SegmentedPipeline(StreamableBlock):
         n = len(tokens)
         for a, b in segment_bounds(n, self.first_segment_tokens, self.segment_tokens):
             encoded = encode_span(self.sequence_block, context, a, b, self.margin)
-            yield from self.streamable_block.generate({**context, **encoded}, None)
+            yield from _offset(self.streamable_block.generate({**context, **encoded}, None), a)
 
     def _generate_lazy(self, context: Mapping[str, np.ndarray], tokens: TokenStream) -> Iterator[Tensors]:
         """:meth:`generate` over a text read as it goes: segment ``[a, b)`` is encoded once the text is known up
@@ -127,5 +130,13 @@ class SegmentedPipeline(StreamableBlock):
             b = min(a + step, known)
             window = {**context, "tokens": tokens.known}
             encoded = encode_span(self.sequence_block, window, a, b, self.margin)
-            yield from self.streamable_block.generate({**window, **encoded}, None)
+            yield from _offset(self.streamable_block.generate({**window, **encoded}, None), a)
             a, step = b, self.segment_tokens
+
+
+def _offset(chunks: Iterator[Tensors], first: int) -> Iterator[Tensors]:
+    """``chunks`` of a segment that starts at token ``first``, their ``frame_tokens`` (if any) made absolute."""
+    for chunk in chunks:
+        if first and "frame_tokens" in chunk:
+            chunk = {**chunk, "frame_tokens": chunk["frame_tokens"] + first}
+        yield chunk

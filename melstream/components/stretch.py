@@ -44,9 +44,10 @@ class Stretcher:
     """Linear interpolation in time of per-frame tensors by ``1 / pace``, fed chunk by chunk.
 
     Output frame ``j`` is ``(1 - f) * x[i] + f * x[i + 1]`` with ``i + f`` = :func:`positions` (``j``),
-    clipped to the last input frame at the end.  A frame leaves as soon as input frame ``i + 1`` exists,
-    so only a frame or two (``pace`` more when faster) of history is kept; the arithmetic is the same
-    whether the input comes at once or frame by frame, so streaming never changes the answer.
+    clipped to the last input frame at the end; integer tensors (``frame_tokens``) take the nearer frame's value.
+    A frame leaves as soon as input frame ``i + 1`` exists, so only a frame or two (``pace`` more when faster)
+    of history is kept; the arithmetic is the same whether the input comes at once or frame by frame, so
+    streaming never changes the answer.
     """
 
     def __init__(self, pace: float) -> None:
@@ -92,7 +93,10 @@ class Stretcher:
             x = self.buf[k]
             a, b = x[lo - self.base], x[hi - self.base]
             f = frac.reshape((-1,) + (1,) * (x.ndim - 1))
-            out[k] = ((1.0 - f) * a + f * b).astype(x.dtype)
+            if x.dtype.kind in "iub":  # indices (frame_tokens): the nearer input frame's, never a mix
+                out[k] = np.where(f < 0.5, a, b)
+            else:
+                out[k] = ((1.0 - f) * a + f * b).astype(x.dtype)
         self.made += len(pos)
         # keep the history the next output frame can still need: from its lower input frame on
         if last is None and self.have:

@@ -27,7 +27,9 @@ def frame_counts(durations: np.ndarray, *, pace: float = 1.0, max_frames_per_tok
 class Upsampler(StreamableBlock):
     """Context in: ``encodings`` ``[N, D]``, ``durations`` ``[N]`` (frames), optional ``pace`` ``[]``.
     Chunks out: ``upsampled`` ``[c, D]`` with ``c = chunk_frames`` (the last chunk may be shorter);
-    ``T = sum(round(durations / pace))`` frames in all.  Frames are made only when pulled."""
+    ``T = sum(round(durations / pace))`` frames in all, and ``frame_tokens`` ``[c]`` int64: the token each
+    frame speaks (the row of ``encodings`` it repeats; word timestamps, :mod:`melstream.words`).  Frames are
+    made only when pulled."""
 
     def __init__(self, ctx: BuildContext, *, chunk_frames: int = 32, max_frames_per_token: int = 100,
                  encodings: str = "encodings", durations: str = "durations", path: str = "") -> None:
@@ -37,7 +39,7 @@ class Upsampler(StreamableBlock):
         self.chunk_frames = chunk_frames
         self.max_frames_per_token = max_frames_per_token
         self.keys = (encodings, durations)
-        self.contract = Contract(reads={encodings: ("N", "D"), durations: ("N",)}, emits={"upsampled": ("T", "D")})
+        self.contract = Contract(reads={encodings: ("N", "D"), durations: ("N",)}, emits={"upsampled": ("T", "D"), "frame_tokens": ("T",)})
 
     def params(self) -> dict[str, Any]:
         return {"chunk_frames": self.chunk_frames}
@@ -57,4 +59,5 @@ class Upsampler(StreamableBlock):
         step = chunk_size(context, self.chunk_frames)
         for start in range(0, total, step):
             frames = np.arange(start, min(start + step, total))
-            yield {"upsampled": encodings[np.searchsorted(ends, frames, side="right")]}
+            token = np.searchsorted(ends, frames, side="right")
+            yield {"upsampled": encodings[token], "frame_tokens": token.astype(np.int64, copy=False)}

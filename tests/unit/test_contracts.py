@@ -68,7 +68,7 @@ def pipeline(streamable: list[Any]) -> list[Any]:
 
 
 def test_the_seed_stack_and_the_attention_stack_check_out() -> None:
-    assert addon_from_data(duration_addon()).build(UNBOUND).chunk_shapes == {"mel": ("T", 80)}
+    assert addon_from_data(duration_addon()).build(UNBOUND).chunk_shapes == {"mel": ("T", 80), "frame_tokens": ("T",)}
     assert addon_from_data(attention_addon()).build(UNBOUND).chunk_shapes["mel"] == ("T", 80)
 
 
@@ -76,7 +76,7 @@ def test_upsampler_then_vocoder_is_refused_at_load_naming_the_block_and_the_tens
     # Upsampler chunks carry "upsampled"; GriffinLim needs mel frames: this once built and failed at the first pull
     data = with_stack(duration_addon(), pipeline([{"type": "Upsampler"}, {"type": "GriffinLim"}]))
     with pytest.raises(StackError, match=r'tiny: stack\[0\]\.streamable_block\.stack\[1\]: GriffinLim needs upstream chunk '
-                                         r'tensor "mel" \[T, n_mels\], but the chunks before it carry only: upsampled'):
+                                         r'tensor "mel" \[T, n_mels\], but the chunks before it carry only: frame_tokens, upsampled'):
         addon_from_data(data, source="tiny")
 
 
@@ -91,7 +91,7 @@ def test_the_bare_two_block_stack_is_refused_at_its_first_block() -> None:
 def test_a_stack_must_end_in_mel_frames() -> None:
     data = with_stack(duration_addon(), pipeline([{"type": "Upsampler"}]))
     with pytest.raises(StackError, match=r'stack\[0\]: StreamablePipeline needs its chunks to carry "mel" \[T, n_mels\], '
-                                         r"but the stack's last block emits only: upsampled"):
+                                         r"but the stack's last block emits only: frame_tokens, upsampled"):
         addon_from_data(data)
 
 
@@ -141,7 +141,7 @@ def test_effects_and_vocoder_pass_the_frames_on() -> None:
 def test_segmented_pipeline_checks_its_streamable_block_against_its_encoders() -> None:
     good = with_stack(duration_addon(), [{"type": "SegmentedPipeline", "sequence_block": {"type": "Encoders"},
                                           "streamable_block": {"type": "Upsampler"}}, {"type": "Decoder"}])
-    assert addon_from_data(good).build(UNBOUND).chunk_shapes == {"mel": ("T", 80)}
+    assert addon_from_data(good).build(UNBOUND).chunk_shapes == {"mel": ("T", 80), "frame_tokens": ("T",)}
     renamed = copy.deepcopy(good)
     renamed["stack"][0]["streamable_block"] = {"type": "Upsampler", "durations": "lengths"}
     with pytest.raises(StackError, match=r'stack\[0\]\.streamable_block: Upsampler needs context tensor "lengths" \[N\]'):
@@ -170,7 +170,7 @@ def test_a_plugin_contract_is_checked_like_a_builtin() -> None:
     try:
         data = with_stack(duration_addon(), pipeline([{"type": "Upsampler"}, {"type": "Decoder"}, {"type": "NeedsPitch"}]))
         with pytest.raises(StackError, match=r'stack\[2\]: NeedsPitch needs upstream chunk tensor "pitch" \[T\], but the chunks '
-                                             r"before it carry only: mel"):
+                                             r"before it carry only: frame_tokens, mel"):
             addon_from_data(data)
     finally:
         unregister_component("NeedsPitch")
