@@ -22,7 +22,19 @@ Audio is peak-normalised to 0.9 before recognition.  Columns:
 * ``monotonic``: fraction of sentences whose attention argmax never decreases; ``guard_hits``: utterances
   ended by the AttentionDecoder's max-frames guard (attention voices only).
 
-Writes quality.csv (that table), quality.md, quality_sentences.csv (every transcription), lm/ (the LM and
+Word boundaries (issue 13): each voice's word timestamps (``stream_outputs(text, words=True)``, its
+:class:`melstream.words.WordClock`) against the teacher's own (espeak-ng's word events for the same text, in
+its audio's timeline: :meth:`melstream.espeak.Espeak.synthesize_words`; a number espeak reads as several
+words is one word from its first to its last).  Each teacher word event goes to the voice word whose
+characters it falls in; a voice word with none (a whole sentence, when the front end could not pair espeak's
+words with the text's) is left out.  Columns of ``words.csv``: ``words`` (the voice's words), ``matched``
+(those with a teacher time), ``mean_ms`` / ``p95_ms`` (absolute error of every
+boundary, starts and ends), ``start_mean_ms``, ``end_mean_ms``.  Row ``teacher phonemes``: the teacher's
+words timed by its own phoneme events (its per-token durations through the same clock) against its word
+events: the floor of this measure (espeak's word events and phoneme events disagree by that much).  ``--words-only`` measures only this
+(no recogniser, no LM: seconds).
+
+Writes quality.csv (that table), words.csv, words.md, quality.md, quality_sentences.csv (every transcription), lm/ (the LM and
 dictionary) and, for attention voices, alignment_<id>.png for 3 sentences (``<voice>_alignment_<id>.png``
 when more than one attention voice is measured).
 """
@@ -198,6 +210,121 @@ def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] = COLUMNS) -
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------------------------------ word boundaries
+
+WORD_COLUMNS = ("source", "sentences", "words", "matched", "mean_ms", "p95_ms", "start_mean_ms", "end_mean_ms")
+
+
+def locate(text: str, names: Sequence[str]) -> list[tuple[int, int] | None]:
+    """Where each of ``names`` (words of ``text``, in order) is in ``text``: ``(first, end)`` characters, or None."""
+    out: list[tuple[int, int] | None] = []
+    at = 0
+    for name in names:
+        found = text.find(name, at)
+        out.append(None if found < 0 else (found, found + len(name)))
+        at = at if found < 0 else found + len(name)
+    return out
+
+
+def teacher_words(text: str, names: Sequence[str], voice: str = "en-us") -> list[tuple[str, float, float] | None]:
+    """The teacher's times (seconds) for the words ``names`` of ``text``: espeak-ng's word events that fall in each
+    word's characters, from the first one's start to the last one's end (espeak reads a number as several words,
+    and names them by pieces of it); ``None`` for a word with no event of its own."""
+    from melstream.espeak import get_espeak
+
+    espeak = get_espeak(voice)
+    _, events = espeak.synthesize_words(text)
+    places = locate(text, names)
+    times: list[list[float] | None] = [None] * len(names)
+    at = 0
+    for name, start, end in events:
+        position = text.find(name, at) if name else -1
+        if position < 0:
+            continue
+        at = position
+        owner = next((k for k, span in enumerate(places) if span is not None and span[0] <= position < span[1]), None)
+        if owner is None:
+            continue
+        slot = times[owner]
+        if slot is None:
+            times[owner] = [start / espeak.sample_rate, end / espeak.sample_rate]
+        else:
+            slot[1] = end / espeak.sample_rate
+    return [None if t is None else (name, t[0], t[1]) for name, t in zip(names, times, strict=True)]
+
+
+@dataclass
+class WordResult:
+    name: str
+    sentences: int = 0
+    words: int = 0
+    starts: list[float] = field(default_factory=list)
+    ends: list[float] = field(default_factory=list)
+
+    def add(self, voice: Sequence[tuple[str, float, float]], teacher: Sequence[tuple[str, float, float] | None]) -> None:
+        self.sentences += 1
+        self.words += len(voice)
+        for v, t in zip(voice, teacher, strict=True):
+            if t is not None:
+                self.starts.append(abs(v[1] - t[1]) * 1000)
+                self.ends.append(abs(v[2] - t[2]) * 1000)
+
+    def row(self) -> dict[str, Any]:
+        both = self.starts + self.ends
+        return {"source": self.name, "sentences": self.sentences, "words": self.words, "matched": len(self.starts),
+                "mean_ms": _mean(both), "p95_ms": float(np.percentile(both, 95)) if both else float("nan"),
+                "start_mean_ms": _mean(self.starts), "end_mean_ms": _mean(self.ends)}
+
+
+def word_boundaries(pipelines: Mapping[str, Any], test: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each voice's word boundary errors against the teacher's word events, over ``test``."""
+    results = {v: WordResult(f"{v}") for v in pipelines}
+    floor = WordResult("teacher phonemes")
+    for utt in test:
+        for v, pipeline in pipelines.items():
+            voice = [w for chunk in pipeline.stream_outputs(utt["text"], words=True) for w in chunk["words"]]
+            results[v].add(voice, teacher_words(utt["text"], [w[0] for w in voice]))
+        if pipelines:
+            aligned = teacher_phoneme_words(next(iter(pipelines.values())), utt["text"])
+            if aligned is not None:
+                floor.add(aligned, teacher_words(utt["text"], [w[0] for w in aligned]))
+    return ([floor.row()] if floor.sentences else []) + [r.row() for r in results.values()]
+
+
+def teacher_phoneme_words(pipeline: Any, text: str) -> list[tuple[str, float, float]] | None:
+    """The teacher's words timed by its phoneme events instead (its per-token durations, as the voices learnt
+    them, through the same WordClock): how far the word events alone are from the teacher's own phonemes, the
+    floor of this measure.  ``None`` where the teacher's tokens are not the front end's (or its events do not
+    match its phonemes)."""
+    from melstream.blocks import TokenStream
+    from melstream.espeak import get_espeak
+    from melstream.words import timed_words
+
+    frontend = pipeline.frontend
+    if not hasattr(frontend, "voice"):
+        return None
+    try:
+        _, tokens, durations = get_espeak(frontend.voice).align(text)
+    except ValueError:
+        return None
+    stream = TokenStream(frontend.sentences(text), frontend.end_id)
+    ids = stream.all()
+    if len(tokens) + 1 != len(ids):  # a token the voice does not know was dropped: positions differ
+        return None
+    frames = np.repeat(np.arange(len(tokens)), durations)
+    return [w for chunk in timed_words(pipeline.frame_s, stream.words(), [frames]) for w in chunk]
+
+
+def write_words(out: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    with open(out / "words.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(WORD_COLUMNS))
+        w.writeheader()
+        for r in rows:
+            w.writerow({c: r.get(c) for c in WORD_COLUMNS})
+    (out / "words.md").write_text("# Word boundaries against the teacher's word events\n\n" + table(rows, WORD_COLUMNS) + "\n",
+                                  encoding="utf-8")
+
+
 # ------------------------------------------------------------------------------------------ attention
 
 
@@ -240,6 +367,18 @@ def plot_alignment(alignment: np.ndarray, path: Path, title: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------ run
+
+
+def run_words(teacher: Path, addons: Path, voices: Sequence[str], limit: int | None, out: Path) -> list[dict[str, Any]]:
+    """Only the word boundary section (no recogniser)."""
+    import melstream
+
+    out.mkdir(parents=True, exist_ok=True)
+    test = load_meta(teacher / "test", limit)
+    pipelines = {v: melstream.load_addon(addons / v).build() for v in voices}
+    rows = word_boundaries(pipelines, test)
+    write_words(out, rows)
+    return rows
 
 
 def run(teacher: Path, addons: Path, voices: Sequence[str], limit: int | None, out: Path,
@@ -328,7 +467,9 @@ def run(teacher: Path, addons: Path, voices: Sequence[str], limit: int | None, o
             log.info("%d/%d sentences, %.0f s", i + 1, len(test), time.perf_counter() - t_start)
 
     rows = [r.row() for r in results.values() if r.refs]
-    summary = {"rows": rows, "lm": lm_stats, "decoder": options, "test_sentences": len(test), "test_words": ref_words,
+    word_rows = word_boundaries(pipelines, test)
+    write_words(out, word_rows)
+    summary = {"rows": rows, "word_rows": word_rows, "lm": lm_stats, "decoder": options, "test_sentences": len(test), "test_words": ref_words,
                "test_oov_rate": oov / ref_words if ref_words else float("nan"), "sentences": sentences}
     write_reports(out, summary)
     return summary
@@ -351,6 +492,8 @@ def write_reports(out: Path, summary: Mapping[str, Any]) -> None:
         f"{summary['test_sentences']} held-out test sentences ({summary['test_words']} words; "
         f"{100 * summary['test_oov_rate']:.1f}% of them outside the LM vocabulary).", "",
         table(rows), "",
+        "Word boundaries against the teacher's word events (ms; see words.md):", "",
+        table(summary.get("word_rows", []), WORD_COLUMNS), "",
         f"LM: Witten-Bell trigram from {lm['sentences']} training sentences, vocabulary {lm['vocabulary']}, "
         f"n-grams {lm['ngrams']}; {lm['dropped_tokens']} word tokens ({lm['dropped_types']} types) dropped as missing "
         f"from the pocketsphinx dictionary (e.g. {', '.join(lm['dropped_examples'][:8]) or 'none'}).", "",
@@ -377,17 +520,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--lw", type=float, default=None, help="LM weight for all three decoder passes (default: pocketsphinx's)")
     ap.add_argument("--beam", type=float, default=None, help="decoder beam (default: training.lm.DEFAULT_DECODER_OPTIONS)")
     ap.add_argument("--wip", type=float, default=None, help="word insertion penalty")
+    ap.add_argument("--words-only", action="store_true", help="only the word boundary section (no recogniser)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.words_only:
+        word_rows = run_words(args.teacher, args.addons, args.voices, args.limit or None, args.out)
+        print(table(word_rows, WORD_COLUMNS))
+        print(f"wrote {args.out}/words.csv, words.md")
+        return
     options: dict[str, Any] = {k: v for k, v in (("beam", args.beam), ("wip", args.wip)) if v is not None}
     if args.lw is not None:
         options.update(lw=args.lw, fwdflatlw=args.lw, bestpathlw=args.lw)
     summary = run(args.teacher, args.addons, args.voices, args.limit or None, args.out, options)
     print(table(summary["rows"]))
+    print("\nWord boundaries against the teacher's word events (ms):\n" + table(summary["word_rows"], WORD_COLUMNS))
     lm = summary["lm"]
     print(f"\nLM: {lm['sentences']} train sentences, vocabulary {lm['vocabulary']}, {lm['dropped_tokens']} word tokens dropped "
           f"(not in the dictionary); test OOV rate {100 * summary['test_oov_rate']:.1f}%")
-    print(f"wrote {args.out}/quality.csv, quality.md, quality_sentences.csv")
+    print(f"wrote {args.out}/quality.csv, quality.md, quality_sentences.csv, words.csv, words.md")
 
 
 if __name__ == "__main__":

@@ -59,6 +59,7 @@ _INITIALIZE_DONT_EXIT = 0x8000
 _POS_CHARACTER = 1
 _CHARS_UTF8 = 1
 _EVENT_LIST_TERMINATED = 0
+_EVENT_WORD = 1
 _EVENT_PHONEME = 7
 _PHONEME_SEPARATOR = ord("|")
 # a clause ends where espeak's text pointer stopped, less its one character of lookahead
@@ -155,6 +156,7 @@ class Espeak:
         self.voice = voice
         self._chunks: list[np.ndarray] = []
         self._events: list[tuple[str, int]] = []
+        self._words: list[tuple[int, int, int, int]] = []  # word events: (character, length, sample, phonemes before it)
         self._callback = _SynthCallback(self._on_synth)  # keep a reference: espeak calls it from C
 
     def __repr__(self) -> str:
@@ -176,6 +178,8 @@ class Espeak:
             event = events[i]
             if event.type == _EVENT_PHONEME:
                 self._events.append((event.id.string.decode("utf-8", "replace"), int(event.sample)))
+            elif event.type == _EVENT_WORD:
+                self._words.append((int(event.text_position), int(event.length), int(event.sample), len(self._events)))
             i += 1
         return 0
 
@@ -307,6 +311,37 @@ class Espeak:
                 self._chunks, self._events = [], []
         audio = np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
         return (audio.astype(np.float32) / 32768.0), events
+
+    def synthesize_words(self, text: str) -> tuple[np.ndarray, list[tuple[str, int, int]]]:
+        """:meth:`synthesize` (``text``)'s audio and espeak's own word times: ``(word, start_sample, end_sample)``
+        for each of its word events, ``word`` the text it names (espeak names a number read as several words
+        by pieces of it: ``$``, ``3.50``, ``.50``...).  A word starts at its event and ends where the next sound
+        after its last phoneme starts (a pause, or the next word), at the latest where the next word's event is;
+        the last word ends at the end of the audio."""
+        with _LOCK:
+            self._words = []
+            try:
+                audio, events = self.synthesize(text)
+                marks = self._words
+            finally:
+                self._words = []
+        raw = text.encode("utf-8")
+        out: list[tuple[str, int, int]] = []
+        for i, (position, length, sample, first) in enumerate(marks):
+            # text_position counts characters from 1 (UTF-8 input: characters, not bytes)
+            word = text[position - 1:position - 1 + length] if raw.isascii() else text[position - 1:][:length]
+            after = marks[i + 1][3] if i + 1 < len(marks) else len(events)
+            sounds = [k for k in range(first, after) if not _is_pause(events[k][0])]
+            if i + 1 == len(marks):
+                end = len(audio)
+            elif sounds and sounds[-1] + 1 < len(events):
+                end = events[sounds[-1] + 1][1]
+            else:
+                end = marks[i + 1][2]
+            if i + 1 < len(marks):
+                end = min(end, marks[i + 1][2])  # the next word's event can come before the sound after this one
+            out.append((word.strip(), sample, max(end, sample)))
+        return audio, out
 
     def align(self, text: str) -> tuple[np.ndarray, list[str], np.ndarray]:
         """``(audio, tokens, durations)``: tokens == :meth:`phonemize` (``text``), durations int64 frames per

@@ -584,10 +584,12 @@ class EspeakFrontend:
 
         A word is one of the sentence's text words (runs of letters, digits and ``' . , $ % -``) with the tokens
         of the phoneme words espeak makes of it.  When espeak makes as many phoneme words as the sentence has
-        text words, they pair up in order.  Otherwise (espeak reads ``3.5`` or ``$3.50`` as several words) each
-        text word is read alone to count its phoneme words, and a text word that espeak reads as several is one
-        word over all of their tokens (``$3.50``: from ``three`` to ``cents``); should the counts still not add
-        up, the sentence is one word, its ``text`` the whole sentence's."""
+        text words, they pair up in order.  Otherwise (espeak reads ``3.5`` or ``$3.50`` as several words, and
+        joins short words: "to be", "on the") each text word is read alone to count its phoneme words and the
+        two are paired (:func:`_pair_words`): a text word that espeak reads as several is one word over all of
+        their tokens (``$3.50``: from ``dollars`` to ``zero``), text words espeak joins are one word, its
+        ``text`` theirs with what lies between ("to be"); should nothing fit, the sentence is one word, its
+        ``text`` the whole sentence's."""
         from melstream.espeak import WORD_BOUNDARY, get_espeak
 
         normalized = self.normalize(text)
@@ -595,6 +597,7 @@ class EspeakFrontend:
         for piece, clauses in get_espeak(self.voice).sentences(normalized):
             ids: list[int] = []
             spans: list[tuple[int, int]] = []
+            sounds: list[str] = []
             for words, terminator in clauses:
                 for i, word in enumerate(words):
                     if i and WORD_BOUNDARY in self._ids:
@@ -602,46 +605,96 @@ class EspeakFrontend:
                     start = len(ids)
                     ids.extend(self._ids[token] for token in word if token in self._ids)
                     spans.append((start, len(ids)))
+                    sounds.append(_sound(word))
                 if terminator in self._ids:
                     ids.append(self._ids[terminator])
             known += len(ids)
-            yield Sentence(piece, np.asarray(ids, dtype=np.int64), self._words(piece, spans))
+            yield Sentence(piece, np.asarray(ids, dtype=np.int64), self._words(piece, spans, sounds))
         if not known:
             raise _no_phonemes(text)
 
 
-    def _words(self, piece: str, spans: list[tuple[int, int]]) -> tuple[Word, ...]:
-        """``piece``'s text words over espeak's phoneme words ``spans`` (token ranges): see :meth:`sentences`."""
-        said = _ESPEAK_WORD_RE.findall(piece)
+    def _words(self, piece: str, spans: list[tuple[int, int]], sounds: list[str]) -> tuple[Word, ...]:
+        """``piece``'s text words over espeak's phoneme words ``spans`` (token ranges; ``sounds``: their phonemes
+        without stress marks): see :meth:`sentences`."""
+        said = list(_ESPEAK_WORD_RE.finditer(piece))
         if len(said) == len(spans):
-            return tuple(Word(name, a, b) for name, (a, b) in zip(said, spans, strict=True))
+            return tuple(Word(m.group(), a, b) for m, (a, b) in zip(said, spans, strict=True))
         if not spans:
             return ()
-        counts = [self._phoneme_words(word) for word in said]
-        if sum(counts) != len(spans):
+        plan = _pair_words([self._phoneme_words(m.group()) for m in said], sounds)
+        if plan is None:
             return (Word(piece, spans[0][0], spans[-1][1]),)
-        words, at = [], 0
-        for word, count in zip(said, counts, strict=True):
-            if count:
-                words.append(Word(word, spans[at][0], spans[at + count - 1][1]))
+        words, i, j = [], 0, 0
+        for texts, phonemes in plan:
+            name = piece[said[i].start():said[i + texts - 1].end()]
+            if phonemes:
+                words.append(Word(name, spans[j][0], spans[j + phonemes - 1][1]))
             else:  # espeak says nothing for it: no tokens, where the next word starts
-                place = spans[at][0] if at < len(spans) else spans[-1][1]
-                words.append(Word(word, place, place))
-            at += count
+                place = spans[j][0] if j < len(spans) else spans[-1][1]
+                words.append(Word(name, place, place))
+            i, j = i + texts, j + phonemes
         return tuple(words)
 
-    def _phoneme_words(self, word: str) -> int:
-        """How many phoneme words espeak makes of ``word`` read alone (kept: numbers recur)."""
-        cache: dict[str, int] = self.__dict__.setdefault("_word_counts", {})
-        count = cache.get(word)
-        if count is None:
+    def _phoneme_words(self, word: str) -> list[str]:
+        """The phoneme words espeak makes of ``word`` read alone, without stress marks (kept: words recur)."""
+        cache: dict[str, list[str]] = self.__dict__.setdefault("_word_sounds", {})
+        sounds = cache.get(word)
+        if sounds is None:
             from melstream.espeak import get_espeak
 
-            count = sum(len(words) for words, _ in get_espeak(self.voice).clauses(word))
+            sounds = [_sound(w) for words, _ in get_espeak(self.voice).clauses(word) for w in words]
             if len(cache) > 4096:
                 cache.clear()
-            cache[word] = count
-        return count
+            cache[word] = sounds
+        return sounds
+
+
+def _sound(tokens: Sequence[str]) -> str:
+    """A phoneme word's tokens as one string, without stress marks or pauses (to compare words' sounds)."""
+    return "".join(t.lstrip("',") for t in tokens if not t.startswith("_"))
+
+
+def _pair_words(alone: list[list[str]], sounds: list[str]) -> list[tuple[int, int]] | None:
+    """How a sentence's text words, which espeak reads alone as the phoneme words ``alone[i]``, make its phoneme
+    words ``sounds``: ``(text words, phoneme words)`` groups in order, those whose sounds differ least (dynamic
+    programming).  A text word takes 0 to 6 phoneme words (``$3.50``: 5); 2 or 3 text words may make one
+    (espeak joins short words: "to be", "on the").  A group costs how much its sounds differ, plus a little per
+    join and per count other than the word's own.  ``None`` if nothing fits."""
+    import difflib
+
+    def differ(a: str, b: str) -> float:
+        return 1.0 - difflib.SequenceMatcher(a=a, b=b, autojunk=False).ratio() if a or b else 0.0
+
+    inf = float("inf")
+    m, n = len(alone), len(sounds)
+    cost = [[inf] * (n + 1) for _ in range(m + 1)]
+    step: list[list[tuple[int, int] | None]] = [[None] * (n + 1) for _ in range(m + 1)]
+    cost[0][0] = 0.0
+    for i in range(m):
+        for j in range(n + 1):
+            here = cost[i][j]
+            if here == inf:
+                continue
+            moves = [(1, k, 0.0 if k == len(alone[i]) else 0.5) for k in range(0, 7)]
+            moves += [(k, 1, 0.2 * (k - 1)) for k in (2, 3)]
+            for texts, phonemes, extra in moves:
+                if i + texts > m or j + phonemes > n:
+                    continue
+                said = "".join("".join(w) for w in alone[i:i + texts])
+                total = here + extra + differ(said, "".join(sounds[j:j + phonemes])) * max(len(said), 1) / 4
+                if total < cost[i + texts][j + phonemes]:
+                    cost[i + texts][j + phonemes] = total
+                    step[i + texts][j + phonemes] = (texts, phonemes)
+    if cost[m][n] == inf:
+        return None
+    plan, i, j = [], m, n
+    while i:
+        move = step[i][j]
+        assert move is not None
+        plan.append(move)
+        i, j = i - move[0], j - move[1]
+    return plan[::-1] if j == 0 else None
 
 
 Frontend = CharFrontend | EspeakFrontend

@@ -79,3 +79,24 @@ def test_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "rug" in vocab  # the LM vocabulary comes from the train texts
     with open(out / "quality_sentences.csv") as f:
         assert len(list(csv.DictReader(f))) == 8
+    # word boundaries against the teacher's word events: every voice, every word of the two sentences
+    assert "Word boundaries" in printed and "| fastvoice | 2 |" in printed
+    with open(out / "words.csv") as f:
+        words = {r["source"]: r for r in csv.DictReader(f)}
+    assert list(words) == ["teacher phonemes", "fastvoice", "tacovoice"]
+    for row in words.values():
+        # "The dog sat on the mat." "A cat saw the dog.": 11 words, some of which espeak joins ("on the")
+        assert 6 <= int(row["words"]) <= 11 and 0 < int(row["matched"]) <= int(row["words"])
+        assert 0 <= float(row["mean_ms"]) <= float(row["p95_ms"])
+    assert float(words["fastvoice"]["mean_ms"]) < 200  # fastvoice follows the teacher's durations
+
+
+def test_teacher_words_cover_numbers_as_one_word() -> None:
+    """espeak names the words it reads a number as by pieces of it ("$", "3.50", ".50"): they make one word."""
+    from benchmarks.voice_quality import teacher_words
+
+    words = teacher_words("It costs $3.50 today.", ["It", "costs", "$3.50", "today"])
+    assert [w[0] for w in words if w is not None] == ["It", "costs", "$3.50", "today"]
+    times = [t for w in words if w is not None for t in w[1:]]
+    assert times == sorted(times) and times[0] >= 0
+    assert words[2] is not None and words[2][2] - words[2][1] > 0.8  # "three dollars fifty cents" takes a while
