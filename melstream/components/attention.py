@@ -139,13 +139,13 @@ class AttentionDecoder(StreamableBlock):
         of the text before it decides (the guard only grows, to the whole text's)."""
         return min(self.max_frames, self.max_frames_per_token * (known if total is None else total))
 
-    def plan(self, alignment: np.ndarray, total: int | None, encoded: int) -> tuple[int, int, int, int]:
+    def plan(self, alignment: np.ndarray, reach: int, total: int | None, encoded: int) -> tuple[int, int, int, int]:
         """The next step's ``(need, lo, hi, length)``: it may run once ``need`` tokens of memory are encoded, on the
         memory and alignment ``[lo, hi)``, told that the text ends at ``length`` (counted from ``lo``).
 
         ``total``: the text's ``N`` tokens, or None while it is being read (``encoded`` tokens so far).  Mass
         moves at most one token a step, so a step reads memory only up to ``reach + 1`` (``reach``: the last
-        token with any mass) and puts mass at most there.  With the text complete the step is the whole-text
+        token with any mass in ``alignment``, :func:`_reach`) and puts mass at most there.  With the text complete the step is the whole-text
         step (at fixed sizes, :meth:`_step`'s window).  While it is not, the end lies beyond the encoded
         memory (N > encoded): the step runs on the ``encoded`` tokens with its length input one past them,
         which, as long as ``reach + 1 < encoded``, changes nothing (the end token, which keeps its mass and
@@ -153,8 +153,6 @@ class AttentionDecoder(StreamableBlock):
         sizes the window must also be the whole text's: once the attention has moved ``width // 2`` tokens in,
         its window ``[lo, lo + width)`` must be encoded (then ``N > lo + width`` and the whole text's window is
         the same)."""
-        nonzero = np.flatnonzero(alignment)
-        reach = int(nonzero[-1]) if len(nonzero) else 0
         width = self.network.max_size
         if total is not None:
             need = min(reach + 2, total)
@@ -253,7 +251,7 @@ class AttentionDecoder(StreamableBlock):
         alignment[0, 0] = 1.0
         mels: list[np.ndarray] = []
         aligns: list[np.ndarray] = []
-        t = 0
+        t = reach = 0
         while True:
             now = memory.state
             limit = self.limit(now.known, now.total)
@@ -262,13 +260,14 @@ class AttentionDecoder(StreamableBlock):
                     memory.read_more()
                     continue
                 break
-            need, lo, hi, length = self.plan(alignment[0], now.total, now.encoded)
+            need, lo, hi, length = self.plan(alignment[0], reach, now.total, now.encoded)
             if now.encoded < need:  # attention can reach beyond the memory in this step
                 memory.fill()
                 continue
             alignment = _widened(alignment, max(hi, now.total or 0))
             out = self._step(prev, state, alignment, now.memory, (lo, hi, length))
             prev, state, alignment = out["mel"], out["state_out"], out["alignment_out"]
+            reach = _reach(alignment[0], reach)
             t += 1
             mels.append(prev[0])
             aligns.append(alignment[0])
@@ -386,6 +385,7 @@ class _AttentionRow(Recurrence):
         self.need_known = 0  # tokens of text the guard needs known before the next step (set by the engine)
         self.asked = False  # a MORE is in the queue
         self.t = 0
+        self.reach = 0  # the last token with any mass
         self.guarded = False
         self._seen: tuple[int, int] = (id(now.memory), now.encoded)
         self._window = (0, 1, 1)
@@ -399,10 +399,13 @@ class _AttentionRow(Recurrence):
         now = self.memory.state
         if now.total is not None and now.encoded >= now.total:
             return False
-        if now.total is None and now.known < self.need_known:
+        known_enough = now.total is not None or now.known >= now.next_needs
+        guard = now.total is None and now.known < self.need_known
+        if (guard or (now.encoded < self.need and not known_enough)) and not self.chunks.empty():
+            return True  # it is about to wait for text: first hand on the chunks made so far
+        if guard:
             self.memory.read_more()
             return True
-        known_enough = now.total is not None or now.known >= now.next_needs
         if now.encoded < self.need or (known_enough and now.encoded < self.need + self.lookahead):
             return self.memory.fill()
         return False
@@ -422,7 +425,7 @@ class _AttentionRow(Recurrence):
             self._ask()
             return False
         alignment = self.inputs["alignment"]
-        self.need, lo, hi, length = block.plan(alignment, now.total, now.encoded)
+        self.need, lo, hi, length = block.plan(alignment, self.reach, now.total, now.encoded)
         finished = now.total is not None and now.encoded >= now.total
         if now.encoded < self.need:
             self._ask()
@@ -452,6 +455,7 @@ class _AttentionRow(Recurrence):
             alignment = whole
         mel = outputs["mel"]
         self.inputs["prev_mel"], self.inputs["state"], self.inputs["alignment"] = mel, outputs["state_out"], alignment
+        self.reach = _reach(alignment, self.reach)
         self.mels.append(mel)
         self.aligns.append(alignment)
         self.t += 1
@@ -462,6 +466,19 @@ class _AttentionRow(Recurrence):
             self.mels, self.aligns = [], []
         self.guarded = end and not stop
         return end
+
+
+def _reach(alignment: np.ndarray, previous: int) -> int:
+    """The last token with any mass in ``alignment`` (``[K]``), one step after it was ``previous``: mass moves at
+    most one token a step, so it is at most one further (and, where a tail underflowed to 0 or a window dropped
+    it, may be nearer)."""
+    r = min(previous + 1, len(alignment) - 1)
+    if r == 0 or alignment[r] != 0:
+        return r
+    if alignment[r - 1] != 0:
+        return r - 1
+    nonzero = np.flatnonzero(alignment[:r])
+    return int(nonzero[-1]) if len(nonzero) else 0
 
 
 def _widened(alignment: np.ndarray, width: int) -> np.ndarray:
