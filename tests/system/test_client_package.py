@@ -46,7 +46,12 @@ with Client(grpc_url, timeout_s=60) as c:
         np.save(f"{out}/{v}-grpc.npy", c.synthesize(sys.argv[4], voice=v))
 for v in voices:
     np.save(f"{out}/{v}-http.npy", np.concatenate(list(HttpClient(http_url, timeout_s=60).stream(sys.argv[4], voice=v))))
-print(json.dumps({"voices": voices, "python": sys.version_info[:2], "numpy": np.__version__}))
+with Client(grpc_url, timeout_s=60) as c:
+    words = [[w.text, w.start_s, w.end_s] for ch in c.stream_outputs(sys.argv[4], voice="fastvoice", words=True) for w in ch["words"]]
+    pieces = [sys.argv[4][i:i + 5] for i in range(0, len(sys.argv[4]), 5)]
+    texted = np.concatenate([ch["mel"] for ch in c.stream_text(pieces, voice="fastvoice")])
+print(json.dumps({"voices": voices, "python": sys.version_info[:2], "numpy": np.__version__, "words": words,
+                  "text_stream_frames": len(texted)}))
 """
 
 
@@ -90,6 +95,10 @@ def test_the_fresh_client_streams_what_melstreams_own_client_gets(client_python:
                 got = np.load(tmp_path / f"{voice}-{transport}.npy")
                 assert got.shape == expected.shape and np.allclose(got, expected, atol=1e-4), (voice, transport)
     assert len(HttpClient(server.http_url).voices()) == len(VOICES)
+    with Client(server.grpc_url, timeout_s=60) as ours:  # word timestamps and a text in pieces, from the light client
+        words = [[w.text, w.start_s, w.end_s] for c in ours.stream_outputs(TEXT, voice="fastvoice", words=True) for w in c["words"]]
+        assert seen["words"] == words and len(words) == len(TEXT.split())
+        assert seen["text_stream_frames"] == len(ours.synthesize(TEXT, voice="fastvoice"))
 
 
 def test_the_client_command_line(client_python: Path, server: TritonServer, tmp_path: Path) -> None:
