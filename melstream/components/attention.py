@@ -52,7 +52,10 @@ class AttentionDecoder(StreamableBlock):
     as far as its window, and until the text's end has been read the step network is told that the text
     ends just past the encoded memory (its length input), where the attention cannot reach yet, so the frames
     are the whole text's (:meth:`plan`); the frame guard grows with the text read (:meth:`limit`).  A step
-    network without a length input reads the whole text first.
+    network without a length input reads the whole text first.  What that costs a text written as it is spoken:
+    the alignment's soft tail runs ahead of its most likely token until it underflows (the shipped voice: about
+    70 tokens, a sentence), and exactness needs the text known that far, so a sentence's last frames wait for
+    about a sentence more of the text (or its end, or a flush).
 
     ``alignment``: every column is a token of the whole text (column ``i``: token ``i``; the argmax of a row is
     the token that frame speaks).  With the whole text known from the start, ``K = N`` in every chunk; read as
