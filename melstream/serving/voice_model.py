@@ -499,6 +499,9 @@ class VoiceModel:
         metrics.started()
         try:
             inputs = parse_inputs(pb, request)
+            if inputs.words and not getattr(pipeline, "gives_words", True):  # the client's request, not a fault here
+                raise InputError(f"input {wire.TIMESTAMPS.name}: voice {self.name!r} cannot time its words (its chunks "
+                                 "do not say which token each frame speaks: e.g. a stack ending in a vocoder)")
             extra = {"words": True} if inputs.words else {}  # the pipeline's word clock runs only when asked
             text: Any = inputs.text
             if feed is not None:  # a text stream: this request's text is its first piece, the rest come to the feed

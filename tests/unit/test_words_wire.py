@@ -90,3 +90,15 @@ def test_the_voice_sends_words_with_every_chunk_only_when_asked() -> None:
     assert [wire.decode_words(c[wire.WORDS]) for c in chunks] == [[wire.Word("hello", 0.0, 0.2)], [wire.Word("there", 0.2, 0.45)]]
     bad = run(model, {wire.TEXT.name: text, wire.TIMESTAMPS.name: np.array([3], np.int32)})
     assert "input TIMESTAMPS must be BOOL" in bad.sender.errors()[0][1]
+
+
+def test_a_voice_that_cannot_time_its_words_refuses_timestamps_as_bad_input() -> None:
+    pipeline = WordsPipeline()
+    pipeline.gives_words = False  # type: ignore[attr-defined]  # e.g. a stack ending in a vocoder
+    model = VoiceModel(FakePb())
+    model.serve("tiny", pipeline)
+    refused = run(model, {wire.TEXT.name: np.array([b"Hi."], dtype=object), wire.TIMESTAMPS.name: np.array([True])})
+    (code, message), = refused.sender.errors()
+    assert code == "INVALID_ARG" and "TIMESTAMPS" in message and "cannot time its words" in message
+    assert not pipeline.calls  # nothing was spoken
+    assert run(model, {wire.TEXT.name: np.array([b"Hi."], dtype=object)}).sender.chunks()  # without: fine
