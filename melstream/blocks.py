@@ -529,8 +529,8 @@ class StreamablePipeline(StreamableBlock):
         audio).  So that the last word can end with the audio, a chunk that may be the last leaves only once the
         next one is made or the stream has ended: on a voice with ``frame_tokens`` (durations: the frames reach
         every token), once the text's last word is known and the frames have reached it; on an attention voice
-        (which may stop at any frame), once the text's last word is known (tacovoice reads its whole text
-        first: every chunk, one chunk later).  Should a stream end otherwise with words left (frames that
+        (which may stop at any frame), once the text's last word is known (from then on, every chunk leaves
+        one chunk later).  Should a stream end otherwise with words left (frames that
         end before tokens whose durations are all 0), they come on a last chunk with no frames.  A voice whose
         chunks do not tell their frames' tokens (:attr:`gives_words` is false) refuses ``words=True`` with a
         :class:`melstream.errors.StackError`, before anything is spoken.
