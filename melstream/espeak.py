@@ -196,17 +196,22 @@ class Espeak:
         with _LOCK:
             self._select()
             while pointer.value:
-                result = self._lib.espeak_TextToPhonemes(ctypes.byref(pointer), _CHARS_UTF8, _PHONEME_SEPARATOR << 8)
-                end = pointer.value - base if pointer.value else len(raw)
-                consumed = raw[previous:end].decode("utf-8", "ignore")
-                previous = end
-                terminator = self._terminator(consumed, more=bool(pointer.value))
-                words = [self._split_word(word) for word in (result or b"").decode("utf-8", "replace").split()]
-                words = [word for word in words if word]
+                words, terminator, consumed, previous = self._next_clause(pointer, base, raw, previous)
                 if words:
                     out.append((words, terminator))
             self._drain()  # a text ending in ".." leaves espeak one "." for the next caller
         return out
+
+    def _next_clause(self, pointer: ctypes.c_void_p, base: int, raw: bytes,
+                     previous: int) -> tuple[list[list[str]], str, str, int]:
+        """One clause of espeak's pass over ``raw`` (its buffer at ``base``; ``pointer`` moves on): its words,
+        its terminator, the text it consumed, and the byte where the next clause starts."""
+        result = self._lib.espeak_TextToPhonemes(ctypes.byref(pointer), _CHARS_UTF8, _PHONEME_SEPARATOR << 8)
+        end = pointer.value - base if pointer.value else len(raw)
+        consumed = raw[previous:end].decode("utf-8", "ignore")
+        terminator = self._terminator(consumed, more=bool(pointer.value))
+        words = [self._split_word(word) for word in (result or b"").decode("utf-8", "replace").split()]
+        return [word for word in words if word], terminator, consumed, end
 
     def sentences(self, text: str) -> Iterator[tuple[str, list[tuple[list[list[str]], str]]]]:
         """``text`` a sentence at a time, lazily: ``(sentence_text, clauses)``, ``clauses`` as :meth:`clauses`
@@ -239,13 +244,8 @@ class Espeak:
         out: list[tuple[list[list[str]], str]] = []
         previous = 0
         while pointer.value:
-            result = self._lib.espeak_TextToPhonemes(ctypes.byref(pointer), _CHARS_UTF8, _PHONEME_SEPARATOR << 8)
-            end = pointer.value - base if pointer.value else len(rest)
-            consumed = rest[previous:end].decode("utf-8", "ignore")
+            words, terminator, consumed, end = self._next_clause(pointer, base, rest, previous)
             previous = end
-            terminator = self._terminator(consumed, more=bool(pointer.value))
-            words = [self._split_word(word) for word in (result or b"").decode("utf-8", "replace").split()]
-            words = [word for word in words if word]
             if words:
                 out.append((words, terminator))
             if pointer.value and terminator in _SENTENCE_ENDS and consumed:
