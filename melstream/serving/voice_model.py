@@ -366,9 +366,10 @@ class VoiceModel:
                 continue
             refusal = self._admit(request, received, sequence=sequence)
             if refusal is not None:
-                self._refuse(request, wire.BUSY_ERROR, refusal)
+                code, detail = refusal
+                self._refuse(request, code, detail)  # outside the admission lock: a send may take a while
                 metrics = self.metrics
-                if metrics is not None:  # None once unloaded (finalize frees them)
+                if metrics is not None and code == wire.BUSY_ERROR:  # None once unloaded (finalize frees them)
                     metrics.refused()
         return None
 
@@ -426,20 +427,20 @@ class VoiceModel:
             return
         self._end(request.get_response_sender(), None)
 
-    def _admit(self, request: Any, received: float, *, sequence: int | str = 0) -> str | None:
-        """Start ``request``'s stream if the voice has room: None; else the detail of the refusal.  With a
+    def _admit(self, request: Any, received: float, *, sequence: int | str = 0) -> tuple[str, str] | None:
+        """Start ``request``'s stream if the voice has room: None; else the refusal's code and detail.  With a
         ``sequence`` (a text stream's first request), its feed is opened for the pieces to come."""
+        busy = wire.BUSY_ERROR
         with self._admission:
             if self._closing.is_set():
-                return f"voice {self.name!r} is shutting down"
+                return busy, f"voice {self.name!r} is shutting down"
             if len(self._threads) >= self.max_streams:
-                return wire.busy_detail(self.name, f"it serves {self.max_streams} streams at once")
+                return busy, wire.busy_detail(self.name, f"it serves {self.max_streams} streams at once")
             feed = None
             if sequence:
                 if sequence in self._feeds:
-                    self._refuse(request, wire.INPUT_ERROR, f"text stream {sequence} is already open on voice "
-                                                            f"{self.name!r}: each stream needs a correlation id of its own")
-                    return None
+                    return wire.INPUT_ERROR, (f"text stream {sequence} is already open on voice {self.name!r}: each "
+                                              "stream needs a correlation id of its own")
                 feed = self._feeds[sequence] = TextFeed(idle_timeout_s=self.text_idle_timeout_s)
             self._started += 1
             thread = threading.Thread(target=self._run, args=(request, received, sequence, feed), daemon=True,
@@ -450,7 +451,7 @@ class VoiceModel:
             except RuntimeError as e:  # no thread to be had (a resource limit): refuse, as when busy
                 self._threads.discard(thread)
                 self._feeds.pop(sequence, None)
-                return wire.busy_detail(self.name, f"no thread for a new stream ({e})")
+                return busy, wire.busy_detail(self.name, f"no thread for a new stream ({e})")
         return None
 
     def _run(self, request: Any, received: float, sequence: int | str = 0, feed: TextFeed | None = None) -> None:
