@@ -23,7 +23,10 @@ import pytest
 from melstream.errors import ServerUnavailableError
 from tests.servers import assert_nothing_left, serve, stub_regions
 
-LONG_TEXT = " ".join(["This sentence is long, and it keeps a stream busy for quite a while."] * 40)
+# about 9 minutes of speech (8,200 characters, under the front end's 10,000): no stream may end before the stop,
+# even the first of 20 to start on a loaded machine (the texts are read sentence by sentence: length costs no
+# first chunk)
+LONG_TEXT = " ".join(["This sentence is long, and it keeps a stream busy for quite a while."] * 120)
 STREAMS = 20
 
 
