@@ -69,6 +69,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from melstream.serving.server import metric_samples
 from melstream_client import wire
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -293,9 +294,7 @@ def storm(grpc_url: str, http_url: str, *, grpc: int, http: int, voices: Sequenc
 # --- the server's side --------------------------------------------------------------------------------------
 def scrape(metrics_url: str) -> dict[str, float]:
     """Every sample on the metrics endpoint, keyed by name and labels as exported."""
-    with urllib.request.urlopen(f"http://{metrics_url}/metrics", timeout=10) as resp:
-        text = resp.read().decode()
-    return {m.group(1): float(m.group(2)) for m in re.finditer(r"^([a-z_]+\{[^}]*\}|[a-z_]+) (\S+)$", text, re.M)}
+    return metric_samples(metrics_url)
 
 
 def active_key(voice: str) -> str:

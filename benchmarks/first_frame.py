@@ -22,8 +22,8 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-#: pause after a stream closed at its first chunk, so that the server has stopped it before the next one
-SETTLE_S = 0.2
+#: how long the server may take to end a stream closed at its first chunk (the next one waits until it has)
+SETTLE_TIMEOUT_S = 10.0
 SENTENCE = "The quick brown fox jumps over the lazy dog while the band plays 12 songs."
 
 
@@ -50,6 +50,8 @@ def measure(client, text: str, voice: str, *, chunk_frames: int | None, first_on
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--url", default=None, help="gRPC HOST:PORT of a running server (default: start one)")
+    ap.add_argument("--metrics-url", default=None,
+                    help="with --url: the server's metrics HOST:PORT (default: --url's host, port 8002)")
     ap.add_argument("--repo", default="model_repository")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", type=Path, default=Path("out/bench"))
@@ -58,6 +60,8 @@ def main() -> None:
     ap.add_argument("--compare-whole-text", action="store_true",
                     help="also measure a server that phonemises the whole text before the first frame (as before)")
     args = ap.parse_args()
+    if args.url is not None and args.metrics_url is None:
+        args.metrics_url = f"{args.url.rsplit(':', 1)[0]}:8002"
 
     args.out.mkdir(parents=True, exist_ok=True)
     modes = ["whole", "sentences"] if args.compare_whole_text and args.url is None else [""]
@@ -113,7 +117,7 @@ def main() -> None:
 
 def run(args: argparse.Namespace, mode: str) -> list[dict]:  # type: ignore[type-arg]
     """One server's rows; ``mode`` "whole" starts it with MELSTREAM_WHOLE_TEXT=1 (its stubs inherit it)."""
-    from melstream.serving.server import TritonServer
+    from melstream.serving.server import TritonServer, metric_samples, poll
     from melstream_client import Client
 
     rows = []
@@ -121,11 +125,20 @@ def run(args: argparse.Namespace, mode: str) -> list[dict]:  # type: ignore[type
     os.environ["MELSTREAM_WHOLE_TEXT"] = "1" if mode == "whole" else "0"
     try:
         with ExitStack() as stack:
-            url = args.url
+            url, metrics_url = args.url, args.metrics_url
             if url is None:
                 log = args.out / f"tritonserver{'-' + mode if mode else ''}.log"
                 server = stack.enter_context(TritonServer.on_free_ports(Path(args.repo), log_file=log))
-                url = server.grpc_url
+                url, metrics_url = server.grpc_url, f"localhost:{server.metrics_port}"
+
+            def settled(voice: str) -> None:
+                """Wait until the server has ended every stream of ``voice`` (the one just closed at its first
+                chunk is cancelled there a moment later), so that each first frame is measured on an idle server."""
+                key = f'melstream_active_streams{{voice="{voice}"}}'
+                active = poll(lambda: metric_samples(metrics_url).get(key, 0.0), lambda n: n == 0, timeout_s=SETTLE_TIMEOUT_S)
+                if active:
+                    raise SystemExit(f"voice {voice!r} still has {active:g} active streams {SETTLE_TIMEOUT_S:g} s after its last was closed")
+
             client = stack.enter_context(Client(url))
             for voice in client.voices():
                 for _ in range(3):  # warm-up: first channel, first model runs, espeak-ng loaded
@@ -138,7 +151,7 @@ def run(args: argparse.Namespace, mode: str) -> list[dict]:  # type: ignore[type
                 for _ in range(args.first_repeats):
                     for label, text in chosen.items():
                         firsts[label].append(measure(client, text, voice, chunk_frames=None, first_only=True)[0])
-                        time.sleep(SETTLE_S)
+                        settled(voice)
                 for label, text in chosen.items():
                     first = firsts[label]
                     # the whole-text server only for its first frames (its later frames are the same)

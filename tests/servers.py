@@ -12,13 +12,12 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from melstream.serving.health import READY_PATH
-from melstream.serving.server import SHM_DIR, TritonServer, free_port, group_members
+from melstream.serving.server import SHM_DIR, TritonServer, free_port, group_members, metric_samples
 from melstream.serving.server import poll as poll  # the package's, re-exported: existing imports work
 
 
@@ -28,9 +27,7 @@ def start_server(repo: Path, log_file: Path) -> TritonServer:
 
 def scrape(server: TritonServer) -> dict[str, float]:
     """Every sample on the server's metrics endpoint, keyed by its name and labels exactly as exported."""
-    with urllib.request.urlopen(f"http://localhost:{server.metrics_port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    return {m.group(1): float(m.group(2)) for m in re.finditer(r"^([a-z_]+\{[^}]*\}|[a-z_]+) (\S+)$", text, re.M)}
+    return metric_samples(f"localhost:{server.metrics_port}", timeout_s=5)
 
 
 def metric(server: TritonServer, name: str, model: str) -> float:

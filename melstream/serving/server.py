@@ -109,6 +109,17 @@ def poll(fetch: Callable[[], T], done: Callable[[T], bool], *, timeout_s: float,
         time.sleep(interval_s)  # polling interval
 
 
+_SAMPLE_RE = re.compile(r"^([a-z_]+\{[^}]*\}|[a-z_]+) (\S+)$", re.M)
+
+
+def metric_samples(metrics_url: str, *, timeout_s: float = 10.0) -> dict[str, float]:
+    """Every sample on the metrics endpoint at ``metrics_url`` (HOST:PORT), keyed by its name and labels exactly
+    as exported (``melstream_active_streams{voice="fastvoice"}``)."""
+    with urllib.request.urlopen(f"http://{metrics_url}/metrics", timeout=timeout_s) as resp:
+        text = resp.read().decode()
+    return {m.group(1): float(m.group(2)) for m in _SAMPLE_RE.finditer(text)}
+
+
 def not_ready(http_url: str, *, timeout_s: float) -> str | None:
     """None if the server at ``http_url`` (HOST:PORT) is ready (``/v2/health/ready`` answers 200), else why not."""
     url = f"http://{http_url}{SERVER_READY_PATH}"
