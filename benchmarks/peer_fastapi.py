@@ -30,7 +30,6 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -230,21 +229,16 @@ def _log_tail(log_file: Path | None, lines: int = 20) -> str:
 def wait_ready(peer: Peer, *, timeout_s: float, interval_s: float = 0.1) -> None:
     """Poll the peer's ready endpoint until it answers 200; RuntimeError if the process exits first or
     ``timeout_s`` passes (with the end of its log)."""
+    from melstream.serving.server import wait_answering
+
     url = f"http://{peer.url}{HEALTH_READY_PATH}"
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if peer.process.poll() is not None:
-            raise RuntimeError(f"peer-fastapi exited with status {peer.process.returncode} before it was ready at {url}:\n"
-                               f"{_log_tail(peer.log_file)}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass  # not listening yet: the voices are still being built
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"peer-fastapi not ready at {url} within {timeout_s} s:\n{_log_tail(peer.log_file)}")
-        time.sleep(interval_s)  # polling interval, not a readiness wait
+
+    def ready() -> bool:
+        with urllib.request.urlopen(url, timeout=2) as resp:  # not listening yet: the voices are still being built
+            return resp.status == 200
+
+    wait_answering(peer.process, ready, what=f"peer-fastapi at {url}", timeout_s=timeout_s, interval_s=interval_s,
+                   log_tail=lambda: _log_tail(peer.log_file), error=RuntimeError)
 
 
 @contextmanager

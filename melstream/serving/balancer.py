@@ -34,7 +34,6 @@ import csv
 import io
 import shutil
 import subprocess
-import time
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,7 +41,7 @@ from pathlib import Path
 
 from melstream.errors import MelstreamError
 from melstream.serving.health import DEFAULT_HEALTH_PORT, READY_PATH
-from melstream.serving.server import poll
+from melstream.serving.server import poll, wait_answering
 from melstream_client import wire
 
 #: where the Triton model-control API lives: never routed through the balancer
@@ -174,25 +173,16 @@ class HAProxy:
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *, timeout_s: float = 30.0) -> HAProxy:
-        """Start it and wait until its stats page answers (its servers may still be coming up: see :meth:`wait_up`)."""
+        """Start it and wait until its stats page answers (its servers may still be coming up: see :meth:`wait_for`)."""
         binary = shutil.which("haproxy")
         if binary is None:
             raise MelstreamError("haproxy is not installed: run `make sysdeps` (Debian's haproxy package)")
         with self.log_file.open("ab") as log:
             # -db: foreground, no daemon; -W would add a master process, which a test has no use for
             self._proc = subprocess.Popen([binary, "-db", "-f", str(self.config_file)], stdout=log, stderr=log)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if self._proc.poll() is not None:
-                raise MelstreamError(f"haproxy exited ({self._proc.returncode}) at start: "
-                                     f"{self.log_file.read_text(errors='replace')[-2000:]}")
-            try:
-                self.servers()
-                return self
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise MelstreamError(f"haproxy's stats page {self.stats_url} did not answer within {timeout_s} s") from None
-                time.sleep(0.05)  # polling interval of the stats page
+        wait_answering(self._proc, self.servers, what=f"haproxy (stats page {self.stats_url})", timeout_s=timeout_s,
+                       log_tail=lambda: self.log_file.read_text(errors="replace")[-2000:], error=MelstreamError)
+        return self
 
     def servers(self) -> dict[tuple[str, str], str]:
         """``(backend, server) -> status`` (``UP``, ``DOWN``, ``UP 1/2``, ``MAINT``...) from the stats CSV."""

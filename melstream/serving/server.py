@@ -109,6 +109,26 @@ def poll(fetch: Callable[[], T], done: Callable[[T], bool], *, timeout_s: float,
         time.sleep(interval_s)  # polling interval
 
 
+def wait_answering(process: subprocess.Popen[bytes], answers: Callable[[], object], *, what: str, timeout_s: float,
+                   log_tail: Callable[[], str] = lambda: "", error: type[Exception] = ServerError,
+                   interval_s: float = 0.05) -> None:
+    """Poll ``answers()`` (an OSError: not listening yet) until it returns something true, for a process started
+    just now; ``error`` naming ``what`` and ending with ``log_tail()`` if the process exits first or ``timeout_s``
+    passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process.poll() is not None:
+            raise error(f"{what} exited with status {process.returncode} before it answered:\n{log_tail()}")
+        try:
+            if answers():
+                return
+        except OSError:
+            pass  # not listening yet
+        if time.monotonic() > deadline:
+            raise error(f"{what} did not answer within {timeout_s} s:\n{log_tail()}")
+        time.sleep(interval_s)  # polling interval
+
+
 _SAMPLE_RE = re.compile(r"^([a-z_]+\{[^}]*\}|[a-z_]+) (\S+)$", re.M)
 
 

@@ -283,3 +283,33 @@ def test_model_ready_and_live_read_the_answer_not_just_the_connection(tmp_path: 
         server.shutdown()
         server.server_close()
     assert not live(url, timeout_s=2) and not model_ready(url, "up")  # no answer at all
+
+
+def test_wait_answering_returns_once_answered_and_says_why_not_otherwise() -> None:
+    import subprocess
+    import sys
+
+    from melstream.errors import ServerError
+    from melstream.serving.server import wait_answering
+
+    calls = {"n": 0}
+
+    def third_time() -> bool:
+        calls["n"] += 1
+        if calls["n"] < 3:
+            raise OSError("connection refused")  # not listening yet
+        return True
+
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        wait_answering(alive, third_time, what="thing", timeout_s=5, interval_s=0.01)
+        assert calls["n"] == 3
+        with pytest.raises(ServerError, match=r"thing did not answer within 0.05 s:\ntail"):
+            wait_answering(alive, lambda: False, what="thing", timeout_s=0.05, interval_s=0.01, log_tail=lambda: "tail")
+    finally:
+        alive.kill()
+        alive.wait()
+    dead = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    dead.wait()
+    with pytest.raises(RuntimeError, match="thing exited with status 3 before it answered"):
+        wait_answering(dead, lambda: True, what="thing", timeout_s=5, error=RuntimeError)
