@@ -14,17 +14,10 @@ import pytest
 from melstream.errors import TextError
 from melstream.serving.text_in import Piece, TextFeed, TextIdleError
 from melstream.text import CharFrontend, sentences_from
+from tests.unit.test_sentences import CORPUS as SENTENCE_CORPUS
 
-CORPUS = [
-    "Hello.",
-    "Hello there. How are you? I am fine! Thanks; bye: now.",
-    "Dr. Smith paid $3.50 for 3.5 kg on the 21st. Mr. Jones did not.",
-    'She said "yes." Then (quietly) left... Really?!',
-    "a trailing sentence without a terminator",
-    "Wait... what?!  Really?",
-    "Hi!!! ... Yes?? Ok. . . Done.",
-    "One. Two. " * 20 + "Three",
-]
+# the front end's corpus, plus terminator runs that a text stream may type a character at a time
+CORPUS = [*SENTENCE_CORPUS[:5], *SENTENCE_CORPUS[6:], "Wait... what?!  Really?", "Hi!!! ... Yes?? Ok. . . Done."]
 
 
 def cut(text: str, rng: random.Random, most: int = 25) -> list[str]:
