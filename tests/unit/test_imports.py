@@ -130,3 +130,15 @@ def test_the_server_package_names_are_the_client_modules() -> None:
             "raise SystemExit(0 if ok else 1)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_clients_public_names_all_resolve() -> None:
+    """melstream_client's names kept by hand (``__all__``, the lazily imported ones) agree, and each resolves."""
+    import melstream_client
+
+    lazy = set(melstream_client._LAZY)
+    assert lazy <= set(melstream_client.__all__)
+    for name in melstream_client.__all__:
+        assert getattr(melstream_client, name) is not None, name
+    errors = {n for n in melstream_client.__all__ if n not in lazy}
+    assert all(issubclass(getattr(melstream_client, n), melstream_client.MelstreamError) for n in errors)
