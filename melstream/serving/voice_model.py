@@ -167,13 +167,14 @@ class StreamMetrics:
                 calls_metric.increment(calls)
                 runs_metric.increment(runs)
             self._batches.clear()
-            # the outcome last: a scrape that sees this stream ended sees its frames and chunks counted too
-            # (each call is an IPC to the server; a scrape can fall between two of them)
+            # in this order: a scrape that sees this stream's outcome sees its frames and chunks counted too,
+            # and one that sees it no longer active sees all of that (each call is an IPC to the server; a
+            # scrape can fall between two of them; for a moment the stream is both ended and active)
             self.frames.increment(frames)
             if outcome == "completed":  # a cancelled or failed stream's count says nothing about the voice
                 self.chunks.observe(chunks)
-            self.active.increment(-1)
             self.outcomes[outcome].increment(1)
+            self.active.increment(-1)
 
 
 # --- input parsing -------------------------------------------------------------------------------------

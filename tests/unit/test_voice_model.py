@@ -727,8 +727,9 @@ def test_unloading_does_not_wait_forever_for_a_stuck_stream() -> None:
 
 
 @pytest.mark.parametrize("outcome", ["completed", "cancelled", "error"])
-def test_a_streams_outcome_is_counted_after_its_frames_and_chunks(outcome: str) -> None:
-    # a scrape can fall between two metric calls: one that sees the stream ended must see its frames counted
+def test_a_streams_outcome_is_counted_after_its_frames_and_chunks_and_before_it_is_no_longer_active(outcome: str) -> None:
+    # a scrape can fall between two metric calls: one that sees the stream ended must see its frames counted,
+    # and one that sees no stream active must see every outcome (tests and benchmarks wait for that)
     pb = FakePb()
     metrics = StreamMetrics(pb, "tiny")
     order: list[str] = []
@@ -736,9 +737,11 @@ def test_a_streams_outcome_is_counted_after_its_frames_and_chunks(outcome: str) 
         m.increment = lambda by, m=m: order.append(m.family.name + m.labels.get("outcome", ""))  # type: ignore[method-assign]
         m.observe = lambda value, m=m: order.append(m.family.name)  # type: ignore[method-assign]
     metrics.ended(outcome, chunks=3, frames=12)
-    assert order[-1] == f"melstream_streams_total{outcome}"
-    assert order.index("melstream_frames_total") < order.index("melstream_active_streams")
+    assert order[-1] == "melstream_active_streams"
+    assert order.index("melstream_frames_total") < order.index(f"melstream_streams_total{outcome}") < len(order) - 1
     assert ("melstream_chunks_per_stream" in order) == (outcome == "completed")
+    if outcome == "completed":
+        assert order.index("melstream_chunks_per_stream") < order.index(f"melstream_streams_total{outcome}")
 
 
 def test_a_new_copy_of_a_voice_shares_its_series_and_starts_with_no_active_stream() -> None:
