@@ -1,11 +1,13 @@
 """The streaming performance contract: first chunk latency, gaps, RTF/RTFX and stalls as parallel streams grow.
 
     python benchmarks/streams.py [--url HOST:PORT] [--profiles cpu,cpu-static] [--streams 1,2,4,8,16,32,48,64]
+                                 [--texts short,long] [--long-streams 4] [--long-sentences 12]
                                  [--transport grpc|http] [--peer] [--no-limit] [--seconds-per-level 10] [--out out/bench]
 
 Without --url it starts its own tritonserver on free ports, from a repository built from addons/ that admits
 the largest level's streams per voice (the committed repository refuses streams past each voice's
-admission limit; this measures capacity, so it goes past it).  With --profiles it does so for each
+admission limit; this measures capacity, so it goes past it: the number is an upper bound, and a voice whose own
+measured capacity is full still refuses a new stream as busy).  With --profiles it does so for each
 deployment profile in turn (melstream.serving.repo.PROFILES: a repository per profile under --out, a server
 on it for every level, stopped before the next profile), so profiles compare side by side in one table;
 with --url or --repo there is one profile, the server's, named by --profiles for the table.  For every voice
@@ -13,7 +15,15 @@ and every number of parallel streams N, N client threads each synthesise held-ou
 back (a closed loop, no think time) for --seconds-per-level, every utterance streamed over gRPC
 (melstream.client.Client), or over Triton's HTTP generate_stream with --transport http (HttpClient), with
 the voice's own chunk size.  The same texts are then asked for whole (CHUNK_FRAMES=0, the naive
-integration: the first audio is the whole utterance).  Terms (melstream/timing.py):
+integration: the first audio is the whole utterance).  With ``--texts short,long`` (or ``long``) the levels of
+--long-streams (default: --streams) are also run with long texts, mode ``stream-long``: each text is
+--long-sentences (12) consecutive held-out sentences, about a minute of speech (streamed only: the naive call of
+a minute of speech says nothing new).
+
+A stream refused as busy (``ServerBusyError``: the voice is at its capacity) is not an error: its client counts it
+(column ``refused``: attempts refused), waits :data:`REFUSED_PAUSE_S` (with jitter) and sends the same text again,
+as a real client's backoff does.  Every other figure is over the admitted utterances only (a level whose every
+attempt was refused has none: its figures are dashes).  Terms (melstream/timing.py):
 
 - first chunk: request sent -> first chunk received;  gap: between consecutive chunks;
 - RTF: wall seconds per second of speech, per utterance;  RTFX: seconds of speech produced by all
@@ -39,8 +49,9 @@ step with that sentence's memory).  From the calls that sentence made, the compu
 stream at batch 32 gives a compute RTFX bound (one thread).  They are printed next to the served first chunk
 p50 at one stream and RTFX at 32 streams, so the table shows how far serving is from the compute.
 
-Prints the tables and writes streams.csv (every figure), limit.csv (the limit's figures), streams.md (both
-tables) and streams.png under --out.
+Prints the host it ran on (:func:`host_facts`: CPU model, CPUs, memory, date; figures from different hosts compare
+as ratios only), the tables, and writes streams.csv (every figure), limit.csv (the limit's figures), streams.md
+(the host, both tables) and streams.png under --out.
 """
 
 from __future__ import annotations
@@ -50,6 +61,9 @@ import csv
 import dataclasses
 import functools
 import math
+import os
+import platform
+import random
 import re
 import statistics
 import sys
@@ -58,7 +72,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,10 +85,20 @@ if str(ROOT) not in sys.path:  # run as a script: benchmarks.peer_fastapi is imp
 
 from melstream.runners.onnx import OnnxRuntimeRunner  # noqa: E402
 from melstream.timing import PERCENTILES, StreamTiming, stream_timing, summary  # noqa: E402
+from melstream_client.errors import ServerBusyError  # noqa: E402
 from melstream_client.wire import NETWORK_SEPARATOR  # noqa: E402
 
 SENTENCES = ROOT / "tests" / "data" / "heldout_sentences.txt"
-MODES = ("stream", "naive")
+#: the modes of a level: streamed short texts, the same asked for whole, streamed long texts
+STREAM, NAIVE, STREAM_LONG = "stream", "naive", "stream-long"
+MODES = (STREAM, NAIVE, STREAM_LONG)
+#: the text kinds --texts names, and the modes each is measured in
+TEXT_MODES = {"short": (STREAM, NAIVE), "long": (STREAM_LONG,)}
+#: held-out sentences per long text (consecutive): about a minute of speech
+LONG_SENTENCES = 12
+#: a client refused as busy sends the same text again after this pause times a factor from 1 - REFUSED_JITTER to
+#: 1 + REFUSED_JITTER (a real client's backoff: short, and spread so refused clients do not come back together)
+REFUSED_PAUSE_S, REFUSED_JITTER = 0.2, 0.5
 #: Triton's counters of batch items (requests) and of batch executions, per model and version
 INFERENCE_COUNT, EXEC_COUNT = "nv_inference_count", "nv_inference_exec_count"
 BATCH_PREFIX = "batch "  # CSV column of a network model's mean batch: "batch fastvoice__decoder"
@@ -99,6 +123,42 @@ class Level:
     errors: tuple[str, ...]
     #: network model -> mean batch Triton formed during the level (models that ran no batch are absent)
     mean_batch: Mapping[str, float] = field(default_factory=dict)
+    #: attempts refused as busy (each tried again after a pause): not errors
+    refused: int = 0
+
+
+def host_facts() -> dict[str, str]:
+    """The machine a table was taken on: ``cpu`` (model name from /proc/cpuinfo), ``cpus`` (``os.cpu_count()``),
+    ``usable_cpus`` (this process's affinity; with ``cpu_quota`` when a cgroup limits it), ``memory`` (MemTotal),
+    ``system`` (kernel) and ``date`` (UTC).  What cannot be read is ``"?"``."""
+    def read(path: str) -> str:
+        try:
+            return Path(path).read_text()
+        except OSError:
+            return ""
+
+    cpu = next((line.split(":", 1)[1].strip() for line in read("/proc/cpuinfo").splitlines()
+                if line.split(":", 1)[0].strip() in ("model name", "Hardware", "cpu model") and ":" in line), "")
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    # a cgroup's CPU limit: v2 "quota period" (or "max"), v1 quota and period in two files (-1: none)
+    quota = read("/sys/fs/cgroup/cpu.max").split() or [read(f"/sys/fs/cgroup/cpu/cpu.cfs_{k}_us").strip() for k in ("quota", "period")]
+    m = re.search(r"^MemTotal:\s+(\d+)\s*kB", read("/proc/meminfo"), re.M)
+    facts = {"cpu": cpu or platform.processor() or "?", "cpus": str(os.cpu_count() or "?"), "usable_cpus": str(usable or "?"),
+             "memory": f"{int(m.group(1)) / 1024 ** 2:.1f} GiB" if m else "?",
+             "system": f"{platform.system()} {platform.release()}".strip() or "?",
+             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    with suppress(ValueError, ZeroDivisionError):  # no limit ("max", -1) or nothing to read: no quota
+        if len(quota) == 2 and int(quota[0]) > 0:
+            facts["cpu_quota"] = f"{int(quota[0]) / int(quota[1]):g} CPUs"
+    return facts
+
+
+def host_line(facts: Mapping[str, str] | None = None) -> str:
+    """One line naming the machine (:func:`host_facts`), for the head of a printed or saved table."""
+    f = facts if facts is not None else host_facts()
+    quota = f" (cgroup quota {f['cpu_quota']})" if "cpu_quota" in f else ""
+    return (f"host: {f['cpu']}, {f['cpus']} CPUs, {f['usable_cpus']} usable{quota}, {f['memory']} memory, "
+            f"{f['system']}; {f['date']}")
 
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\S+)?\s*$")
@@ -167,6 +227,14 @@ def texts() -> list[str]:
     return lines
 
 
+def long_texts(pool: list[str], sentences: int = LONG_SENTENCES) -> list[str]:
+    """One long text per sentence of ``pool``: ``sentences`` consecutive sentences from it on (wrapping round), so
+    the streams of a long level walk different texts as the short levels do."""
+    if sentences < 1 or not pool:
+        raise ValueError(f"a long text needs sentences >= 1 from a pool of sentences, got {sentences} from {len(pool)}")
+    return [" ".join(pool[(i + j) % len(pool)] for j in range(sentences)) for i in range(len(pool))]
+
+
 def one_utterance(client: Any, text: str, voice: str, *, chunk_frames: int | None, frame_s: float) -> StreamTiming:
     arrivals, frames = [], []
     t0 = time.perf_counter()
@@ -176,41 +244,72 @@ def one_utterance(client: Any, text: str, voice: str, *, chunk_frames: int | Non
     return stream_timing(arrivals, frames, total_s=time.perf_counter() - t0, frame_s=frame_s)
 
 
+@dataclass
+class Tally:
+    """What a level's streams saw, shared by their threads (under ``lock``)."""
+
+    timings: list[StreamTiming] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    refused: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def stream_loop(client: Any, voice: str, pool: list[str], k: int, streams: int, *, chunk_frames: int | None,
+                frame_s: float, seconds: float, tally: Tally, sleep: Callable[[float], None] = time.sleep,
+                clock: Callable[[], float] = time.perf_counter) -> None:
+    """Stream ``k`` of ``streams``: texts ``k``, ``k + streams``, ... of ``pool`` back to back until ``seconds`` have
+    passed (at least one attempt).  An utterance goes to ``tally.timings``; a refusal as busy (``ServerBusyError``)
+    to ``tally.refused``, and the same text is sent again after :data:`REFUSED_PAUSE_S` (with jitter) unless the
+    pause would end past the deadline; anything else to ``tally.errors``.  ``sleep`` and ``clock`` (the deadline's)
+    are the real ones but for tests."""
+    rng = random.Random(k)  # the same pauses run after run
+    deadline = clock() + seconds
+    i = k
+    while True:
+        text = pool[i % len(pool)]
+        try:
+            t = one_utterance(client, text, voice, chunk_frames=chunk_frames, frame_s=frame_s)
+        except ServerBusyError:  # the voice is at its capacity: a client's backoff, not an error
+            with tally.lock:
+                tally.refused += 1
+            pause = REFUSED_PAUSE_S * rng.uniform(1 - REFUSED_JITTER, 1 + REFUSED_JITTER)
+            if clock() + pause >= deadline:
+                return
+            sleep(pause)
+            continue  # the same text again
+        except Exception as e:  # counted and shown, never hidden: a benchmark with errors is not a figure
+            with tally.lock:
+                tally.errors.append(f"{type(e).__name__}: {e}")
+        else:
+            with tally.lock:
+                tally.timings.append(t)
+        i += streams  # streams walk the sentences in step, so each level covers the same texts
+        if clock() >= deadline:
+            return
+
+
 def run_level(client: Any, voice: str, mode: str, streams: int, *, seconds: float, frame_s: float, pool: list[str]) -> Level:
-    """``streams`` threads, each synthesising texts back to back until ``seconds`` have passed (at least one each)."""
-    chunk_frames = 0 if mode == "naive" else None
-    lock = threading.Lock()
-    timings: list[StreamTiming] = []
-    errors: list[str] = []
+    """``streams`` threads (:func:`stream_loop`), each synthesising texts of ``pool`` back to back until ``seconds``
+    have passed (at least one attempt each)."""
+    chunk_frames = 0 if mode == NAIVE else None
+    tally = Tally()
     start = threading.Barrier(streams)
 
     def worker(k: int) -> None:
         start.wait()  # every stream starts together, so the first utterances really overlap
-        deadline = time.perf_counter() + seconds
-        i = k
-        while True:
-            text = pool[i % len(pool)]
-            i += streams  # streams walk the sentences in step, so each level covers the same texts
-            try:
-                t = one_utterance(client, text, voice, chunk_frames=chunk_frames, frame_s=frame_s)
-                with lock:
-                    timings.append(t)
-            except Exception as e:  # counted and shown, never hidden: a benchmark with errors is not a figure
-                with lock:
-                    errors.append(f"{type(e).__name__}: {e}")
-            if time.perf_counter() >= deadline:
-                return
+        stream_loop(client, voice, pool, k, streams, chunk_frames=chunk_frames, frame_s=frame_s, seconds=seconds, tally=tally)
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=streams) as ex:
         list(ex.map(worker, range(streams)))
-    return Level(voice, mode, streams, time.perf_counter() - t0, tuple(timings), tuple(errors))
+    return Level(voice, mode, streams, time.perf_counter() - t0, tuple(tally.timings), tuple(tally.errors),
+                 refused=tally.refused)
 
 
 def row(level: Level, profile: str = "cpu", transport: str = "grpc") -> dict[str, Any]:
     ts = level.timings
     r: dict[str, Any] = {"profile": profile, "transport": transport, "voice": level.voice, "mode": level.mode, "streams": level.streams,
-                         "utterances": len(ts), "errors": len(level.errors), "wall_s": level.wall_s}
+                         "utterances": len(ts), "refused": level.refused, "errors": len(level.errors), "wall_s": level.wall_s}
     for name, values in (("first_chunk", [t.first_chunk_s for t in ts]), ("gap", [g for t in ts for g in t.gaps_s])):
         for k, v in summary(values).items():
             r[f"{name}_{k}_ms"] = 1e3 * v
@@ -219,16 +318,18 @@ def row(level: Level, profile: str = "cpu", transport: str = "grpc") -> dict[str
     audio_s = sum(t.audio_s for t in ts)
     r["audio_s"] = audio_s
     r["rtfx"] = audio_s / level.wall_s
-    r["stalled_pct"] = 100.0 * sum(t.stalls > 0 for t in ts) / max(len(ts), 1)
-    r["stalls_per_utt"] = sum(t.stalls for t in ts) / max(len(ts), 1)
-    r["stall_s_per_utt"] = sum(t.stall_s for t in ts) / max(len(ts), 1)
+    # over the admitted (completed) utterances only; none admitted: no figure (NaN), not 0 %
+    n = len(ts) or float("nan")
+    r["stalled_pct"] = 100.0 * sum(t.stalls > 0 for t in ts) / n
+    r["stalls_per_utt"] = sum(t.stalls for t in ts) / n
+    r["stall_s_per_utt"] = sum(t.stall_s for t in ts) / n
     for model, batch in sorted(level.mean_batch.items()):
         r[BATCH_PREFIX + model] = batch
     return r
 
 
 TABLE = [("profile", "profile", "{}"), ("voice", "voice", "{}"), ("mode", "mode", "{}"), ("streams", "N", "{}"),
-         ("utterances", "utts", "{}"),
+         ("utterances", "utts", "{}"), ("refused", "refused", "{}"),
          ("first_chunk_mean_ms", "first mean", "{:.0f}"), ("first_chunk_p50_ms", "first p50", "{:.0f}"),
          ("first_chunk_p90_ms", "p90", "{:.0f}"), ("first_chunk_p95_ms", "p95", "{:.0f}"), ("first_chunk_p99_ms", "p99", "{:.0f}"),
          ("gap_mean_ms", "gap mean", "{:.1f}"), ("gap_p50_ms", "gap p50", "{:.1f}"), ("gap_p90_ms", "p90", "{:.1f}"),
@@ -277,7 +378,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> bool:
     for profile in profiles:
         tag = f" {profile}" if len(profiles) > 1 else ""  # one line per profile when there are several
         for voice in sorted({r["voice"] for r in rows}):
-            for mode, style in zip(MODES, ("o-", "s--"), strict=True):
+            for mode, style in zip(MODES, ("o-", "s--", "^:"), strict=True):
                 rs = [r for r in rows if r["profile"] == profile and r["voice"] == voice and r["mode"] == mode]
                 if not rs:
                     continue
@@ -286,8 +387,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> bool:
                 axes[0].plot(n, [r["first_chunk_p95_ms"] for r in rs], style, alpha=0.4, color=line.get_color(),
                              label=f"{voice}{tag} {mode} p95")
                 axes[1].plot(n, [r["rtfx"] for r in rs], style, label=f"{voice}{tag} {mode}")
-                if mode == "stream":
-                    axes[2].plot(n, [r["stalled_pct"] for r in rs], style, label=f"{voice}{tag}")
+                if mode != NAIVE:
+                    axes[2].plot(n, [r["stalled_pct"] for r in rs], style, label=f"{voice}{tag} {mode}")
     from matplotlib.ticker import ScalarFormatter
 
     levels = sorted({r["streams"] for r in rows})
@@ -453,7 +554,7 @@ def limit_rows(voice_limits: list[VoiceLimit]) -> list[dict[str, Any]]:
 
 def _served(rows: list[dict[str, Any]], voice: str, profile: str, streams: int, key: str) -> float:
     for r in rows:
-        if (r["voice"], r["profile"], r["mode"], r["streams"]) == (voice, profile, "stream", streams):
+        if (r["voice"], r["profile"], r["mode"], r["streams"]) == (voice, profile, STREAM, streams):
             return float(r[key])
     return float("nan")
 
@@ -507,23 +608,36 @@ def metrics_reader(url: str) -> Callable[[], str | None]:
     return read
 
 
-def levels(client: Any, voices: list[str], streams: list[int], *, seconds: float,
-           metrics: Callable[[], str | None] | None = None) -> Iterator[Level]:
+def level_plan(kinds: list[str], streams: list[int], long_streams: list[int] | None = None) -> list[tuple[str, list[int]]]:
+    """The modes measured for the text ``kinds`` (``short``: stream and naive; ``long``: stream-long), in
+    :data:`MODES` order, each with its levels: ``long_streams`` for long texts when given, else ``streams``."""
+    unknown = [k for k in kinds if k not in TEXT_MODES]
+    if unknown or not kinds:
+        raise ValueError(f"text kinds must be some of {', '.join(TEXT_MODES)}, got {kinds}")
+    modes = {m for k in kinds for m in TEXT_MODES[k]}
+    return [(m, list(long_streams or streams) if m == STREAM_LONG else list(streams)) for m in MODES if m in modes]
+
+
+def levels(client: Any, voices: list[str], plan: list[tuple[str, list[int]]], *, seconds: float,
+           metrics: Callable[[], str | None] | None = None, long_sentences: int = LONG_SENTENCES) -> Iterator[Level]:
+    """Every level of ``plan`` (:func:`level_plan`) for each voice in turn, after a warm-up not measured."""
     pool = texts()
+    pools = {STREAM: pool, NAIVE: pool, STREAM_LONG: long_texts(pool, long_sentences)}
     for voice in voices:
         audio = client.spec(voice).audio
         frame_s = audio.hop_length / audio.sample_rate
         # warm-up: gRPC channels, every network instance, the front end; a second of two streams, not measured
-        run_level(client, voice, "stream", 2, seconds=min(seconds, 1.0), frame_s=frame_s, pool=pool)
-        for mode in MODES:
+        run_level(client, voice, STREAM, 2, seconds=min(seconds, 1.0), frame_s=frame_s, pool=pool)
+        for mode, streams in plan:
             for n in streams:
                 before = metrics() if metrics else None
-                level = run_level(client, voice, mode, n, seconds=seconds, frame_s=frame_s, pool=pool)
+                level = run_level(client, voice, mode, n, seconds=seconds, frame_s=frame_s, pool=pools[mode])
                 after = metrics() if metrics and before is not None else None
                 if before is not None and after is not None:
                     level = dataclasses.replace(level, mean_batch=mean_batches(before, after))
                 batches = ", ".join(f"{k} {v:.2f}" for k, v in level.mean_batch.items())
                 print(f"  {voice} {mode} N={n}: {len(level.timings)} utterances in {level.wall_s:.1f} s"
+                      + (f", {level.refused} refused as busy (retried)" if level.refused else "")
                       + (f", mean batch {batches}" if batches else "")
                       + (f", {len(level.errors)} errors, first: {level.errors[0]}" if level.errors else ""), flush=True)
                 yield level
@@ -542,7 +656,7 @@ def make_client(transport: str, url: str) -> Any:
     return HttpClient(url) if transport == "http" else Client(url)
 
 
-def run_peer(args: argparse.Namespace, streams: list[int]) -> list[dict[str, Any]]:
+def run_peer(args: argparse.Namespace, plan: list[tuple[str, list[int]]]) -> list[dict[str, Any]]:
     """Every level of every voice on benchmarks/peer_fastapi.py, started on a free port and stopped on return,
     measured by melstream's HTTP client; its rows are profile :data:`PEER_PROFILE`."""
     from benchmarks.peer_fastapi import start_peer
@@ -551,10 +665,11 @@ def run_peer(args: argparse.Namespace, streams: list[int]) -> list[dict[str, Any
         print(f"{PEER_PROFILE}: serving addons/ at {peer.url}", flush=True)
         client = make_client("http", peer.url)
         voices = args.voices.split(",") if args.voices else client.voices()
-        return [row(level, PEER_PROFILE, "http") for level in levels(client, voices, streams, seconds=args.seconds_per_level)]
+        return [row(level, PEER_PROFILE, "http")
+                for level in levels(client, voices, plan, seconds=args.seconds_per_level, long_sentences=args.long_sentences)]
 
 
-def run_profile(args: argparse.Namespace, profile: str, streams: list[int], *, single: bool) -> list[dict[str, Any]]:
+def run_profile(args: argparse.Namespace, profile: str, plan: list[tuple[str, list[int]]], *, single: bool) -> list[dict[str, Any]]:
     """Every level of every voice on one profile: against --url, or on a server of its own (stopped on return),
     over ``args.transport``."""
     from melstream.serving.server import TritonServer
@@ -567,10 +682,13 @@ def run_profile(args: argparse.Namespace, profile: str, streams: list[int], *, s
             if args.repo is None:
                 from melstream.serving.repo import build_repository
 
-                # twice the top level: a closed-loop client starts its next utterance the moment the last one's final
-                # response arrives, a moment before the voice frees that stream's slot; this measures capacity, and
-                # admission at the limit is measured by benchmarks/overload.py
-                report = build_repository(ROOT / "addons", repo, profile=profile, max_streams={None: 2 * max(streams)})
+                # twice the top level (of every mode): a closed-loop client starts its next utterance the moment the
+                # last one's final response arrives, a moment before the voice frees that stream's slot; this
+                # measures capacity, and admission at the limit is measured by benchmarks/overload.py.  It is an
+                # upper bound: a voice whose own measured capacity is full refuses a new stream as busy, and the
+                # clients count that as "refused" and try again
+                top = max(n for _, streams in plan for n in streams)
+                report = build_repository(ROOT / "addons", repo, profile=profile, max_streams={None: 2 * top})
                 for addon, error in report.refused.items():
                     print(f"  {profile}: addon {addon} refused: {error}", flush=True)
             print(f"profile {profile}: serving {repo}", flush=True)
@@ -583,8 +701,9 @@ def run_profile(args: argparse.Namespace, profile: str, streams: list[int], *, s
         if hasattr(client, "__exit__"):  # the gRPC client holds a channel; the HTTP one opens a connection per request
             stack.enter_context(client)
         voices = args.voices.split(",") if args.voices else client.voices()
-        rows = [row(level, profile, args.transport) for level in levels(client, voices, streams, seconds=args.seconds_per_level,
-                                                                          metrics=metrics_reader(metrics_url))]
+        rows = [row(level, profile, args.transport) for level in levels(client, voices, plan, seconds=args.seconds_per_level,
+                                                                          metrics=metrics_reader(metrics_url),
+                                                                          long_sentences=args.long_sentences)]
         if server is not None:  # the server's own view (python_backends/pipeline/model.py metrics), kept for comparison
             with urllib.request.urlopen(metrics_url, timeout=10) as resp:
                 text = resp.read().decode()
@@ -612,15 +731,34 @@ def main(argv: list[str] | None = None) -> int:
                     "the largest level's streams per voice: the benchmark measures capacity, past the committed limits)")
     ap.add_argument("--voices", default=None, help="comma-separated (default: every voice the server serves)")
     ap.add_argument("--streams", default=DEFAULT_STREAMS, help=f"comma-separated numbers of parallel streams (default: {DEFAULT_STREAMS})")
+    ap.add_argument("--texts", default="short", help="comma-separated text kinds: 'short' (one held-out sentence per "
+                    "utterance: modes stream and naive) and/or 'long' (--long-sentences consecutive held-out sentences, "
+                    f"about a minute of speech: mode {STREAM_LONG}, streamed only) (default: short)")
+    ap.add_argument("--long-streams", default=None, help="comma-separated numbers of parallel streams for the long texts "
+                    "(default: --streams)")
+    ap.add_argument("--long-sentences", type=int, default=LONG_SENTENCES, help="held-out sentences per long text "
+                    f"(default: {LONG_SENTENCES})")
     ap.add_argument("--seconds-per-level", type=float, default=10.0, help="each stream loops until this has passed")
     ap.add_argument("--out", type=Path, default=Path("out/bench"))
     args = ap.parse_args(argv)
+
+    def numbers(value: str, option: str) -> list[int]:
+        try:
+            out = [int(s) for s in value.split(",")]
+        except ValueError:
+            out = []
+        if not out or min(out) < 1:
+            ap.error(f"{option} must be positive integers, got {value!r}")
+        return out
+
+    streams = numbers(args.streams, "--streams")
+    long_streams = numbers(args.long_streams, "--long-streams") if args.long_streams is not None else None
+    if args.long_sentences < 1:
+        ap.error(f"--long-sentences must be positive, got {args.long_sentences}")
     try:
-        streams = [int(s) for s in args.streams.split(",")]
-    except ValueError:
-        streams = []
-    if not streams or min(streams) < 1:
-        ap.error(f"--streams must be positive integers, got {args.streams!r}")
+        plan = level_plan([k.strip() for k in args.texts.split(",") if k.strip()], streams, long_streams)
+    except ValueError as e:
+        ap.error(f"--texts: {e}")
     profiles = [p.strip() for p in args.profiles.split(",") if p.strip()]
     if not profiles or len(set(profiles)) != len(profiles):
         ap.error(f"--profiles must name profiles, each once, got {args.profiles!r}")
@@ -642,9 +780,9 @@ def main(argv: list[str] | None = None) -> int:
         print("limit: the compute in this process (ONNX Runtime, one thread)", flush=True)
         voice_limits = limits(args.voices.split(",") if args.voices else None)
     runs: list[tuple[str, Callable[[], list[dict[str, Any]]]]] = [
-        (p, functools.partial(run_profile, args, p, streams, single=len(profiles) == 1)) for p in profiles]
+        (p, functools.partial(run_profile, args, p, plan, single=len(profiles) == 1)) for p in profiles]
     if args.peer:
-        runs.append((PEER_PROFILE, functools.partial(run_peer, args, streams)))
+        runs.append((PEER_PROFILE, functools.partial(run_peer, args, plan)))
     rows: list[dict[str, Any]] = []
     failed: dict[str, str] = {}
     for profile, run in runs:
@@ -662,12 +800,16 @@ def main(argv: list[str] | None = None) -> int:
     rows = side_by_side(rows, names)
 
     table = markdown(rows)
-    print(f"\nper level: every stream loops over held-out sentences for {args.seconds_per_level:g} s; melstream's profiles "
-          f"over {args.transport}" + (f", {PEER_PROFILE} over http" if args.peer else "") + "; latencies in ms; "
-          f"percentiles {', '.join(f'p{p}' for p in PERCENTILES)}; mean batch: requests per execution Triton formed, "
-          f"per network\n{table}")
+    host = host_line()
+    head = (f"per level: every stream loops over held-out sentences for {args.seconds_per_level:g} s"
+            + (f" ({STREAM_LONG}: texts of {args.long_sentences} sentences)" if any(m == STREAM_LONG for m, _ in plan) else "")
+            + f"; melstream's profiles over {args.transport}" + (f", {PEER_PROFILE} over http" if args.peer else "")
+            + "; latencies in ms; percentiles " + ", ".join(f"p{p}" for p in PERCENTILES)
+            + "; refused: attempts refused as busy (each tried again; not errors; every other figure is over the admitted "
+            "utterances); mean batch: requests per execution Triton formed, per network")
+    print(f"\n{host}\n{head}\n{table}")
     write_csv(rows, args.out / "streams.csv")
-    md = table + "\n"
+    md = f"{host}\n\n{head}\n\n{table}\n"
     wrote = ["streams.csv", "streams.md"]
     if voice_limits:
         limit_table = limit_markdown(voice_limits, rows, names, streams)

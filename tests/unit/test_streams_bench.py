@@ -1,29 +1,50 @@
-"""The pure parts of benchmarks/streams.py: reading Triton's metrics, the mean batch per network, the table (no server)."""
+"""The pure parts of benchmarks/streams.py: reading Triton's metrics, the mean batch per network, the table, a stream's
+loop with a fake client (a busy refusal is retried and counted, not an error), the long texts, the host facts (no
+server)."""
 
 from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks.streams import (
     BATCH_PREFIX,
+    LONG_SENTENCES,
+    NAIVE,
     PEER_PROFILE,
+    REFUSED_JITTER,
+    REFUSED_PAUSE_S,
+    STREAM,
+    STREAM_LONG,
+    Level,
     NetworkLimit,
+    Tally,
     VoiceLimit,
     batch_cell,
     default_metrics_url,
+    host_facts,
+    host_line,
+    level_plan,
     limit_markdown,
     limit_rows,
+    long_texts,
     main,
     markdown,
     mean_batches,
     model_counters,
+    row,
     side_by_side,
+    stream_loop,
+    texts,
     write_csv,
 )
+from melstream.timing import stream_timing
+from melstream_client.errors import ServerBusyError, ServerUnavailableError
 
 # What Triton's metrics endpoint says (trimmed): other metrics with the same prefix, labels in either order,
 # two versions of one model, a voice model (no "__"), a network that never ran, the melstream_ metrics.
@@ -106,7 +127,7 @@ def test_mean_batch_is_items_per_execution_of_network_models_that_ran() -> None:
 
 def _row(profile: str, voice: str, mode: str, streams: int, **batches: float) -> dict[str, object]:
     r: dict[str, object] = {"profile": profile, "voice": voice, "mode": mode, "streams": streams, "utterances": 3,
-                            "errors": 0, "wall_s": 1.0, "rtf_mean": 0.2, "rtf_p95": 0.3, "audio_s": 5.0, "rtfx": 5.0,
+                            "refused": 0, "errors": 0, "wall_s": 1.0, "rtf_mean": 0.2, "rtf_p95": 0.3, "audio_s": 5.0, "rtfx": 5.0,
                             "stalled_pct": 0.0, "stalls_per_utt": 0.0, "stall_s_per_utt": 0.0}
     for name in ("first_chunk", "gap"):
         for k in ("mean", "p50", "p90", "p95", "p99"):
@@ -131,9 +152,9 @@ def test_rows_of_each_level_sit_side_by_side_and_show_their_batches(tmp_path: Pa
     assert batch_cell(ordered[4]) == "–"
 
     table = markdown(ordered).splitlines()
-    assert table[0].startswith("| profile | voice | mode | N | utts | first mean |") and table[0].endswith("| mean batch |")
+    assert table[0].startswith("| profile | voice | mode | N | utts | refused | first mean |") and table[0].endswith("| mean batch |")
     assert len(table) == len(rows) + 2
-    assert table[4].startswith("| cpu | fastvoice | stream | 2 |") and table[4].endswith("| decoder 1.3 |")
+    assert table[4].startswith("| cpu | fastvoice | stream | 2 | 3 | 0 |") and table[4].endswith("| decoder 1.3 |")
     assert all(line.count("|") == table[0].count("|") for line in table)
 
     write_csv(ordered, tmp_path / "streams.csv")
@@ -188,3 +209,126 @@ def test_help_says_the_peer_is_measured_over_http_and_the_levels(tmp_path: Path,
         main(["--help"])
     help_text = " ".join(capsys.readouterr().out.split())  # argparse wraps the lines
     assert "--peer" in help_text and "http with --peer" in help_text and "1,2,4,8,16,32,48,64" in help_text
+
+
+# --- a stream's loop: a busy refusal is its own outcome ------------------------------------------------------
+class FakeTime:
+    """A clock the fake client and the loop's sleep move on, so the loop's deadline is exact."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+class FakeClient:
+    """melstream's Client as the loop uses it: ``stream`` yields mel chunks, or raises (lazily, as the real one does)
+    the next of ``failures`` before any chunk; each utterance takes ``utterance_s`` on the fake clock."""
+
+    def __init__(self, time_: FakeTime, failures: list[Exception], utterance_s: float = 0.5) -> None:
+        self.time, self.failures, self.utterance_s = time_, list(failures), utterance_s
+        self.texts: list[str] = []
+
+    def stream(self, text: str, *, voice: str, chunk_frames: int | None, timeout_s: float) -> Iterator[np.ndarray]:
+        self.texts.append(text)
+        if self.failures:
+            raise self.failures.pop(0)
+        self.time.now += self.utterance_s
+        for _ in range(3):
+            yield np.zeros((4, 80), dtype=np.float32)
+
+
+def test_a_busy_refusal_is_counted_retried_with_the_same_text_and_not_an_error() -> None:
+    t = FakeTime()
+    client = FakeClient(t, [ServerBusyError("voice 'v' is busy")])
+    tally = Tally()
+    stream_loop(client, "v", ["first", "second", "third"], 0, 1, chunk_frames=None, frame_s=0.01, seconds=1.0,
+                tally=tally, sleep=t.sleep, clock=t.clock)
+    # refused, then the same text again after one pause; then the next text; the deadline (1 s) passed after it
+    assert client.texts == ["first", "first", "second"]
+    assert tally.refused == 1 and tally.errors == [] and len(tally.timings) == 2
+    assert len(t.sleeps) == 1
+    assert REFUSED_PAUSE_S * (1 - REFUSED_JITTER) <= t.sleeps[0] <= REFUSED_PAUSE_S * (1 + REFUSED_JITTER)
+    assert all(timing.chunks == 3 and timing.frames == 12 for timing in tally.timings)
+
+
+def test_another_unavailable_is_an_error_and_a_refusal_at_the_deadline_is_not_retried() -> None:
+    # ServerBusyError is a ServerUnavailableError: the other way round is not busy, but an error
+    t = FakeTime()
+    tally = Tally()
+    stream_loop(FakeClient(t, [ServerUnavailableError("the server is down")]), "v", ["a", "b"], 1, 2, chunk_frames=None,
+                frame_s=0.01, seconds=0.0, tally=tally, sleep=t.sleep, clock=t.clock)
+    assert tally.refused == 0 and len(tally.errors) == 1 and tally.errors[0].startswith("ServerUnavailableError:")
+    assert tally.timings == []
+
+    t = FakeTime()
+    tally = Tally()
+    client = FakeClient(t, [ServerBusyError("busy")])
+    stream_loop(client, "v", ["a", "b"], 1, 2, chunk_frames=None, frame_s=0.01, seconds=0.0, tally=tally, sleep=t.sleep,
+                clock=t.clock)
+    assert client.texts == ["b"] and tally.refused == 1 and tally.errors == [] and tally.timings == [] and t.sleeps == []
+
+
+def test_refusals_are_their_own_column_and_stalls_count_only_admitted_utterances() -> None:
+    smooth = stream_timing([0.1, 0.2, 0.3], [20, 20, 20], total_s=0.3, frame_s=0.01)
+    stalled = stream_timing([0.1, 0.5, 0.6], [20, 20, 20], total_s=0.6, frame_s=0.01)  # 0.2 s of audio, next at +0.4 s
+    assert (smooth.stalls, stalled.stalls) == (0, 1)
+    r = row(Level("fastvoice", STREAM, 4, 2.0, (smooth, stalled), (), refused=6))
+    assert (r["utterances"], r["refused"], r["errors"]) == (2, 6, 0)
+    assert r["stalled_pct"] == 50.0  # 1 of the 2 admitted; the 6 refusals are not utterances
+    nobody = row(Level("fastvoice", STREAM, 64, 2.0, (), (), refused=64))
+    assert nobody["refused"] == 64 and math.isnan(nobody["stalled_pct"]) and nobody["utterances"] == 0
+    cells = markdown([r, nobody]).splitlines()[3].split(" | ")
+    assert cells[4:6] == ["0", "64"]  # utts, refused
+    assert cells[-4] == "–"  # stalled %: no admitted utterance, no figure
+    assert cells[-2] == "0"  # errors
+
+
+# --- long texts --------------------------------------------------------------------------------------------
+def test_long_texts_are_consecutive_held_out_sentences_a_minute_of_speech_and_under_the_text_limit() -> None:
+    pool = texts()
+    long = long_texts(pool)
+    assert len(long) == len(pool)
+    for i in (0, 7, len(pool) - 1):  # the last one wraps round to the first sentences
+        assert long[i].startswith(pool[i] + " ")
+        assert long[i].endswith(" " + pool[(i + LONG_SENTENCES - 1) % len(pool)])
+    short = sorted(len(t) for t in pool)
+    # about a minute of speech (~15 characters a second); far under the front end's 10,000 characters
+    assert all(500 < len(t) < 2500 for t in long)
+    assert min(len(t) for t in long) > 6 * short[len(short) // 2]
+    assert long_texts(["a.", "b.", "c."], 2) == ["a. b.", "b. c.", "c. a."]
+    with pytest.raises(ValueError):
+        long_texts(pool, 0)
+
+
+def test_level_plan_runs_long_texts_streamed_only_at_their_own_levels() -> None:
+    assert level_plan(["short"], [1, 8]) == [(STREAM, [1, 8]), (NAIVE, [1, 8])]
+    assert level_plan(["long", "short"], [1, 64], [4]) == [(STREAM, [1, 64]), (NAIVE, [1, 64]), (STREAM_LONG, [4])]
+    assert level_plan(["long"], [32]) == [(STREAM_LONG, [32])]
+    for bad in ([], ["medium"], ["short", "longer"]):
+        with pytest.raises(ValueError):
+            level_plan(bad, [1])
+
+
+@pytest.mark.parametrize("argv", [["--texts", "medium"], ["--texts", ""], ["--long-streams", "0"], ["--long-sentences", "0"]])
+def test_bad_text_options_are_refused_before_anything_runs(tmp_path: Path, argv: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        main([*argv, "--out", str(tmp_path)])
+
+
+# --- the host ----------------------------------------------------------------------------------------------
+def test_host_facts_name_the_machine() -> None:
+    facts = host_facts()
+    assert {"cpu", "cpus", "usable_cpus", "memory", "system", "date"} <= set(facts)
+    assert int(facts["cpus"]) >= int(facts["usable_cpus"]) >= 1
+    assert facts["memory"].endswith(" GiB") and float(facts["memory"].split()[0]) > 0
+    assert facts["cpu"] and facts["cpu"] != "?"  # Linux (the only host the benchmarks run on) names its CPU
+    line = host_line({"cpu": "Some CPU 9000", "cpus": "16", "usable_cpus": "2", "memory": "7.5 GiB", "system": "Linux 6",
+                      "date": "2026-01-02 03:04 UTC", "cpu_quota": "1.5 CPUs"})
+    assert line == "host: Some CPU 9000, 16 CPUs, 2 usable (cgroup quota 1.5 CPUs), 7.5 GiB memory, Linux 6; 2026-01-02 03:04 UTC"
