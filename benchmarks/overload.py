@@ -3,6 +3,7 @@ other voice stays fast throughout.
 
     python benchmarks/overload.py --out DIR [--url HOST:PORT] [--voice both|tacovoice|fastvoice] [--streams 200]
                                   [--seconds 30] [--other fastvoice] [--retry-s 1.0] [--jitter 0.5] [--timeout-s 60]
+                                  [--sentences 4 | --chars 9000]
 
 The target (the reliability issue): 200 concurrent long streams on one voice: every request gets a first chunk
 within 1 s or a refusal within 100 ms; the other voice's first chunk stays under 100 ms throughout.
@@ -12,11 +13,15 @@ the measured ones: each voice admits its ``max_streams`` config parameter; log: 
 direction (``--voice both``, the default: tacovoice loaded while fastvoice is probed, then the other way round):
 
 - --streams client threads (gRPC, one :class:`melstream.client.Client` each) wait at a barrier, then all send a
-  long stream (four held-out sentences of tests/data/heldout_sentences.txt, a different window per client: seconds
-  of speech) to the loaded voice at the same moment.  Each request is recorded as *served* (its first chunk came:
-  first-chunk latency, whether it completed, total time), *refused* (``ServerBusyError`` before any chunk: time to
-  the refusal), *error* (anything else, e.g. a timeout or a stream that broke after its first chunk) or *hang*
-  (its thread had not returned --timeout-s after the run should have ended).
+  long stream (--sentences held-out sentences of tests/data/heldout_sentences.txt, four by default, a different
+  window per client: seconds of speech; or, with --chars N, as many whole sentences of its window as fit in N
+  characters: ``--chars 9000`` is about 130 sentences, ten minutes of speech, under the front end's 10,000) to the
+  loaded voice at the same moment.  Each request is recorded as *served* (its first chunk came: first-chunk
+  latency, whether it completed, total time), *refused* (``ServerBusyError`` before any chunk: time to the
+  refusal), *error* (anything else, e.g. a timeout or a stream that broke after its first chunk) or *hang* (still
+  in flight once every other request has ended and no request has had a response for 3 x --timeout-s: a long
+  stream still speaking is not a hang).  *Unanswered* (a column of its own) are the requests that got neither a
+  chunk nor a refusal: a hang before its first chunk, or the client's --timeout-s running out before any response.
 - for --seconds after the barrier each client keeps the load up: once its request was refused or finished it
   waits --retry-s (times a random factor from 1 - --jitter to 1 + --jitter: clients refused together do not all come
   back together) and sends the next one, so "every request" includes the ones that arrive while the voice is full.
@@ -26,11 +31,14 @@ direction (``--voice both``, the default: tacovoice loaded while fastvoice is pr
   process of its own, so the 200 client threads do not hold its GIL: what it sees is the server's doing (and the
   machine's: all of it shares the cores with the server).
 
-Prints a table and writes overload.md (table and verdicts), overload.csv (the table), overload_requests.csv (every
+Prints the host it ran on (benchmarks.streams.host_line: figures from different hosts compare as ratios only) and a
+table, and writes overload.md (host, table and verdicts), overload.csv (the table), overload_requests.csv (every
 request and probe: direction, start time after the barrier, outcome, latencies) and overload.png (latencies over
-time: served first chunks, refusals, probes) under --out.  Verdicts (PASS/FAIL each): served first chunk <= 1 s,
-refusal <= 100 ms, nothing else (no other error, no hang), other voice's first chunk < 100 ms (no probe failed).
-Exit status 1 on any FAIL.
+time: served first chunks, refusals, probes) under --out.  The table gives, per direction, the admitted (served)
+requests' first chunk p50/p95/p99/max, the refusals' latency p50/p95/p99/max, the errors, hangs and unanswered
+requests, the texts' length in characters, and the probes of the other voice.  Verdicts (PASS/FAIL each): served
+first chunk <= 1 s, refusal <= 100 ms, nothing else (no other error, no hang, nothing unanswered), other voice's
+first chunk < 100 ms (no probe failed).  Exit status 1 on any FAIL.
 
 Latencies are measured from the client: they include the client's own work (Python threads sharing the GIL with
 every other client) and opening a stream's gRPC channel (melstream's Client keeps a channel for the next stream
@@ -59,7 +67,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: tests/ is importable from the repository root
     sys.path.insert(0, str(ROOT))
 
-from melstream.errors import ServerBusyError  # noqa: E402
+from benchmarks.streams import host_line  # noqa: E402
+from melstream.errors import ClientTimeoutError, ServerBusyError  # noqa: E402
 from melstream_client import Client  # noqa: E402
 from tests.integration.test_admission import SENTENCES, SHORT, Outcome, run_stream  # noqa: E402
 
@@ -69,14 +78,27 @@ VOICES = ("tacovoice", "fastvoice")
 SERVED_FIRST_S, REFUSAL_S, OTHER_FIRST_S = 1.0, 0.1, 0.1
 #: sentences per long stream: seconds of speech on either voice
 LONG_SENTENCES = 4
+#: the longest text the voices' front end takes (melstream.text.MAX_CHARS_DEFAULT): --chars may not pass it
+MAX_CHARS = 10_000
 #: the load process's heartbeat: a thread sleeping this long, again and again, records how late it wakes
 HEARTBEAT_S = 0.01
 SERVED, REFUSED, ERROR, HANG, PROBE_OK, PROBE_FAILED = "served", "refused", "error", "hang", "probe", "probe_failed"
 
 
-def long_text(k: int, sentences: int = LONG_SENTENCES) -> str:
-    """Client ``k``'s long text: ``sentences`` held-out sentences from the k-th on (each client a different window)."""
-    return " ".join(SENTENCES[(k + i) % len(SENTENCES)] for i in range(sentences))
+def long_text(k: int, sentences: int = LONG_SENTENCES, *, chars: int | None = None, pool: list[str] = SENTENCES) -> str:
+    """Client ``k``'s long text: ``sentences`` held-out sentences from the k-th on (each client a different window,
+    wrapping round); with ``chars``, as many whole sentences from the k-th on as fit in ``chars`` characters (at
+    least one), ``sentences`` then unused."""
+    if chars is None:
+        return " ".join(pool[(k + i) % len(pool)] for i in range(sentences))
+    picked: list[str] = []
+    length = -1  # no separator before the first sentence
+    while True:
+        sentence = pool[(k + len(picked)) % len(pool)]
+        if picked and length + 1 + len(sentence) > chars:
+            return " ".join(picked)
+        picked.append(sentence)
+        length += 1 + len(sentence)
 
 
 def max_streams(url: str, voice: str) -> int:
@@ -110,6 +132,11 @@ class Request:
     error: str = ""
     exc: BaseException | None = field(default=None, compare=False, repr=False)  # what the client raised
 
+    @property
+    def unanswered(self) -> bool:
+        """Neither a chunk nor a refusal came: a hang before any chunk, or the client's timeout ran out first."""
+        return self.chunks == 0 and (self.outcome == HANG or isinstance(self.exc, ClientTimeoutError))
+
 
 @dataclass
 class Run:
@@ -126,6 +153,8 @@ class Run:
     #: seconds of lag mean the clients' own process was starved (GIL, CPU), not that the server was slow
     lags: list[tuple[float, float]] = field(default_factory=list)
     wall_s: float = 0.0
+    #: the clients' texts' length in characters (median)
+    text_chars: int = 0
 
     def of(self, outcome: str) -> list[Request]:
         return [r for r in self.requests if r.outcome == outcome]
@@ -174,15 +203,17 @@ def probe_process(url: str, other: str, timeout_s: float, ready: Any, go: Any, t
 
 
 def overload(url: str, voice: str, other: str, *, streams: int, seconds: float, retry_s: float = 1.0, jitter: float = 0.5,
-             timeout_s: float = 60.0, sentences: int = LONG_SENTENCES, log: Any = print) -> Run:
-    """``streams`` clients send long streams to ``voice`` at once (a barrier), and keep doing so for ``seconds``
-    (each waits ``retry_s`` after a refusal or a finished stream, times a random factor from ``1 - jitter`` to
-    ``1 + jitter``, so the clients refused together do not all come back together); a probe (:func:`probe_process`)
-    sends short utterances to ``other`` back to back meanwhile.  A client whose request has not ended
-    ``3 * timeout_s`` after the load should have ended is a hang."""
+             timeout_s: float = 60.0, sentences: int = LONG_SENTENCES, chars: int | None = None, log: Any = print) -> Run:
+    """``streams`` clients send long streams (:func:`long_text` of ``sentences``, or of ``chars`` characters) to
+    ``voice`` at once (a barrier), and keep doing so for ``seconds`` (each waits ``retry_s`` after a refusal or a
+    finished stream, times a random factor from ``1 - jitter`` to ``1 + jitter``, so the clients refused together do
+    not all come back together); a probe (:func:`probe_process`) sends short utterances to ``other`` back to back
+    meanwhile.  Once the load should have ended, the clients are waited for as long as some request still gets
+    responses; a request still in flight when none has had a response for ``3 * timeout_s`` is a hang."""
     import multiprocessing
 
-    run = Run(voice, other, streams, seconds, limit=max_streams(url, voice))
+    run = Run(voice, other, streams, seconds, limit=max_streams(url, voice),
+              text_chars=sorted(len(long_text(k, sentences, chars=chars)) for k in range(streams))[streams // 2])
     lock = threading.Lock()
     mp = multiprocessing.get_context("spawn")
     ready, go, stop_probe, results = mp.Event(), mp.Event(), mp.Event(), mp.Queue()
@@ -194,11 +225,11 @@ def overload(url: str, voice: str, other: str, *, streams: int, seconds: float, 
         go.set()
 
     barrier = threading.Barrier(streams + 1, action=release)  # the clients and this thread
-    in_flight: dict[int, float] = {}  # client -> start of its request in flight (after the barrier)
+    in_flight: dict[int, tuple[float, Outcome]] = {}  # client -> its request in flight: start (after the barrier), outcome
     failures: list[str] = []  # a client that could not even start
 
     def client_loop(k: int) -> None:
-        text = long_text(k, sentences)
+        text = long_text(k, sentences, chars=chars)
         rng = random.Random(k)  # the same pauses run after run
         try:
             with Client(url, timeout_s=timeout_s) as client:
@@ -207,9 +238,9 @@ def overload(url: str, voice: str, other: str, *, streams: int, seconds: float, 
                 t0 = clock["t0"]
                 while True:
                     start = time.monotonic()
-                    with lock:
-                        in_flight[k] = start - t0
                     out = Outcome()
+                    with lock:
+                        in_flight[k] = (start - t0, out)
                     run_stream(client, voice, text, out)
                     with lock:
                         del in_flight[k]
@@ -259,9 +290,18 @@ def overload(url: str, voice: str, other: str, *, streams: int, seconds: float, 
 
     beat = threading.Thread(target=heartbeat, daemon=True, name="overload-heartbeat")
     beat.start()
-    deadline = time.monotonic() + seconds + 3 * timeout_s
-    for thread in threads:
-        thread.join(max(0.0, deadline - time.monotonic()))
+    load_end = t0 + seconds
+    seen: list[tuple[int, float, int]] = []  # what the requests in flight have received, to see it move
+    last_progress = time.monotonic()
+    while alive := [thread for thread in threads if thread.is_alive()]:
+        alive[0].join(0.5)
+        with lock:
+            now_in_flight = sorted((k, start_s, out.chunks) for k, (start_s, out) in in_flight.items())
+        now = time.monotonic()
+        if now_in_flight != seen:  # a chunk came, or a request started or ended: nothing hangs yet
+            seen, last_progress = now_in_flight, now
+        elif now > load_end and now - last_progress > 3 * timeout_s:
+            break  # no response to any request for 3 timeouts: what is still in flight hangs
     heartbeat_done.set()
     beat.join(5)
     stop_probe.set()
@@ -282,13 +322,15 @@ def overload(url: str, voice: str, other: str, *, streams: int, seconds: float, 
         probe.kill()
     run.wall_s = time.monotonic() - t0
     with lock:
-        for start_s in sorted(in_flight.values()):  # still waiting: a hang
-            run.requests.append(Request(voice, "load", start_s, HANG, None, None, 0, False, "no answer"))
+        for start_s, out in sorted(in_flight.values(), key=lambda v: v[0]):  # still waiting: a hang
+            run.requests.append(Request(voice, "load", start_s, HANG, out.first_s if out.chunks else None, None, out.chunks,
+                                        False, "no answer" if not out.chunks else f"no end after {out.chunks} chunks"))
         for failure in failures:  # a client that failed after the barrier (not in run_stream: a bug) is an error
             run.requests.append(Request(voice, "load", run.wall_s, ERROR, None, None, 0, False, failure))
     log(f"  {voice} loaded by {streams} clients ({run.limit} admitted) for {seconds:g} s, {other} probed: "
         f"{len(run.requests)} requests, {len(run.of(SERVED))} served, {len(run.of(REFUSED))} refused, "
-        f"{len(run.of(ERROR))} errors, {len(run.of(HANG))} hangs; {len(run.probes)} probes; {run.wall_s:.1f} s")
+        f"{len(run.of(ERROR))} errors, {len(run.of(HANG))} hangs, {sum(q.unanswered for q in run.requests)} unanswered; "
+        f"{len(run.probes)} probes; {run.wall_s:.1f} s")
     return run
 
 
@@ -310,7 +352,8 @@ def row(run: Run) -> dict[str, Any]:
                          "requests": len(run.requests), "served": len(run.of(SERVED)),
                          "completed": sum(q.completed for q in run.of(SERVED)), "refused": len(run.of(REFUSED)),
                          "errors": len(run.of(ERROR)) + sum(not q.completed for q in run.of(SERVED)),
-                         "hangs": len(run.of(HANG))}
+                         "hangs": len(run.of(HANG)), "unanswered": sum(q.unanswered for q in run.requests),
+                         "text_chars": run.text_chars}
     for name, values in (("first", served), ("refusal", refused)):
         for k, v in stats(values).items():
             r[f"{name}_{k}_ms"] = v
@@ -341,8 +384,9 @@ def verdicts(r: dict[str, Any]) -> list[tuple[bool, str]]:
          f"(max {ms(r['first_max_ms'])})"),
         (r["refusal_over_100ms"] == 0,
          f"{v}: every refusal within 100 ms: {r['refusal_over_100ms']} of {r['refused']} over (max {ms(r['refusal_max_ms'])})"),
-        (r["errors"] == 0 and r["hangs"] == 0,
-         f"{v}: every request served (and completed) or refused, nothing else: {r['errors']} errors, {r['hangs']} hangs"),
+        (r["errors"] == 0 and r["hangs"] == 0 and r["unanswered"] == 0,
+         f"{v}: every request served (and completed) or refused, nothing else: {r['errors']} errors, {r['hangs']} hangs, "
+         f"{r['unanswered']} unanswered"),
         (r["probes"] > 0 and r["other_over_100ms"] == 0 and r["other_failures"] == 0,
          f"{o} (other voice): first chunk under 100 ms throughout: {r['other_over_100ms']} of {r['probes']} probes over "
          f"(max {ms(r['other_first_max_ms'])}), {r['other_failures']} failed"),
@@ -351,7 +395,7 @@ def verdicts(r: dict[str, Any]) -> list[tuple[bool, str]]:
 
 TABLE = [("voice", "loaded", "{}"), ("limit", "limit", "{}"), ("streams", "N", "{}"), ("requests", "requests", "{}"),
          ("served", "served", "{}"), ("completed", "completed", "{}"), ("refused", "refused", "{}"),
-         ("errors", "errors", "{}"), ("hangs", "hangs", "{}"),
+         ("errors", "errors", "{}"), ("hangs", "hangs", "{}"), ("unanswered", "unanswered", "{}"), ("text_chars", "chars", "{}"),
          ("first_p50_ms", "first p50", "{:.0f}"), ("first_p95_ms", "p95", "{:.0f}"), ("first_p99_ms", "p99", "{:.0f}"),
          ("first_max_ms", "max", "{:.0f}"), ("first_over_1s", "> 1 s", "{}"),
          ("refusal_p50_ms", "refusal p50", "{:.0f}"), ("refusal_p95_ms", "p95", "{:.0f}"), ("refusal_p99_ms", "p99", "{:.0f}"),
@@ -433,11 +477,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jitter", type=float, default=0.5, help="each pause is --retry-s times a random factor in "
                     "[1 - jitter, 1 + jitter] (0: every refused client comes back at the same moment, in waves)")
     ap.add_argument("--timeout-s", type=float, default=60.0, help="a client's wait for any one response")
-    ap.add_argument("--sentences", type=int, default=LONG_SENTENCES, help="held-out sentences per long stream")
+    ap.add_argument("--sentences", type=int, default=LONG_SENTENCES, help="held-out sentences per long stream (default: "
+                    f"{LONG_SENTENCES}, seconds of speech; each about 65 characters: --sentences 60 is about 4,000 characters)")
+    ap.add_argument("--chars", type=int, default=None, help="instead of --sentences: as many whole held-out sentences per "
+                    f"long stream as fit in this many characters (at most {MAX_CHARS:,}, the voices' limit); --chars 9000 "
+                    "is the long-text run: about 130 sentences, ten minutes of speech per stream")
     args = ap.parse_args(argv)
     if args.streams < 1 or args.seconds < 0 or args.retry_s < 0 or not 0 <= args.jitter <= 1 or args.timeout_s <= 0 or args.sentences < 1:
         ap.error("--streams and --sentences must be positive, --seconds and --retry-s not negative, --jitter from 0 to 1, "
                  "--timeout-s positive")
+    if args.chars is not None and not 0 < args.chars <= MAX_CHARS:
+        ap.error(f"--chars must be from 1 to {MAX_CHARS}, got {args.chars}")
     if args.voice == "both":
         directions = [(v, next(o for o in VOICES if o != v)) for v in VOICES]
     else:
@@ -459,15 +509,20 @@ def main(argv: list[str] | None = None) -> int:
             if k:
                 time.sleep(2.0)  # the last streams' slots are free before the next direction
             runs.append(overload(url, voice, other, streams=args.streams, seconds=args.seconds, retry_s=args.retry_s,
-                                 jitter=args.jitter, timeout_s=args.timeout_s, sentences=args.sentences,
+                                 jitter=args.jitter, timeout_s=args.timeout_s, sentences=args.sentences, chars=args.chars,
                                  log=lambda line: print(line, flush=True)))
 
     rows = [row(run) for run in runs]
     table = markdown(rows)
     lines = [f"{'PASS' if ok else 'FAIL'}  {line}" for r in rows for ok, line in verdicts(r)]
     errors = sorted({q.error for run in runs for q in run.requests + run.probes if q.error and q.outcome != REFUSED})
-    print(f"\n{args.streams} clients per loaded voice, long streams of {args.sentences} held-out sentences, load kept up "
-          f"for {args.seconds:g} s (retry after {args.retry_s:g} s ± {100 * args.jitter:.0f} %); latencies in ms, from the client\n{table}\n")
+    texts = (f"up to {args.chars:,} characters of held-out sentences" if args.chars is not None
+             else f"{args.sentences} held-out sentences")
+    head = (f"{args.streams} clients per loaded voice, long streams of {texts} (chars: the median text's length), load kept "
+            f"up for {args.seconds:g} s (retry after {args.retry_s:g} s ± {100 * args.jitter:.0f} %); latencies in ms, from "
+            f"the client; unanswered: neither a chunk nor a refusal")
+    host = host_line()
+    print(f"\n{host}\n{head}\n{table}\n")
     print("\n".join(lines))
     if errors:
         print(f"errors ({len(errors)} kinds), first: " + "; ".join(errors[:3]))
@@ -476,11 +531,7 @@ def main(argv: list[str] | None = None) -> int:
         w.writeheader()
         w.writerows(rows)
     write_requests(runs, args.out / "overload_requests.csv")
-    (args.out / "overload.md").write_text(
-        f"{args.streams} clients per loaded voice, long streams of {args.sentences} held-out sentences, load kept up for "
-        f"{args.seconds:g} s (retry after {args.retry_s:g} s ± {100 * args.jitter:.0f} %); latencies in ms, from the "
-        f"client\n\n"
-        + table + "\n\n" + "\n".join(f"- {line}" for line in lines) + "\n")
+    (args.out / "overload.md").write_text(f"{host}\n\n{head}\n\n{table}\n\n" + "\n".join(f"- {line}" for line in lines) + "\n")
     wrote = ["overload.md", "overload.csv", "overload_requests.csv"] + (["overload.png"] if plot(runs, args.out / "overload.png") else [])
     print(f"wrote {', '.join(str(args.out / w) for w in wrote)}")
     return 0 if all(ok for r in rows for ok, _ in verdicts(r)) else 1
