@@ -1,6 +1,6 @@
 """Cancellation churn: storms of streams cancelled after their first chunk, round after round; memory and survival.
 
-    python benchmarks/churn.py --out out/churn [--rounds 10] [--grpc 500] [--http 200] [--warmup 2]
+    python benchmarks/churn.py --out out/churn [--rounds 10] [--grpc 500] [--http 200] [--warmup 2] [--long]
                                [--url HOST:GRPC_PORT --http-url HOST:PORT --metrics-url HOST:PORT [--pid PID] [--log FILE]]
 
 Without --url it starts its own tritonserver on free ports from the committed model_repository/ (log:
@@ -10,7 +10,10 @@ DIR/tritonserver.log).  Each round opens --grpc gRPC streams (tritonclient.grpc 
 evenly over the voices.  They run concurrently, in waves sized to each voice's admission limit (its
 ``max_streams`` config parameter) plus a quarter: a voice refuses the streams past its limit at once with
 UNAVAILABLE (busy), and a refused stream is tried again a moment later, so that every stream of the round is
-really served and cancelled; the refusals are counted apart.
+really served and cancelled; the refusals are counted apart.  Every stream speaks :data:`TEXT` (one long sentence);
+with --long, :func:`long_text` (whole held-out sentences of tests/data/heldout_sentences.txt, about 600 words, some
+3,800 characters: minutes of speech), so a stream is cancelled with most of a long text still to speak (and its
+first chunk waits on the front end's reading of it).
 
 After each round it waits until ``melstream_active_streams`` is 0 for every voice, then measures the
 proportional set size (PSS: the sum of ``Pss`` in ``/proc/<pid>/smaps_rollup``) and RSS of tritonserver and
@@ -18,7 +21,8 @@ every process of its group (its Python backend stubs), checks that every stub th
 runs (same pids) and that the server is ready, and counts alarming lines in the server log (segfaults, stub
 restarts, lock exceptions, core dumps).
 
-Prints a table per round and writes churn.md, churn.csv and churn.png (PSS per round) under --out.  Verdict:
+Prints the host it ran on (benchmarks.streams.host_line: figures from different hosts compare as ratios only) and a
+table per round, and writes churn.md (host, text, table), churn.csv and churn.png (PSS per round) under --out.  Verdict:
 the growth of PSS per round after the warm-up (slope of a least-squares line over rounds --warmup+1..N) must
 be below --max-growth-mib (16 MiB).  Exit status 1 when it is not, or when a stub or the server died.
 
@@ -58,6 +62,7 @@ import http.client
 import json
 import queue
 import re
+import sys
 import threading
 import time
 import urllib.request
@@ -69,15 +74,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from melstream.serving.server import metric_samples
-from melstream_client import wire
-
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: benchmarks.streams is imported from the repository root
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.streams import host_line  # noqa: E402
+from melstream.serving.server import metric_samples  # noqa: E402
+from melstream_client import wire  # noqa: E402
+
 REPO = ROOT / "model_repository"
 VOICES = ("fastvoice", "tacovoice")
 #: long enough that no voice finishes it before its first chunk has reached the client and been cancelled
 TEXT = ("The quick brown fox jumps over the lazy dog while the patient listener waits for the rest of a long "
         "sentence that is never going to be finished, because every stream is cancelled after its first chunk.")
+SENTENCES = ROOT / "tests" / "data" / "heldout_sentences.txt"
+#: words of the --long text (whole held-out sentences, at least this many): minutes of speech
+LONG_WORDS = 600
+
+
+def long_text(words: int = LONG_WORDS, sentences: Path = SENTENCES) -> str:
+    """The held-out sentences from the first on (round again if need be) until they hold at least ``words`` words."""
+    pool = [line.strip() for line in sentences.read_text().splitlines() if line.strip()]
+    if not pool:
+        raise ValueError(f"no sentences in {sentences}")
+    picked: list[str] = []
+    count = 0
+    while count < words:
+        sentence = pool[len(picked) % len(pool)]
+        picked.append(sentence)
+        count += len(sentence.split())
+    return " ".join(picked)
 #: what a line of the server's log that says a process crashed looks like
 LOG_ALARMS = re.compile(r"Segmentation fault|Signal \((?!2\)|15\))\d+\) received|Stub process .*(unhealthy|not healthy|restart)|"
                         r"lock_exception|core dumped|terminate called|^Aborted|Failed to (re)?start the stub|"
@@ -379,7 +405,7 @@ class Target:
 
 def run_round(target: Target, index: int, *, grpc: int, http: int, voices: Sequence[str], limits: dict[str, int],
               stubs_before: set[int], baseline_pss: float | None, quiet_timeout_s: float = 60.0,
-              cancel_ended: bool = False) -> dict[str, Any]:
+              cancel_ended: bool = False, text: str = TEXT) -> dict[str, Any]:
     """One storm, then the server's state once it is quiet: a row of the table."""
     from melstream.serving.server import not_ready, stub_processes
 
@@ -389,7 +415,7 @@ def run_round(target: Target, index: int, *, grpc: int, http: int, voices: Seque
         before = None
     t0 = time.perf_counter()
     res = storm(target.grpc_url, target.http_url, grpc=grpc, http=http, voices=voices, limits=limits, cancel_ended=cancel_ended,
-                log_file=target.log_file)
+                log_file=target.log_file, text=text)
     try:
         quiet_s, samples = wait_quiet(target.metrics_url, voices, timeout_s=quiet_timeout_s)
         after = outcomes(samples, voices)
@@ -403,7 +429,7 @@ def run_round(target: Target, index: int, *, grpc: int, http: int, voices: Seque
                            "refused": res.refused, "completed": res.completed, "errors": len(res.errors),
                            **{f"server_{o}": float("nan") if after is None or before is None else after[o] - before[o]
                               for o in ("cancelled", "completed", "error", "refused")},
-                           "quiet_s": quiet_s, "storm_s": res.seconds, "seconds": seconds}
+                           "quiet_s": quiet_s, "storm_s": res.seconds, "seconds": seconds, "text_chars": len(text)}
     if target.pid is not None:
         pss, rss, procs = memory(target.pid)
         alive = {s.pid for s in stub_processes(target.pid)}
@@ -487,8 +513,8 @@ def growth(rows: list[dict[str, Any]], warmup: int) -> tuple[float, float] | Non
 
 def churn(target: Target, *, rounds: int, grpc: int, http: int, voices: Sequence[str] = VOICES,
           on_row: Callable[[dict[str, Any]], None] | None = None, stop_on_death: bool = True,
-          cancel_ended: bool = False) -> list[dict[str, Any]]:
-    """``rounds`` storms against ``target``; a row per round (see :func:`run_round`)."""
+          cancel_ended: bool = False, text: str = TEXT) -> list[dict[str, Any]]:
+    """``rounds`` storms against ``target``, every stream speaking ``text``; a row per round (see :func:`run_round`)."""
     from melstream.serving.server import stub_processes
 
     limits = {v: admission_limit(target.http_url, v) for v in voices}
@@ -498,7 +524,7 @@ def churn(target: Target, *, rounds: int, grpc: int, http: int, voices: Sequence
     rows: list[dict[str, Any]] = []
     for i in range(1, rounds + 1):
         row = run_round(target, i, grpc=grpc, http=http, voices=voices, limits=limits, stubs_before=stubs_before,
-                        baseline_pss=rows[-1]["pss_mib"] if rows else baseline, cancel_ended=cancel_ended)
+                        baseline_pss=rows[-1]["pss_mib"] if rows else baseline, cancel_ended=cancel_ended, text=text)
         row["baseline_pss_mib"] = baseline
         row["log_alarms"] -= alarms  # the crashes in its log since the churn began
         rows.append(row)
@@ -525,15 +551,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cancel-ended", action="store_true", help="cancel a gRPC stream also when its request has already "
                     "ended (refused as busy), as many clients do: shows Triton 2.51's leak of such streams")
     ap.add_argument("--repo", type=Path, default=REPO, help="repository of the server it starts")
+    ap.add_argument("--long", action="store_true", help=f"every stream speaks a long text (held-out sentences, at least "
+                    f"{LONG_WORDS} words, minutes of speech) instead of one long sentence: cancellation with most of a "
+                    "long text still to speak")
     args = ap.parse_args(argv)
     if args.rounds < 1 or args.grpc < 0 or args.http < 0:
         ap.error("--rounds must be >= 1 and --grpc/--http >= 0")
+    text = long_text() if args.long else TEXT
+    described = (f"a long text ({len(text.split())} words, {len(text)} characters)" if args.long
+                 else f"one sentence ({len(text)} characters)")
 
     from melstream.serving.server import TritonServer
 
     args.out.mkdir(parents=True, exist_ok=True)
-    print(f"churn: {args.rounds} rounds of {args.grpc} gRPC + {args.http} HTTP streams, each cancelled after its first chunk",
-          flush=True)
+    host = host_line()
+    print(f"{host}\nchurn: {args.rounds} rounds of {args.grpc} gRPC + {args.http} HTTP streams of {described}, each cancelled "
+          "after its first chunk", flush=True)
     with ExitStack() as stack:
         if args.url is None:
             server = TritonServer.on_free_ports(args.repo, log_file=args.out / "tritonserver.log")
@@ -551,13 +584,14 @@ def main(argv: list[str] | None = None) -> int:
                   f"stubs {r['stubs_alive']}/{r['stubs']}, ready {r['ready']}, log alarms {r['log_alarms']}, {r['seconds']:.1f} s"
                   + (f"; first error: {r['first_error']}" if r["first_error"] else ""), flush=True)
 
-        rows = churn(target, rounds=args.rounds, grpc=args.grpc, http=args.http, on_row=show, cancel_ended=args.cancel_ended)
+        rows = churn(target, rounds=args.rounds, grpc=args.grpc, http=args.http, on_row=show, cancel_ended=args.cancel_ended,
+                     text=text)
         alarms = log_alarms(target.log_file)
 
     fit = growth(rows, args.warmup)
     table = markdown(rows)
     baseline = rows[0].get("baseline_pss_mib")
-    head = (f"churn: rounds of {args.grpc} gRPC + {args.http} HTTP streams cancelled after their first chunk; "
+    head = (f"churn: rounds of {args.grpc} gRPC + {args.http} HTTP streams of {described} cancelled after their first chunk; "
             f"PSS/RSS of tritonserver + its stubs once quiet" + (f" (before round 1: {baseline:.1f} MiB PSS)" if baseline else ""))
     dead = [r["round"] for r in rows if not alive(r)]
     if fit is None:
@@ -572,12 +606,12 @@ def main(argv: list[str] | None = None) -> int:
         verdict += f"; FAIL: server or stub dead after round(s) {', '.join(map(str, dead))}"
     if alarms:
         verdict += f"; {len(alarms)} alarming line(s) in the server log ({target.log_file}):\n    " + "\n    ".join(alarms[:10])
-    print(f"\n{head}\n{table}\n{verdict}")
+    print(f"\n{host}\n{head}\n{table}\n{verdict}")
     with open(args.out / "churn.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    (args.out / "churn.md").write_text(f"{head}\n\n{table}\n\n{verdict}\n")
+    (args.out / "churn.md").write_text(f"{host}\n\n{head}\n\n{table}\n\n{verdict}\n")
     wrote = ["churn.csv", "churn.md"] + (["churn.png"] if plot(rows, args.out / "churn.png", warmup=args.warmup, fit=fit) else [])
     print(f"wrote {', '.join(str(args.out / w) for w in wrote)}" + ("" if "churn.png" in wrote else " (no matplotlib: no plot)"))
     return 1 if failed or dead else 0

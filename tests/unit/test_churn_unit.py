@@ -1,5 +1,5 @@
 """The pure parts of benchmarks/churn.py: how a storm spreads its streams, the growth fit, what counts as a crash
-in the server's log, and PSS read from smaps_rollup (of this test's own process)."""
+in the server's log, PSS read from smaps_rollup (of this test's own process), and the --long text."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import math
 import os
 from pathlib import Path
 
-from benchmarks.churn import LOG_ALARMS, alive, growth, log_alarms, memory, plan, slope
+import pytest
+
+from benchmarks.churn import LOG_ALARMS, LONG_WORDS, SENTENCES, TEXT, alive, growth, log_alarms, long_text, main, memory, plan, slope
 
 
 def test_plan_spreads_the_streams_evenly_over_the_voices_and_interleaves_http() -> None:
@@ -53,3 +55,30 @@ def test_log_alarms_are_crashes_not_a_stop_or_a_refusal(tmp_path: Path) -> None:
 def test_memory_sums_pss_and_rss_over_a_process_group() -> None:
     pss, rss, procs = memory(os.getpgid(0))
     assert procs >= 1 and 0 < pss <= rss
+
+
+def test_the_long_text_is_whole_held_out_sentences_of_about_600_words() -> None:
+    text = long_text()
+    sentences = [line.strip() for line in SENTENCES.read_text().splitlines() if line.strip()]
+    words = len(text.split())
+    longest = max(len(x.split()) for x in sentences)
+    assert LONG_WORDS <= words < LONG_WORDS + longest  # stops at the sentence that reaches 600
+    assert text.startswith(sentences[0] + " " + sentences[1])
+    assert 3000 < len(text) < 10_000  # far longer than the one sentence, under the voices' limit
+    assert len(text) > 10 * len(TEXT)
+
+
+def test_the_long_text_goes_round_the_sentences_again_if_need_be(tmp_path: Path) -> None:
+    few = tmp_path / "sentences.txt"
+    few.write_text("One two three.\n\nFour five.\n")
+    assert long_text(6, few) == "One two three. Four five. One two three."
+    assert long_text(1, few) == "One two three."
+    few.write_text("\n")
+    with pytest.raises(ValueError):
+        long_text(6, few)
+
+
+def test_help_offers_long_texts(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "--long" in capsys.readouterr().out
