@@ -22,8 +22,10 @@ a minute of speech says nothing new).
 
 A stream refused as busy (``ServerBusyError``: the voice is at its capacity) is not an error: its client counts it
 (column ``refused``: attempts refused), waits :data:`REFUSED_PAUSE_S` (with jitter) and sends the same text again,
-as a real client's backoff does.  Every other figure is over the admitted utterances only (a level whose every
-attempt was refused has none: its figures are dashes).  Terms (melstream/timing.py):
+as a real client's backoff does.  Column ``admits``: the streams the voice admitted at once at the level's end (its
+``melstream_admitted_streams`` gauge, read with the mean batches; a dash where the server has none).  Every other
+figure is over the admitted utterances only (a level whose every attempt was refused has none: its figures are
+dashes).  Terms (melstream/timing.py):
 
 - first chunk: request sent -> first chunk received;  gap: between consecutive chunks;
 - RTF: wall seconds per second of speech, per utterance;  RTFX: seconds of speech produced by all
@@ -101,6 +103,9 @@ LONG_SENTENCES = 12
 REFUSED_PAUSE_S, REFUSED_JITTER = 0.2, 0.5
 #: Triton's counters of batch items (requests) and of batch executions, per model and version
 INFERENCE_COUNT, EXEC_COUNT = "nv_inference_count", "nv_inference_exec_count"
+#: the voice's gauge of the streams it admits at once now (what the host keeps in real time, at most its max_streams);
+#: a server without it gives no figure
+ADMITTED = "melstream_admitted_streams"
 BATCH_PREFIX = "batch "  # CSV column of a network model's mean batch: "batch fastvoice__decoder"
 TRANSPORTS = ("grpc", "http")
 DEFAULT_STREAMS = "1,2,4,8,16,32,48,64"
@@ -125,6 +130,8 @@ class Level:
     mean_batch: Mapping[str, float] = field(default_factory=dict)
     #: attempts refused as busy (each tried again after a pause): not errors
     refused: int = 0
+    #: the streams the voice admitted at once at the level's end (its :data:`ADMITTED` gauge; NaN: not read)
+    admits: float = float("nan")
 
 
 def host_facts() -> dict[str, str]:
@@ -177,9 +184,9 @@ def _labels(text: str) -> dict[str, str]:
     return labels
 
 
-def model_counters(text: str, metric: str) -> dict[str, float]:
-    """``metric``'s value per ``model`` label in Prometheus exposition ``text``, summed over versions (and any
-    other label); comments, other metrics and samples with no ``model`` label are skipped."""
+def model_counters(text: str, metric: str, *, label: str = "model") -> dict[str, float]:
+    """``metric``'s value per ``label`` (``model``) in Prometheus exposition ``text``, summed over versions (and any
+    other label); comments, other metrics and samples with no such label are skipped."""
     out: dict[str, float] = {}
     for line in text.splitlines():
         line = line.strip()
@@ -188,7 +195,7 @@ def model_counters(text: str, metric: str) -> dict[str, float]:
         m = _SAMPLE.match(line)
         if m is None or m.group(1) != metric:
             continue
-        model = _labels(m.group(2) or "").get("model")
+        model = _labels(m.group(2) or "").get(label)
         try:
             value = float(m.group(3))
         except ValueError:
@@ -309,7 +316,8 @@ def run_level(client: Any, voice: str, mode: str, streams: int, *, seconds: floa
 def row(level: Level, profile: str = "cpu", transport: str = "grpc") -> dict[str, Any]:
     ts = level.timings
     r: dict[str, Any] = {"profile": profile, "transport": transport, "voice": level.voice, "mode": level.mode, "streams": level.streams,
-                         "utterances": len(ts), "refused": level.refused, "errors": len(level.errors), "wall_s": level.wall_s}
+                         "utterances": len(ts), "refused": level.refused, "admits": level.admits, "errors": len(level.errors),
+                         "wall_s": level.wall_s}
     for name, values in (("first_chunk", [t.first_chunk_s for t in ts]), ("gap", [g for t in ts for g in t.gaps_s])):
         for k, v in summary(values).items():
             r[f"{name}_{k}_ms"] = 1e3 * v
@@ -329,7 +337,7 @@ def row(level: Level, profile: str = "cpu", transport: str = "grpc") -> dict[str
 
 
 TABLE = [("profile", "profile", "{}"), ("voice", "voice", "{}"), ("mode", "mode", "{}"), ("streams", "N", "{}"),
-         ("utterances", "utts", "{}"), ("refused", "refused", "{}"),
+         ("utterances", "utts", "{}"), ("refused", "refused", "{}"), ("admits", "admits", "{:.0f}"),
          ("first_chunk_mean_ms", "first mean", "{:.0f}"), ("first_chunk_p50_ms", "first p50", "{:.0f}"),
          ("first_chunk_p90_ms", "p90", "{:.0f}"), ("first_chunk_p95_ms", "p95", "{:.0f}"), ("first_chunk_p99_ms", "p99", "{:.0f}"),
          ("gap_mean_ms", "gap mean", "{:.1f}"), ("gap_p50_ms", "gap p50", "{:.1f}"), ("gap_p90_ms", "p90", "{:.1f}"),
@@ -634,10 +642,12 @@ def levels(client: Any, voices: list[str], plan: list[tuple[str, list[int]]], *,
                 level = run_level(client, voice, mode, n, seconds=seconds, frame_s=frame_s, pool=pools[mode])
                 after = metrics() if metrics and before is not None else None
                 if before is not None and after is not None:
-                    level = dataclasses.replace(level, mean_batch=mean_batches(before, after))
+                    level = dataclasses.replace(level, mean_batch=mean_batches(before, after),
+                                                admits=model_counters(after, ADMITTED, label="voice").get(voice, float("nan")))
                 batches = ", ".join(f"{k} {v:.2f}" for k, v in level.mean_batch.items())
                 print(f"  {voice} {mode} N={n}: {len(level.timings)} utterances in {level.wall_s:.1f} s"
                       + (f", {level.refused} refused as busy (retried)" if level.refused else "")
+                      + (f", admits {level.admits:.0f}" if level.admits == level.admits else "")
                       + (f", mean batch {batches}" if batches else "")
                       + (f", {len(level.errors)} errors, first: {level.errors[0]}" if level.errors else ""), flush=True)
                 yield level
@@ -806,7 +816,8 @@ def main(argv: list[str] | None = None) -> int:
             + f"; melstream's profiles over {args.transport}" + (f", {PEER_PROFILE} over http" if args.peer else "")
             + "; latencies in ms; percentiles " + ", ".join(f"p{p}" for p in PERCENTILES)
             + "; refused: attempts refused as busy (each tried again; not errors; every other figure is over the admitted "
-            "utterances); mean batch: requests per execution Triton formed, per network")
+            f"utterances); admits: the streams the voice admitted at once at the level's end (its gauge {ADMITTED}); "
+            "mean batch: requests per execution Triton formed, per network")
     print(f"\n{host}\n{head}\n{table}")
     write_csv(rows, args.out / "streams.csv")
     md = f"{host}\n\n{head}\n\n{table}\n"

@@ -18,7 +18,7 @@ def test_streams_benchmark_writes_every_level(server: TritonServer, tmp_path: Pa
                "--long-sentences", "3", "--seconds-per-level", "0", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert rc == 0, out
-    assert "| voice | mode | N | utts | refused | first mean |" in out and "\nhost: " in out
+    assert "| voice | mode | N | utts | refused | admits | first mean |" in out and "\nhost: " in out
     with open(tmp_path / "streams.csv") as f:
         rows = list(csv.DictReader(f))
     assert [(r["voice"], r["mode"], r["streams"]) for r in rows] == [

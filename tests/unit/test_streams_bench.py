@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from benchmarks.streams import (
+    ADMITTED,
     BATCH_PREFIX,
     LONG_SENTENCES,
     NAIVE,
@@ -92,6 +93,9 @@ nv_inference_exec_count{model="tacovoice__postnet",version="1"} 10
 nv_inference_exec_count{model="tacovoice__postnet",version="2"} 8
 nv_inference_count_total{model="fastvoice__decoder",version="1"} 5000
 melstream_streams_total{voice="fastvoice",outcome="completed"} 30
+# TYPE melstream_admitted_streams gauge
+melstream_admitted_streams{voice="fastvoice"} 23
+melstream_admitted_streams{voice="tacovoice"} 7
 """
 
 
@@ -101,6 +105,10 @@ def test_counters_per_model_sum_over_versions_and_skip_other_metrics() -> None:
     assert model_counters(AFTER, "nv_inference_exec_count")["tacovoice__postnet"] == 18
     assert model_counters(BEFORE, "nv_cpu_utilization") == {}  # no model label
     assert model_counters("", "nv_inference_count") == {}
+    # a voice's gauge, by its voice label: the streams it admits at once
+    assert model_counters(AFTER, ADMITTED, label="voice") == {"fastvoice": 23, "tacovoice": 7}
+    assert model_counters(BEFORE, ADMITTED, label="voice") == {}  # a server without the gauge
+    assert model_counters(AFTER, ADMITTED) == {}  # it has no model label
 
 
 def test_counters_read_the_exposition_format_edge_cases() -> None:
@@ -127,7 +135,8 @@ def test_mean_batch_is_items_per_execution_of_network_models_that_ran() -> None:
 
 def _row(profile: str, voice: str, mode: str, streams: int, **batches: float) -> dict[str, object]:
     r: dict[str, object] = {"profile": profile, "voice": voice, "mode": mode, "streams": streams, "utterances": 3,
-                            "refused": 0, "errors": 0, "wall_s": 1.0, "rtf_mean": 0.2, "rtf_p95": 0.3, "audio_s": 5.0, "rtfx": 5.0,
+                            "refused": 0, "admits": float("nan"), "errors": 0, "wall_s": 1.0, "rtf_mean": 0.2, "rtf_p95": 0.3,
+                            "audio_s": 5.0, "rtfx": 5.0,
                             "stalled_pct": 0.0, "stalls_per_utt": 0.0, "stall_s_per_utt": 0.0}
     for name in ("first_chunk", "gap"):
         for k in ("mean", "p50", "p90", "p95", "p99"):
@@ -152,9 +161,10 @@ def test_rows_of_each_level_sit_side_by_side_and_show_their_batches(tmp_path: Pa
     assert batch_cell(ordered[4]) == "–"
 
     table = markdown(ordered).splitlines()
-    assert table[0].startswith("| profile | voice | mode | N | utts | refused | first mean |") and table[0].endswith("| mean batch |")
+    assert table[0].startswith("| profile | voice | mode | N | utts | refused | admits | first mean |")
+    assert table[0].endswith("| mean batch |")
     assert len(table) == len(rows) + 2
-    assert table[4].startswith("| cpu | fastvoice | stream | 2 | 3 | 0 |") and table[4].endswith("| decoder 1.3 |")
+    assert table[4].startswith("| cpu | fastvoice | stream | 2 | 3 | 0 | – |") and table[4].endswith("| decoder 1.3 |")
     assert all(line.count("|") == table[0].count("|") for line in table)
 
     write_csv(ordered, tmp_path / "streams.csv")
@@ -279,13 +289,14 @@ def test_refusals_are_their_own_column_and_stalls_count_only_admitted_utterances
     smooth = stream_timing([0.1, 0.2, 0.3], [20, 20, 20], total_s=0.3, frame_s=0.01)
     stalled = stream_timing([0.1, 0.5, 0.6], [20, 20, 20], total_s=0.6, frame_s=0.01)  # 0.2 s of audio, next at +0.4 s
     assert (smooth.stalls, stalled.stalls) == (0, 1)
-    r = row(Level("fastvoice", STREAM, 4, 2.0, (smooth, stalled), (), refused=6))
-    assert (r["utterances"], r["refused"], r["errors"]) == (2, 6, 0)
+    r = row(Level("fastvoice", STREAM, 4, 2.0, (smooth, stalled), (), refused=6, admits=2))
+    assert (r["utterances"], r["refused"], r["admits"], r["errors"]) == (2, 6, 2, 0)
     assert r["stalled_pct"] == 50.0  # 1 of the 2 admitted; the 6 refusals are not utterances
     nobody = row(Level("fastvoice", STREAM, 64, 2.0, (), (), refused=64))
     assert nobody["refused"] == 64 and math.isnan(nobody["stalled_pct"]) and nobody["utterances"] == 0
+    assert markdown([r, nobody]).splitlines()[2].split(" | ")[4:7] == ["2", "6", "2"]  # utts, refused, admits
     cells = markdown([r, nobody]).splitlines()[3].split(" | ")
-    assert cells[4:6] == ["0", "64"]  # utts, refused
+    assert cells[4:7] == ["0", "64", "–"]  # utts, refused, admits (not read)
     assert cells[-4] == "–"  # stalled %: no admitted utterance, no figure
     assert cells[-2] == "0"  # errors
 
