@@ -1,7 +1,8 @@
 """Overload against the shared server: many concurrent long streams on one voice, all sent at the same moment.
-Every request is either served (its first chunk came and it completed) or refused as busy (a ServerBusyError
-naming the voice and its limit), nothing else and nothing left hanging; the other voice, probed back to back
-meanwhile, serves every probe; the server and both voices are ready after.
+Every request is either served (its first chunk came and it completed) or refused as busy (a ServerBusyError, told
+apart by its type: the voice admits at most its limit, fewer where the host keeps fewer in real time), nothing else
+and nothing left hanging or unanswered; the other voice, probed back to back meanwhile, serves every probe; the
+server and both voices are ready after.
 
 The overload is benchmarks/overload.py's (``python benchmarks/overload.py --out DIR`` runs the issue's target,
 200 streams per voice with the load kept up for 30 s, and prints the latencies against it: 1 s to a first chunk,
@@ -53,14 +54,14 @@ def test_an_overloaded_voice_serves_or_refuses_every_request_and_the_other_voice
     print(figures(run))
 
     assert [q for q in run.requests if q.outcome == HANG] == [], "requests left without an answer"
+    assert [q.error for q in run.requests if q.unanswered] == [], "requests with neither a chunk nor a refusal"
     assert len(run.requests) == n  # one burst: each client sent exactly one request
-    busy = f"voice '{voice}' is busy: it serves {limit} streams at once; try again later"
     for q in run.requests:
         if q.outcome == SERVED:
             assert q.completed and q.chunks > 0, q.error  # a served stream completes
         else:
             assert q.outcome == REFUSED and q.chunks == 0, q.error  # nothing else: no timeout, no internal error
-            assert isinstance(q.exc, ServerBusyError) and str(q.exc).endswith(busy), q.error
+            assert isinstance(q.exc, ServerBusyError), q.error
     served = [q for q in run.requests if q.outcome == SERVED]
     refused = [q for q in run.requests if q.outcome == REFUSED]
     assert served and refused, f"{len(served)} served, {len(refused)} refused: an overload serves some and refuses some"
