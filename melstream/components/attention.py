@@ -175,7 +175,7 @@ class AttentionDecoder(StreamableBlock):
         with self._engine_lock:
             if self._lockstep is None:
                 self._lockstep = Lockstep(self.network, context=("memory",), max_rows=self.network.lockstep_rows,
-                                          on_batch=self.network.on_batch)
+                                          on_batch=self.network.on_batch, on_busy=self.network.on_busy)
             return self._lockstep
 
 

@@ -32,7 +32,8 @@ class Network:
     """A bound network: ``handle(inputs) -> outputs`` with checked names, dtypes and ranks."""
 
     def __init__(self, spec: NetworkSpec, call: Call, *, where: str, fixed: bool = False, direct: Call | None = None,
-                 lockstep_rows: int = 0, on_batch: Callable[[str, int, int], None] | None = None) -> None:
+                 lockstep_rows: int = 0, on_batch: Callable[[str, int, int], None] | None = None,
+                 on_busy: Callable[[float], None] | None = None) -> None:
         self.spec = spec
         self.where = where
         #: the largest size the variable axis runs at in one call (None: any), for blocks that window themselves
@@ -46,6 +47,8 @@ class Network:
         self.lockstep_rows = lockstep_rows
         #: hears ``(network, calls, rows)`` of every batched run (the voice's metrics)
         self.on_batch = on_batch
+        #: hears the wall seconds of each lockstep step (the voice's capacity: melstream.serving.capacity)
+        self.on_busy = on_busy
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self._run(self._call, inputs, rows=1)
@@ -102,6 +105,8 @@ class Runner:
     #: hears ``(network, calls, rows)`` of every run: a lockstep step, a cross-stream batch, or a call alone (the
     #: voice's metrics)
     on_batch: Callable[[str, int, int], None] | None = None
+    #: hears the wall seconds of each lockstep step (melstream.runners.lockstep) of a network it binds
+    on_busy: Callable[[float], None] | None = None
 
     def bind(self, addon: AddonSpec, spec: NetworkSpec) -> Network:
         direct = call = self.call_for(addon, spec)
@@ -110,7 +115,7 @@ class Runner:
         if call is direct and self.on_batch is not None:  # no batcher to report its runs: each call is one
             call = counted(spec.name, call, self.on_batch)
         return Network(spec, call, where=self.name, fixed=self.fixed_shapes, direct=direct,
-                       lockstep_rows=self.rows_for(spec), on_batch=self.on_batch)
+                       lockstep_rows=self.rows_for(spec), on_batch=self.on_batch, on_busy=self.on_busy)
 
     def rows_for(self, spec: NetworkSpec) -> int:
         """Rows one lockstep call of ``spec`` may carry here (0 for a network that does not batch)."""

@@ -99,10 +99,12 @@ class Lockstep:
     ``run_rows`` takes a batch).  ``context``: inputs that do not change from step to step unless the
     recurrence bumps its ``version`` (kept between steps instead of copied each step).  ``max_rows``: rows one
     call carries (more ready rows run in several calls per step, earliest deadline first).  ``on_batch`` hears
-    ``(network, calls, rows)`` per call (metrics)."""
+    ``(network, calls, rows)`` per call (metrics); ``on_busy`` the wall seconds of each call with its rows'
+    bookkeeping (the engine is one thread: melstream.serving.capacity's ``engine`` lane)."""
 
     def __init__(self, network: Network, *, context: Iterable[str] = (), max_rows: int = 64, ahead_s: float = AHEAD_S,
-                 on_batch: Callable[[str, int, int], None] | None = None) -> None:
+                 on_batch: Callable[[str, int, int], None] | None = None,
+                 on_busy: Callable[[float], None] | None = None) -> None:
         if max_rows < 1:
             raise ValueError(f"max_rows must be >= 1, got {max_rows}")
         self.network = network
@@ -110,6 +112,7 @@ class Lockstep:
         self.max_rows = max_rows
         self.ahead_s = ahead_s
         self.on_batch = on_batch
+        self.on_busy = on_busy
         self.context = frozenset(context)
         self._axes = {t.name: variable_axis(t) for t in spec.inputs}
         self._shapes = {t.name: t.shape for t in spec.inputs}
@@ -160,12 +163,15 @@ class Lockstep:
                     self._wake.wait(0.01 if self._rows else 1.0)
                     continue
             for group in groups:
+                since = time.perf_counter()
                 try:
                     self._step(group)
                 except BaseException as e:  # noqa: BLE001 - a fault of the engine itself must end its streams, not hang them
                     log.exception("lockstep %s: a step failed outside the network", self.network.spec.name)
                     for row in group:
                         self._fail(row, e)
+                if self.on_busy is not None:
+                    self.on_busy(time.perf_counter() - since)
 
     def _choose(self) -> list[list[Recurrence]]:
         """With the lock held: the rows to step now, in calls of at most ``max_rows``, earliest deadline first."""

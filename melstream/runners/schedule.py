@@ -10,6 +10,12 @@ streams' first chunks and streams close to running dry take the slots.
 
 A thread that blocks on something other than compute while holding a slot (a stream waiting for the chunk a
 lockstep engine makes for it: melstream.runners.lockstep) gives its slot up for the wait with :func:`waiting`.
+Both that wait and the wait for a turn are counted per thread (:func:`waited_s`), so that a voice can tell the
+time its streams computed from the time they waited (melstream.serving.capacity).
+
+A deadline is not the moment the listener runs dry but :data:`DELIVERY_MARGIN_S` before it: a chunk computed
+just in time still has to reach Triton, cross the network and be decoded by the client, and the threads that
+do that share the cores with the ones that compute.
 """
 
 from __future__ import annotations
@@ -17,20 +23,35 @@ from __future__ import annotations
 import heapq
 import itertools
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 #: a stream's first chunk is due this long after its request arrived
 FIRST_CHUNK_TARGET_S = 0.05
+#: a later chunk is due this long before its listener's buffer runs dry (delivery: Triton, the network, the client)
+DELIVERY_MARGIN_S = 0.05
 
-_held = threading.local()  # the scheduler and deadline of the slot this thread holds, if any
+_held = threading.local()  # the scheduler and deadline of the slot this thread holds, if any; seconds waited
 
 
 def listener_deadline(arrived: float, first_sent: float | None, audio_sent_s: float) -> float:
-    """When a stream's listener needs audio (the clock of ``arrived``): ``arrived`` + :data:`FIRST_CHUNK_TARGET_S`
-    until its first chunk has gone; then the moment the ``audio_sent_s`` seconds sent since ``first_sent`` have
-    played (its buffer runs dry)."""
-    return arrived + FIRST_CHUNK_TARGET_S if first_sent is None else first_sent + audio_sent_s
+    """When a stream's next chunk is due (the clock of ``arrived``): ``arrived`` + :data:`FIRST_CHUNK_TARGET_S`
+    until its first chunk has gone; then :data:`DELIVERY_MARGIN_S` before the ``audio_sent_s`` seconds sent since
+    ``first_sent`` have played (its listener's buffer runs dry)."""
+    if first_sent is None:
+        return arrived + FIRST_CHUNK_TARGET_S
+    return first_sent + audio_sent_s - DELIVERY_MARGIN_S
+
+
+def waited_s() -> float:
+    """Seconds this thread has spent waiting for a turn or inside :func:`waiting`, since it started (a counter:
+    callers take differences)."""
+    return float(getattr(_held, "waited", 0.0))
+
+
+def _count_wait(since: float) -> None:
+    _held.waited = waited_s() + (time.perf_counter() - since)
 
 
 class Scheduler:
@@ -65,7 +86,9 @@ class Scheduler:
                 return
             event = threading.Event()
             heapq.heappush(self._waiting, (deadline, next(self._order), event))
+        since = time.perf_counter()
         event.wait()  # set by release(), which hands this thread its slot
+        _count_wait(since)
 
     def release(self) -> None:
         with self._lock:
@@ -86,14 +109,19 @@ class Scheduler:
 @contextmanager
 def waiting() -> Iterator[None]:
     """Give this thread's slot (if it holds one) up while it blocks in the ``with`` body, and take one back
-    after, with the same deadline."""
+    after, with the same deadline.  The body's time counts as waited (:func:`waited_s`), slot or not."""
+    since = time.perf_counter()
     slot = getattr(_held, "slot", None)
     if slot is None:
-        yield
+        try:
+            yield
+        finally:
+            _count_wait(since)
         return
     scheduler, deadline = slot
     scheduler.release()
     try:
         yield
     finally:
+        _count_wait(since)
         scheduler.acquire(deadline)

@@ -22,7 +22,7 @@ from melstream.errors import AddonError, MelstreamError
 from melstream.runners.base import UnboundRunner, network_model_name
 from melstream.runners.fixed import check_fixed
 from melstream.runners.static_onnx import frozen_bytes, static_file_name
-from melstream.serving import network_model, voice_model
+from melstream.serving import capacity, network_model, voice_model
 from melstream_client import wire
 
 BACKENDS_DIR = Path(__file__).resolve().parent.parent.parent / "python_backends"
@@ -36,9 +36,10 @@ _TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int64": "TYPE_INT64",
 class Profile:
     """Where and how networks run: the hardware is a deployment profile, not a code path.
 
-    Admission: a voice admits at most :meth:`streams_for` streams at once (``voice_max_streams`` for the
-    voices measured on this profile's hardware, ``max_streams`` for any other) and refuses the next at once
-    (melstream.serving.voice_model).  Each network model's queue holds at most ``queue_per_stream`` requests
+    Admission: a voice admits as many streams at once as the host it runs on keeps in real time, as it measures
+    while it serves (``admission_headroom``: melstream.serving.capacity), and never more than :meth:`streams_for`
+    (``voice_max_streams`` for the voices measured on this profile's hardware, ``max_streams`` for any other); it
+    refuses the next at once (melstream.serving.voice_model).  Each network model's queue holds at most ``queue_per_stream`` requests
     per stream its voice admits, and a request waits in it at most ``queue_timeout_us``: work can never pile
     up without bound, and the voice's own streams (one call per network at a time each) never fill it."""
 
@@ -79,6 +80,10 @@ class Profile:
     # listener-first scheduling in each voice (melstream.runners.schedule): at most this many of its streams compute
     # a chunk at once, earliest deadline first; 0 = off
     compute_slots: int = 0
+    # the share of the streams this host can keep in real time, as each voice measures it while it serves, that
+    # the voice admits (melstream.serving.capacity); the streams above are the upper bound; 0: admit them whatever
+    # the host can do
+    admission_headroom: float = capacity.HEADROOM
 
     def streams_for(self, voice: str) -> int:
         """The streams ``voice`` admits at once."""
@@ -267,6 +272,7 @@ def pipeline_config(addon: Addon, profile: Profile, *, final_root: Path | None =
     cfg.parameters[voice_model.VOICE_MAX_BATCH_PARAMETER].string_value = str(profile.voice_max_batch)
     cfg.parameters[voice_model.LOCKSTEP_PARAMETER].string_value = str(profile.lockstep_rows)
     cfg.parameters[voice_model.COMPUTE_SLOTS_PARAMETER].string_value = str(profile.compute_slots)
+    cfg.parameters[voice_model.ADMISSION_HEADROOM_PARAMETER].string_value = repr(profile.admission_headroom)
     cfg.parameters[network_model.THREADS_PARAMETER].string_value = str(profile.intra_op_threads)
     if placement == "voice" and final_root is not None:
         # the networks' ONNX files, relative to the voice model's directory (as network models name theirs)

@@ -9,9 +9,13 @@ Triton's Python backend creates the model class with no arguments, calls ``initi
 pb_stub.cc).  Each request (stream) runs in its own thread, so ``execute`` returns at once; the stream sends
 one response per chunk, in order, then the final flag, always exactly once.
 
-Admission: a voice serves at most ``max_streams`` streams at once (the :data:`MAX_STREAMS_PARAMETER` config
-parameter, sized per voice and profile by ``melstream build-repo``).  A stream counts from the moment
-``execute`` admits it to its final flag; the next request is refused at once, in ``execute``, before any work:
+Admission: a voice serves at most as many streams at once as this host can keep in real time
+(melstream.serving.capacity: measured while it serves, from its compute per second of audio, with the
+:data:`ADMISSION_HEADROOM_PARAMETER` config parameter's headroom; 0 turns the measuring off) and never more
+than ``max_streams`` (the :data:`MAX_STREAMS_PARAMETER` config parameter, sized per voice and profile by
+``melstream build-repo``: an upper bound).  A stream counts from the moment ``execute`` admits it until just
+before its final flag (a client that starts its next utterance the moment the last one ends finds the slot
+free); the next request is refused at once, in ``execute``, before any work:
 ``[UNAVAILABLE] voice 'tacovoice' is busy: it serves 16 streams at once; try again later``
 (:func:`melstream.wire.busy_detail`), and counted as outcome ``refused``.  Every admitted stream gets a thread
 of its own at once, so it never waits for a worker.
@@ -48,9 +52,10 @@ from melstream.errors import InputError, SynthesisError, TextError
 from melstream.runners.batching import BatchPolicy
 from melstream.runners.onnx import OnnxRuntimeRunner
 from melstream.runners.schedule import FIRST_CHUNK_TARGET_S as FIRST_CHUNK_TARGET_S  # the voice's, re-exported
-from melstream.runners.schedule import Scheduler, listener_deadline
+from melstream.runners.schedule import Scheduler, listener_deadline, waited_s
 from melstream.runners.triton_bls import TritonBLSRunner
 from melstream.serving import network_model
+from melstream.serving.capacity import ENGINE_LANE, STREAMS_LANE, Capacity, host_cores
 from melstream.serving.text_in import TextFeed, utterances
 from melstream_client import wire
 
@@ -83,6 +88,11 @@ COMPUTE_SLOTS_PARAMETER = "compute_slots"
 SHUTDOWN_PROBE_S = 0.2
 #: streams admitted at once when the config has no such parameter
 DEFAULT_MAX_STREAMS = 16
+# the share of its measured capacity a voice admits (melstream.serving.capacity); absent or 0: it admits
+# max_streams whatever the host can do
+ADMISSION_HEADROOM_PARAMETER = "admission_headroom"
+#: what a voice speaks at load to measure its cost before any listener comes (twice: the first warms it up)
+CALIBRATION_TEXT = "The quick brown fox jumps over the lazy dog, and the patient listener hears every word of it."
 
 
 #: seconds unloading waits for running streams before it lets Triton unload the voice anyway
@@ -112,6 +122,8 @@ class StreamMetrics:
         streams = family(name="melstream_streams_total", kind=family.COUNTER,
                          description="Streams ended, by outcome (completed, cancelled, error, refused)")
         active = family(name="melstream_active_streams", kind=family.GAUGE, description="Streams being synthesised now")
+        admitted = family(name="melstream_admitted_streams", kind=family.GAUGE,
+                          description="Streams the voice admits at once now: what this host keeps in real time, at most max_streams")
         calls = family(name="melstream_network_calls_total", kind=family.COUNTER,
                        description="Calls the voice's streams made to a network, wherever it runs")
         runs = family(name="melstream_network_runs_total", kind=family.COUNTER,
@@ -121,7 +133,9 @@ class StreamMetrics:
         self.frames = frames.Metric(labels=labels)
         self.outcomes = {o: streams.Metric(labels={**labels, "outcome": o}) for o in OUTCOMES}
         self.active = active.Metric(labels=labels)
-        self._families = (first, chunks, frames, streams, active, calls, runs)  # they must outlive their metrics
+        self.admitted = admitted.Metric(labels=labels)
+        self._admitted_value: int | None = None
+        self._families = (first, chunks, frames, streams, active, admitted, calls, runs)  # they must outlive their metrics
         self._calls_family, self._runs_family, self._labels = calls, runs, labels
         self._network_metrics: dict[str, tuple[Any, Any]] = {}
         # batches are counted here and exported when a stream ends: one IPC per batch (a step of every stream)
@@ -143,6 +157,13 @@ class StreamMetrics:
     def first_chunk(self, seconds: float) -> None:
         with self._lock:
             self.first_chunk_s.observe(seconds)
+
+    def admits(self, streams: int) -> None:
+        """The streams the voice admits at once now (exported only when it changes: each export is an IPC)."""
+        with self._lock:
+            if streams != self._admitted_value:
+                self._admitted_value = streams
+                self.admitted.set(streams)
 
     def refused(self) -> None:
         """A request turned away at admission: never active, no chunks."""
@@ -275,11 +296,13 @@ class VoiceModel:
         #: how long unloading waits for running streams to end (each ends at its next chunk, normally at once)
         self.unload_wait_s = UNLOAD_WAIT_S
         self._closing = threading.Event()
-        self._admission = threading.Lock()  # guards _threads, _started, and admission against _closing
-        self._threads: set[threading.Thread] = set()  # the admitted streams' threads, each until its final flag
+        self._admission = threading.Lock()  # guards _threads, _holding, _started, and admission against _closing
+        self._threads: set[threading.Thread] = set()  # the admitted streams' threads, each until it has ended
+        self._holding: set[threading.Thread] = set()  # those holding an admission slot: until just before the final flag
         self._started = 0
         self.frame_s = 0.0
         self.scheduler: Scheduler | None = None
+        self.capacity: Capacity | None = None
         self._feeds: dict[int | str, TextFeed] = {}  # open text streams by correlation id (guarded by _admission)
         #: how long a text stream may wait for its next piece
         self.text_idle_timeout_s = wire.TEXT_IDLE_TIMEOUT_S
@@ -300,7 +323,10 @@ class VoiceModel:
         pipeline.inputs_for("Warm up.")
         self.serve(name, pipeline, max_streams=int(params.get(MAX_STREAMS_PARAMETER, DEFAULT_MAX_STREAMS)),
                    frame_s=addon.audio.hop_length / addon.audio.sample_rate,
-                   compute_slots=int(params.get(COMPUTE_SLOTS_PARAMETER, "0")))
+                   compute_slots=int(params.get(COMPUTE_SLOTS_PARAMETER, "0")),
+                   headroom=float(params.get(ADMISSION_HEADROOM_PARAMETER, "0")))
+        if params.get(PLACEMENT_PARAMETER) == "voice":  # through Triton its network models may not be loaded yet
+            self.calibrate()
 
     def runner(self, config: Mapping[str, Any], params: Mapping[str, str], *, model_dir: str) -> Any:
         """The runner of this voice's networks, as its config says: through Triton (BLS) or in this process, at
@@ -322,6 +348,7 @@ class VoiceModel:
         else:
             runner = TritonBLSRunner(self.pb, fixed_shapes=fixed, batching=policy, lockstep_rows=lockstep)
         runner.on_batch = self._batched
+        runner.on_busy = self._engine_busy
         return runner
 
     def _start_shutdown_probe(self, addon: Any) -> None:
@@ -351,6 +378,11 @@ class VoiceModel:
 
         threading.Thread(target=probe, daemon=True, name=f"{addon.name}-shutdown-probe").start()
 
+    def _engine_busy(self, seconds: float) -> None:
+        capacity = self.capacity
+        if capacity is not None:
+            capacity.busy(ENGINE_LANE, seconds)
+
     def _batched(self, network: str, calls: int, rows: int) -> None:
         if self.metrics is not None:
             self.metrics.batched(network, calls)
@@ -366,6 +398,8 @@ class VoiceModel:
                 self._piece(request, sequence)
                 continue
             refusal = self._admit(request, received, sequence=sequence)
+            if self.capacity is not None and self.metrics is not None:
+                self.metrics.admits(self.capacity.streams())
             if refusal is not None:
                 code, detail = refusal
                 self._refuse(request, code, detail)  # outside the admission lock: a send may take a while
@@ -435,8 +469,10 @@ class VoiceModel:
         with self._admission:
             if self._closing.is_set():
                 return busy, f"voice {self.name!r} is shutting down"
-            if len(self._threads) >= self.max_streams:
-                return busy, wire.busy_detail(self.name, f"it serves {self.max_streams} streams at once")
+            admitted = self.admitted_streams
+            if len(self._holding) >= admitted:
+                reason = "" if admitted == self.max_streams else ", all this host keeps in real time now"
+                return busy, wire.busy_detail(self.name, f"it serves {admitted} streams at once{reason}")
             feed = None
             if sequence:
                 if sequence in self._feeds:
@@ -447,10 +483,12 @@ class VoiceModel:
             thread = threading.Thread(target=self._run, args=(request, received, sequence, feed), daemon=True,
                                       name=f"{self.name}-stream-{self._started}")
             self._threads.add(thread)  # before start: the thread removes itself when its stream has ended
+            self._holding.add(thread)
             try:
                 thread.start()
             except RuntimeError as e:  # no thread to be had (a resource limit): refuse, as when busy
                 self._threads.discard(thread)
+                self._holding.discard(thread)
                 self._feeds.pop(sequence, None)
                 return busy, wire.busy_detail(self.name, f"no thread for a new stream ({e})")
         return None
@@ -458,19 +496,32 @@ class VoiceModel:
     def _run(self, request: Any, received: float, sequence: int | str = 0, feed: TextFeed | None = None) -> None:
         try:
             self.stream(request, received, feed=feed)
-        finally:  # the final flag has been sent (stream() always sends it): the slot is free
+        finally:  # the final flag has been sent (stream() always sends it)
             with self._admission:
+                self._holding.discard(threading.current_thread())  # stream() freed it already, unless it failed early
                 self._threads.discard(threading.current_thread())
                 if sequence:
                     self._feeds.pop(sequence, None)  # later pieces of it are refused: it has ended
 
+    @property
+    def admitted_streams(self) -> int:
+        """Streams the voice admits at once now: its measured capacity, at most ``max_streams``."""
+        return self.max_streams if self.capacity is None else self.capacity.streams()
+
+    def _free_slot(self) -> None:
+        """This stream's admission slot is free (called just before its final flag: its client may come back at once)."""
+        with self._admission:
+            self._holding.discard(threading.current_thread())
+
     # the work ------------------------------------------------------------------------------------------
     def serve(self, name: str, pipeline: Pipeline, *, max_streams: int = DEFAULT_MAX_STREAMS, frame_s: float = 0.0,
-              compute_slots: int = 0) -> None:
+              compute_slots: int = 0, headroom: float = 0.0) -> None:
         """Serve ``pipeline`` as voice ``name``, admitting up to ``max_streams`` streams at once (``initialize``
         calls this with the addon's pipeline; tests with any object that has ``stream_outputs``).  With
         ``compute_slots`` > 0 at most that many streams compute a chunk at once, earliest deadline first (a
-        frame lasts ``frame_s`` seconds of audio: a stream's deadline is when its listener runs dry)."""
+        frame lasts ``frame_s`` seconds of audio: a stream's deadline is when its listener runs dry).  With
+        ``headroom`` > 0 (and ``frame_s`` > 0) it admits only that share of the streams this host can keep in
+        real time, as measured (:class:`melstream.serving.capacity.Capacity`; :meth:`calibrate` measures at once)."""
         if max_streams < 1:
             raise ValueError(f"voice {name!r}: {MAX_STREAMS_PARAMETER} must be >= 1, got {max_streams}")
         self.name = name
@@ -478,7 +529,36 @@ class VoiceModel:
         self.max_streams = max_streams
         self.frame_s = frame_s
         self.scheduler = Scheduler(compute_slots) if compute_slots > 0 else None
+        self.capacity = None
+        if headroom > 0 and frame_s > 0:
+            cores = host_cores()
+            self.capacity = Capacity({STREAMS_LANE: min(compute_slots, cores) if compute_slots > 0 else cores,
+                                      ENGINE_LANE: 1}, max_streams=max_streams, headroom=headroom)
         self.metrics = StreamMetrics(self.pb, name)
+        self.metrics.admits(self.admitted_streams)
+
+    def calibrate(self, text: str = CALIBRATION_TEXT) -> None:
+        """Measure the voice's cost on one utterance alone, before any listener comes (twice: the first run warms
+        its networks up), so that admission starts from this host's figure rather than the profile's."""
+        capacity, pipeline = self.capacity, self.pipeline
+        if capacity is None or pipeline is None:
+            return
+        frames = 0
+        try:
+            for _ in range(2):
+                capacity.reset()
+                frames, since, waited = 0, time.perf_counter(), waited_s()
+                for chunk in pipeline.stream_outputs(text):
+                    frames += len(chunk["mel"])
+                capacity.busy(STREAMS_LANE, time.perf_counter() - since - (waited_s() - waited))
+        except Exception:  # noqa: BLE001 - a voice that cannot speak it fails its listeners' streams, not its load
+            self.pb.Logger.log_warn(f"voice {self.name!r}: could not measure its cost at load; it admits "
+                                    f"{capacity.streams()} streams until it has measured some:\n{traceback.format_exc()}")
+            capacity.reset()
+            return
+        capacity.calibrate(frames * self.frame_s)
+        if self.metrics is not None:
+            self.metrics.admits(capacity.streams())
 
     def stream(self, request: Any, received: float, *, feed: TextFeed | None = None) -> None:
         """Run one request to its end in this thread: a response per chunk (``MEL`` ``[frames, n_mels]``
@@ -489,7 +569,7 @@ class VoiceModel:
         The pipeline is pulled one chunk at a time and the request's cancellation is checked before each
         pull, so a cancelled or vanished client stops the work within a chunk; the generator is closed
         whatever happens.  Outcomes: ``completed``, ``cancelled``, ``error``."""
-        pb, metrics, pipeline, scheduler = self.pb, self.metrics, self.pipeline, self.scheduler
+        pb, metrics, pipeline, scheduler, capacity = self.pb, self.metrics, self.pipeline, self.scheduler, self.capacity
         assert metrics is not None and pipeline is not None, "stream() before serve()"
         first_sent: float | None = None
         deadline = listener_deadline(received, first_sent, 0.0)  # listener first: when its listener needs audio
@@ -516,6 +596,8 @@ class VoiceModel:
             else:
                 chunks = pipeline.stream_outputs(text, pace=inputs.pace, chunk_frames=inputs.chunk_frames, **extra)
             outcome = "cancelled"
+            # this stream's work since `mark`, less its waits (for a turn, for a lockstep engine): the capacity's
+            mark, waited = time.perf_counter(), waited_s()
             while not request.is_cancelled():  # a cancelled or disconnected client stops the work here
                 if self._closing.is_set():
                     outcome, error = "error", ("UNAVAILABLE", f"voice {self.name!r} is shutting down")
@@ -539,6 +621,11 @@ class VoiceModel:
                 sent += 1
                 frames += len(chunk["mel"])
                 deadline = listener_deadline(received, first_sent, frames * self.frame_s)
+                if capacity is not None:
+                    now, now_waited = time.perf_counter(), waited_s()
+                    capacity.busy(STREAMS_LANE, (now - mark) - (now_waited - waited))
+                    capacity.produced(len(chunk["mel"]) * self.frame_s)
+                    mark, waited = now, now_waited
         except InputError as e:
             outcome, error = "error", (wire.INPUT_ERROR, input_error_detail(e))
         except Exception as e:
@@ -558,6 +645,7 @@ class VoiceModel:
                 close = getattr(chunks, "close", None)
                 if close is not None:
                     close()  # stop the pipeline's work (its generators' finally blocks run now)
+            self._free_slot()
             self._end(sender, error)
             metrics.ended(outcome, chunks=sent, frames=frames)
 

@@ -460,8 +460,10 @@ def test_a_slot_frees_when_its_stream_ends(outcome: str, pipeline: ScriptedPipel
     model.finalize()
 
 
-def test_a_slot_is_held_until_the_final_flag_is_sent() -> None:
-    """The slot counts to the final flag: a request that comes while a stream sends its flag is refused."""
+def test_a_slot_is_free_before_the_final_flag_is_sent() -> None:
+    """A client that starts its next utterance the moment its last one ends is not refused for the slot its own
+    finished stream holds: the slot is freed before the final flag goes out, while a stream still computing holds
+    its slot (the next request is refused)."""
     flagging, release = threading.Event(), threading.Event()
 
     class SlowFlag(FakeSender):
@@ -471,18 +473,22 @@ def test_a_slot_is_held_until_the_final_flag_is_sent() -> None:
                 assert release.wait(WAIT_S)
             super().send(response, flags)
 
-    model, pb = voice(ScriptedPipeline([mel(1, 0.0)]), max_streams=1)
+    go = threading.Event()
+    model, pb = voice(ScriptedPipeline([mel(1, 0.0), mel(1, 1.0)], gate=(1, go)), max_streams=1)
     first = request(sender=SlowFlag())
     model.execute([first])
-    assert flagging.wait(WAIT_S)
+    wait_until(lambda: len(first.sender.chunks()) == 1)  # computing (held at its second pull): the slot is taken
+    early = request()
+    model.execute([early])
+    assert early.sender.kinds() == ["error+final"] and early.sender.errors()[0][0] == "UNAVAILABLE"
+    go.set()
+    assert flagging.wait(WAIT_S)  # its final flag is on its way (and held there)
     second = request()
-    model.execute([second])
-    assert second.sender.kinds() == ["error+final"] and second.sender.errors()[0][0] == "UNAVAILABLE"
+    model.execute([second])  # the client's next utterance, before its last one's final flag has gone
     release.set()
-    assert first.sender.done.wait(WAIT_S)
-    wait_until(lambda: model.active_streams == 0)
-    third = run(model, request())
-    assert third.kinds() == ["chunk", "final"]
+    assert first.sender.done.wait(WAIT_S) and second.sender.done.wait(WAIT_S)
+    assert second.sender.kinds() == ["chunk", "chunk", "final"], second.sender.sent
+    assert refused(pb) == 1
     model.finalize()
 
 
@@ -800,9 +806,9 @@ def test_a_voice_placed_with_its_networks_runs_them_here_and_counts_its_batches(
 # --- listener-first scheduling ------------------------------------------------------------------------------
 
 def test_each_chunk_is_computed_in_a_turn_whose_deadline_follows_the_listener() -> None:
-    """The first chunk's deadline is the request's arrival + the target; each later one, the moment the listener
-    runs dry: the first chunk's time + the audio sent so far."""
-    from melstream.runners.schedule import Scheduler
+    """The first chunk's deadline is the request's arrival + the target; each later one, the delivery margin before
+    the listener runs dry: the first chunk's time + the audio sent so far - the margin."""
+    from melstream.runners.schedule import DELIVERY_MARGIN_S, Scheduler
     from melstream.serving.voice_model import FIRST_CHUNK_TARGET_S
 
     seen: list[float] = []
@@ -821,9 +827,11 @@ def test_each_chunk_is_computed_in_a_turn_whose_deadline_follows_the_listener() 
     assert len(sender.sent) == 4  # three chunks, then the final flag
     assert len(seen) == 4  # a turn per pull: three chunks and the end
     assert seen[0] - FIRST_CHUNK_TARGET_S >= before
-    first = seen[1] - 4 * 0.5  # the first chunk's time (4 frames of 0.5 s sent)
-    assert first >= seen[0] - FIRST_CHUNK_TARGET_S
-    assert seen[2] == pytest.approx(first + 10 * 0.5) and seen[3] == pytest.approx(first + 18 * 0.5)
+    assert DELIVERY_MARGIN_S > 0
+    first = seen[1] - 4 * 0.5 + DELIVERY_MARGIN_S  # the first chunk's time (4 frames of 0.5 s sent)
+    assert before <= first <= time.perf_counter()
+    assert seen[2] == pytest.approx(first + 10 * 0.5 - DELIVERY_MARGIN_S)
+    assert seen[3] == pytest.approx(first + 18 * 0.5 - DELIVERY_MARGIN_S)
 
 
 def test_without_compute_slots_there_is_no_scheduler() -> None:
