@@ -11,10 +11,13 @@ outputs cropped back and handed to its recurrence.  A stream's thread only waits
 chunk, not per frame).
 
 Listener first: each recurrence has a deadline (:attr:`Recurrence.deadline`: for its first chunk, its start
-plus melstream.runners.schedule's ``FIRST_CHUNK_TARGET_S``; afterwards the moment its listener's buffer runs dry).  When more rows are
-ready than one call may carry, calls take them earliest deadline first; and while a stream still waits for its
-first chunk, streams more than :attr:`Lockstep.ahead_s` ahead of their listeners sit steps out, so a new
-stream's first chunk is computed in smaller, faster steps.
+plus melstream.runners.schedule's ``FIRST_CHUNK_TARGET_S``; afterwards a delivery margin before its listener's buffer
+runs dry).  When more rows are ready than one call may carry, calls take them earliest deadline first; and while a
+stream is urgent (it waits for its first chunk, or its chunk is due within :attr:`Lockstep.urgent_s`), streams more
+than :attr:`Lockstep.ahead_s` ahead of their listeners sit steps out.  Their steps would not only widen the urgent
+stream's steps: the chunks they make must be sent, by their streams' threads, in the same process and under the
+same interpreter lock as this engine, which then waits for it between steps (measured: with 32 streams asking as
+fast as they can, a new stream's second chunk came 100-240 ms after its first, later than its 93 ms of audio).
 
 A call that fails is rerun row by row, so one stream's fault ends that stream only.  Shapes: a recurrence's
 ``inputs`` have no batch axis (``[N, D]`` for an input declared ``[-1, D]``); the engine adds it.
@@ -40,8 +43,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("melstream.lockstep")
 
-#: how far ahead of its listener a stream may be before it sits steps out while a new stream waits for its first chunk
+#: how far ahead of its listener a stream may be before it sits steps out while another stream is urgent
 AHEAD_S = 2.0
+#: a stream whose next chunk is due within this long is urgent (as is one that waits for its first)
+URGENT_S = 0.5
 #: what a recurrence's queue holds after its last chunk
 END = object()
 _serials = itertools.count()
@@ -103,7 +108,7 @@ class Lockstep:
     bookkeeping (the engine is one thread: melstream.serving.capacity's ``engine`` lane)."""
 
     def __init__(self, network: Network, *, context: Iterable[str] = (), max_rows: int = 64, ahead_s: float = AHEAD_S,
-                 on_batch: Callable[[str, int, int], None] | None = None,
+                 urgent_s: float = URGENT_S, on_batch: Callable[[str, int, int], None] | None = None,
                  on_busy: Callable[[float], None] | None = None) -> None:
         if max_rows < 1:
             raise ValueError(f"max_rows must be >= 1, got {max_rows}")
@@ -111,6 +116,7 @@ class Lockstep:
         spec = network.spec
         self.max_rows = max_rows
         self.ahead_s = ahead_s
+        self.urgent_s = urgent_s
         self.on_batch = on_batch
         self.on_busy = on_busy
         self.context = frozenset(context)
@@ -178,9 +184,10 @@ class Lockstep:
         ready = [r for r in self._rows if r.ready()]
         if not ready:
             return []
-        if any(r.first_sent is None for r in ready) and len(ready) > 1:
-            # listener first: a new stream's first chunk before the chunks of streams far ahead of their listeners
-            late = time.monotonic() + self.ahead_s
+        now = time.monotonic()
+        if len(ready) > 1 and any(r.first_sent is None or r.deadline <= now + self.urgent_s for r in ready):
+            # listener first: an urgent stream's chunk before the chunks of streams far ahead of their listeners
+            late = now + self.ahead_s
             ready = [r for r in ready if r.first_sent is None or r.deadline <= late]
         if len(ready) > self.max_rows:
             ready.sort(key=lambda r: r.deadline)

@@ -196,6 +196,41 @@ def test_listener_first_a_row_far_ahead_sits_out_while_a_new_stream_waits_for_it
     assert len(seen) == 6 and seen[-1] - seen[0] <= 1, seen
 
 
+def test_listener_first_a_row_far_ahead_sits_out_while_another_is_about_to_run_dry() -> None:
+    """Not only a first chunk: a stream whose chunk is due within urgent_s (a second chunk, with 93 ms of audio sent)
+    makes a stream far ahead sit out; when nobody is urgent, every ready row steps (the engine keeps working)."""
+    toy = Toy()
+    eng = engine(toy, ahead_s=1.0, urgent_s=0.5)
+    ahead = Row(np.ones(3, np.float32), steps=1_000_000, chunk=1)
+    ahead.first_sent = time.monotonic()
+    ahead.frames_sent = 10_000  # 100 s of audio sent
+    dry = Gated(np.ones(5, np.float32), steps=6, chunk=6)
+    dry.first_sent = time.monotonic()
+    dry.frames_sent = 10  # 0.1 s sent: due within urgent_s
+    calm = Gated(np.ones(4, np.float32), steps=6, chunk=6)
+    calm.first_sent = time.monotonic()
+    calm.frames_sent = 150  # 1.5 s sent: not urgent, and not far ahead either (within ahead_s + ... of its deadline)
+    seen: list[int] = []
+    advance = dry.advance
+    dry.advance = lambda outputs, lo: seen.append(ahead.t) or advance(outputs, lo)  # type: ignore[method-assign]
+    eng.add(ahead)
+    while ahead.t < 3:  # alone and nobody urgent: it steps
+        ahead.chunks.get(timeout=WAIT_S)
+    eng.add(dry)
+    dry.open.set()
+    eng.wake()
+    got = collect(dry)
+    np.testing.assert_allclose(got, expected(dry.inputs["seq"], 6))
+    assert len(seen) == 6 and seen[-1] - seen[0] <= 1, seen  # it sat out while the urgent one made its chunk
+    eng.add(calm)
+    calm.open.set()
+    eng.wake()
+    before = ahead.t
+    np.testing.assert_allclose(collect(calm), expected(calm.inputs["seq"], 6))
+    eng.remove(ahead)
+    assert ahead.t - before >= 5  # nobody urgent: the one far ahead stepped along with the calm one
+
+
 def test_rows_sit_out_until_ready_and_the_others_are_not_held_up() -> None:
     toy = Toy()
     eng = engine(toy)
