@@ -128,7 +128,7 @@ def test_the_streams_beyond_the_limit_are_refused_at_once_and_the_admitted_ones_
     for out, _ in admitted:
         assert out.error is None and out.chunks > 1, out.error
     assert fast.error is None and fast.chunks > 0, fast.error
-    # a slot is held until its stream's final flag is sent (tests/unit/test_voice_model.py), so the gauge can trail
+    # a slot is freed just before its final flag (tests/unit/test_voice_model.py), and the gauge and outcome can trail
     # the client's end of the stream by a moment: poll for it too
     samples = poll(lambda: scrape(small), lambda s: s.get(streams_key(VOICE, "refused"), 0.0) >= before + EXTRA
                    and s.get(f'melstream_active_streams{{voice="{VOICE}"}}') == 0, timeout_s=30)
