@@ -226,6 +226,8 @@ _EDGES_RE = re.compile(r"^[ ,]+|[ ,]+$")
 
 def _clean_characters(text: str) -> str:
     """NFKD, combining marks dropped, whitespace to spaces, other control/format characters removed."""
+    if text.isascii() and text.isprintable():  # none of that changes it (the only printable space is " ")
+        return text
     out: list[str] = []
     for char in unicodedata.normalize("NFKD", text):
         if char.isspace():
@@ -542,7 +544,8 @@ class EspeakFrontend:
         text = _checked(text, self.max_chars)
         original = text
         text = _clean_characters(text).translate(_TYPOGRAPHY)
-        text = "".join(char for char in text if char.isascii() and (char.isprintable() or char == " "))
+        if not (text.isascii() and text.isprintable()):  # else this keeps every character
+            text = "".join(char for char in text if char.isascii() and (char.isprintable() or char == " "))
         text = _ESPEAK_SPACE_RE.sub(" ", text).strip()
         if not any(char.isalnum() for char in text):
             why = _unpronounceable(original, _espeak_speaks)
