@@ -7,8 +7,13 @@ phonemes (needs libespeak-ng).  Look front ends up by name with :func:`get_front
 
 from __future__ import annotations
 
+import difflib
+import functools
+import heapq
+import itertools
 import logging
 import re
+import threading
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -339,7 +344,6 @@ class Word:
     end: int
 
 
-@dataclass(frozen=True)
 class Sentence:
     """One sentence (or clause) of a text, as a front end's ``sentences`` makes them, one at a time.
 
@@ -348,11 +352,53 @@ class Sentence:
     text.  ``text``: the sentence's normalised text.  ``words``: its words in order, each with its token
     range in ``ids`` (word boundaries and clause tokens belong to no word); see each front end for what a
     word's ``text`` is.
+
+    ``words`` may be given as a function of no arguments that makes them: they are then made on the first
+    read of :attr:`words` (once, whichever thread reads first; the others wait for it) and kept.  Only word
+    timestamps read them, and making them can cost more than reading the sentence (:class:`EspeakFrontend`
+    asks espeak-ng for every word of the sentence again), so a request without word timestamps never pays
+    for them.  A Sentence cannot be changed once made.
     """
+
+    __slots__ = ("_lock", "_make", "_words", "ids", "text")
 
     text: str
     ids: np.ndarray
-    words: tuple[Word, ...]
+    _words: tuple[Word, ...] | None
+    _make: Callable[[], Iterable[Word]] | None
+    _lock: threading.Lock
+
+    def __init__(self, text: str, ids: np.ndarray, words: Iterable[Word] | Callable[[], Iterable[Word]]) -> None:
+        object.__setattr__(self, "text", text)
+        object.__setattr__(self, "ids", ids)
+        object.__setattr__(self, "_words", None if callable(words) else tuple(words))
+        object.__setattr__(self, "_make", words if callable(words) else None)
+        object.__setattr__(self, "_lock", threading.Lock())
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"a Sentence cannot be changed (setting {name!r})")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"a Sentence cannot be changed (deleting {name!r})")
+
+    @property
+    def words(self) -> tuple[Word, ...]:
+        """The sentence's words (made now if they were given as a function and this is the first read)."""
+        words = self._words
+        if words is None:
+            with self._lock:
+                words = self._words
+                if words is None:  # not made by a thread that held the lock before this one
+                    make = self._make
+                    assert make is not None
+                    words = tuple(make())
+                    object.__setattr__(self, "_words", words)
+                    object.__setattr__(self, "_make", None)  # what made them may hold the whole sentence's state
+        return words
+
+    def __repr__(self) -> str:
+        words = "(not made yet)" if self._words is None else repr(self._words)
+        return f"Sentence(text={self.text!r}, ids={self.ids!r}, words={words})"
 
 
 def _no_phonemes(text: str | bytes) -> TextError:
@@ -586,13 +632,13 @@ class EspeakFrontend:
         :meth:`encode` refuses it.
 
         A word is one of the sentence's text words (runs of letters, digits and ``' . , $ % -``) with the tokens
-        of the phoneme words espeak makes of it.  When espeak makes as many phoneme words as the sentence has
-        text words, they pair up in order.  Otherwise (espeak reads ``3.5`` or ``$3.50`` as several words, and
-        joins short words: "to be", "on the") each text word is read alone to count its phoneme words and the
-        two are paired (:func:`_pair_words`): a text word that espeak reads as several is one word over all of
-        their tokens (``$3.50``: from ``dollars`` to ``zero``), text words espeak joins are one word, its
-        ``text`` theirs with what lies between ("to be"); should nothing fit, the sentence is one word, its
-        ``text`` the whole sentence's."""
+        of the phoneme words espeak makes of it.  espeak reads ``3.5`` or ``$3.50`` as several words, and joins
+        short words ("to be", "on the"), so each text word is read alone and the two are paired
+        (:func:`_pair_words`): a text word that espeak reads as several is one word over all of their tokens
+        (``$3.50``: from ``dollars`` to ``zero``), text words espeak joins are one word, its ``text`` theirs
+        with what lies between ("to be"); should nothing fit, the sentence is one word, its ``text`` the whole
+        sentence's.  The words are made only when a sentence's :attr:`Sentence.words` is first read (word
+        timestamps): a request without them never reads the text words alone nor pairs them."""
         from melstream.espeak import WORD_BOUNDARY, get_espeak
 
         normalized = self.normalize(text)
@@ -600,7 +646,7 @@ class EspeakFrontend:
         for piece, clauses in get_espeak(self.voice).sentences(normalized):
             ids: list[int] = []
             spans: list[tuple[int, int]] = []
-            sounds: list[str] = []
+            phonemes: list[list[str]] = []
             for words, terminator in clauses:
                 for i, word in enumerate(words):
                     if i and WORD_BOUNDARY in self._ids:
@@ -608,35 +654,34 @@ class EspeakFrontend:
                     start = len(ids)
                     ids.extend(self._ids[token] for token in word if token in self._ids)
                     spans.append((start, len(ids)))
-                    sounds.append(_sound(word))
+                    phonemes.append(word)
                 if terminator in self._ids:
                     ids.append(self._ids[terminator])
             known += len(ids)
-            yield Sentence(piece, np.asarray(ids, dtype=np.int64), self._words(piece, spans, sounds))
+            # the words are made only if they are read (word timestamps): see Sentence
+            yield Sentence(piece, np.asarray(ids, dtype=np.int64), functools.partial(self._words, piece, spans, phonemes))
         if not known:
             raise _no_phonemes(text)
 
-
-    def _words(self, piece: str, spans: list[tuple[int, int]], sounds: list[str]) -> tuple[Word, ...]:
-        """``piece``'s text words over espeak's phoneme words ``spans`` (token ranges; ``sounds``: their phonemes
-        without stress marks): see :meth:`sentences`."""
+    def _words(self, piece: str, spans: list[tuple[int, int]], phonemes: list[list[str]]) -> tuple[Word, ...]:
+        """``piece``'s text words over espeak's phoneme words ``phonemes`` (their tokens), whose token ranges in
+        the sentence's ids are ``spans``: see :meth:`sentences`.  Reads the text words alone with espeak-ng (each
+        call a pass of its own, under espeak's lock), so it gives the same words in any thread, at any time."""
         said = list(_ESPEAK_WORD_RE.finditer(piece))
-        if len(said) == len(spans):
-            return tuple(Word(m.group(), a, b) for m, (a, b) in zip(said, spans, strict=True))
         if not spans:
             return ()
-        plan = _pair_words([self._phoneme_words(m.group()) for m in said], sounds)
+        plan = _pair_words([self._phoneme_words(m.group()) for m in said], [_sound(word) for word in phonemes])
         if plan is None:
             return (Word(piece, spans[0][0], spans[-1][1]),)
         words, i, j = [], 0, 0
-        for texts, phonemes in plan:
+        for texts, count in plan:
             name = piece[said[i].start():said[i + texts - 1].end()]
-            if phonemes:
-                words.append(Word(name, spans[j][0], spans[j + phonemes - 1][1]))
+            if count:
+                words.append(Word(name, spans[j][0], spans[j + count - 1][1]))
             else:  # espeak says nothing for it: no tokens, where the next word starts
                 place = spans[j][0] if j < len(spans) else spans[-1][1]
                 words.append(Word(name, place, place))
-            i, j = i + texts, j + phonemes
+            i, j = i + texts, j + count
         return tuple(words)
 
     def _phoneme_words(self, word: str) -> list[str]:
@@ -658,46 +703,188 @@ def _sound(tokens: Sequence[str]) -> str:
     return "".join(t.lstrip("',") for t in tokens if not t.startswith("_"))
 
 
+#: a text word takes 0 to this many phoneme words (``$3.50``: 5)
+_MAX_SPLIT = 6
+#: how many text words espeak may join into one phoneme word ("to be", "on the")
+_JOINS = (2, 3)
+#: how far (in phoneme words) from where the text words read alone would put it a stretch's pairing is searched
+_REACH = 6
+#: how many text words in a row must sound exactly as read alone for the sentence to be in step again
+_IN_STEP = 2
+#: how many text words past the first place in step again a stretch's pairing looks for a better one
+_LOOK_PAST = 3
+
+
+def _differ(a: str, b: str) -> float:
+    """How much two sound strings differ: 0 when they are equal, up to 1 (nothing in common)."""
+    if a == b:
+        return 0.0
+    return 1.0 - difflib.SequenceMatcher(a=a, b=b, autojunk=False).ratio()
+
+
+def _exact(alone: list[str], sounds: list[str], j: int) -> bool:
+    """Whether a text word that espeak reads alone as the phoneme words ``alone`` (at least one) is said exactly
+    so from phoneme word ``j`` of ``sounds`` on."""
+    return sounds[j:j + len(alone)] == alone
+
+
 def _pair_words(alone: list[list[str]], sounds: list[str]) -> list[tuple[int, int]] | None:
     """How a sentence's text words, which espeak reads alone as the phoneme words ``alone[i]``, make its phoneme
-    words ``sounds``: ``(text words, phoneme words)`` groups in order, those whose sounds differ least (dynamic
-    programming).  A text word takes 0 to 6 phoneme words (``$3.50``: 5); 2 or 3 text words may make one
-    (espeak joins short words: "to be", "on the").  A group costs how much its sounds differ, plus a little per
-    join and per count other than the word's own.  ``None`` if nothing fits."""
-    import difflib
+    words ``sounds``: ``(text words, phoneme words)`` groups in order; ``None`` if nothing fits.
 
-    def differ(a: str, b: str) -> float:
-        return 1.0 - difflib.SequenceMatcher(a=a, b=b, autojunk=False).ratio() if a or b else 0.0
-
-    inf = float("inf")
+    A text word takes 0 to 6 phoneme words (``$3.50``: 5), or as many as it has read alone (``1,234,567``: 9);
+    2 or 3 text words may make one (espeak joins short words: "to be", "on the").  Most text words sound in
+    the sentence exactly as read alone: those are paired as they come.  From one that does not, the groups
+    whose sounds differ least (:func:`_cheapest`) are taken up to a place where the two are in step again
+    (:data:`_IN_STEP` text words in a row said exactly as alone, or the end of both): the one they reach at
+    the least cost, among those up to :data:`_LOOK_PAST` text words past the first.  The search stays within
+    :data:`_REACH` phoneme words of where the words read alone would put them and, should no such place come
+    within twice that many text words, goes on from halfway along the cheapest way there.  So the work grows
+    with the sentence's length, not with its square."""
     m, n = len(alone), len(sounds)
-    cost = [[inf] * (n + 1) for _ in range(m + 1)]
-    step: list[list[tuple[int, int] | None]] = [[None] * (n + 1) for _ in range(m + 1)]
-    cost[0][0] = 0.0
-    for i in range(m):
-        for j in range(n + 1):
-            here = cost[i][j]
-            if here == inf:
+    plan: list[tuple[int, int]] = []
+    i = j = 0
+    while i < m:
+        if alone[i] and _exact(alone[i], sounds, j):
+            plan.append((1, len(alone[i])))
+            j += len(alone[i])
+            i += 1
+            continue
+        stretch = _to_next_in_step(alone, sounds, i, j)
+        if stretch is None:
+            break
+        plan += stretch
+        i += sum(t for t, _ in stretch)
+        j += sum(p for _, p in stretch)
+    if (i, j) == (m, n):
+        return plan
+    # Nothing from here reaches the end (espeak said more at the end than the words read alone, say): pair
+    # the rest again from further back, along the straight line to the end, twice as far back each time.
+    back = 1
+    while True:
+        back = min(back, len(plan))
+        kept = plan[:len(plan) - back]
+        i0, j0 = sum(t for t, _ in kept), sum(p for _, p in kept)
+        span = _straight(alone, sounds, i0, j0)
+        if span is not None:
+            return kept + span
+        if back == len(plan):
+            return None
+        back *= 2
+
+
+def _to_next_in_step(alone: list[list[str]], sounds: list[str], i0: int, j0: int) -> list[tuple[int, int]] | None:
+    """The groups from text word ``i0`` and phoneme word ``j0`` (where they are not in step) to the next place
+    where they are (see :func:`_pair_words`); ``None`` if none is reached."""
+    m, n = len(alone), len(sounds)
+    expected = [j0]
+
+    def at(i: int) -> int:
+        """Where text word ``i`` would start, were the words from ``i0`` on said as read alone."""
+        while len(expected) <= i - i0:  # only as far as the search goes: the sentence may go on far beyond
+            expected.append(expected[-1] + len(alone[i0 + len(expected) - 1]))
+        return expected[i - i0]
+
+    def band(i: int) -> range:
+        return range(max(j0, at(i) - _REACH), min(n, at(i) + _REACH) + 1)
+
+    def near(i: int, j: int) -> bool:
+        return j0 <= j <= n and abs(j - at(i)) <= _REACH
+
+    def in_step(i: int, j: int) -> bool:
+        for k in range(i, min(i + _IN_STEP, m)):
+            if not alone[k] or not _exact(alone[k], sounds, j):
+                return False
+            j += len(alone[k])
+        return i + _IN_STEP <= m or j == n
+
+    horizon = i0 + 2 * _REACH  # as far as words joined in pairs can fall _REACH phoneme words behind
+    first = next((i for i in range(i0 + 1, min(m, horizon + 1)) if any(in_step(i, j) for j in band(i))), None)
+    if first is None and horizon < m:
+        # Not in step again before the horizon: take the cheapest way to it, keep its first half (the second
+        # may still change with what lies past the horizon) and go on from there, the search following it.
+        plan = _cheapest(alone, sounds, (i0, j0), lambda i, j: i <= horizon and near(i, j),
+                         lambda i, j: i == horizon, lambda i, j: (i, abs(j - at(i))))
+        if plan is None:
+            return None
+        keep = 1
+        while keep < len(plan) and sum(texts for texts, _ in plan[:keep + 1]) <= _REACH:
+            keep += 1
+        return plan[:keep]
+    first = m if first is None else first
+    last = min(m, first + _LOOK_PAST)
+    return _cheapest(alone, sounds, (i0, j0), lambda i, j: i <= last and near(i, j),
+                     lambda i, j: i >= first and (in_step(i, j) if i < m else j == n),
+                     lambda i, j: (i, abs(j - at(i))))
+
+
+def _straight(alone: list[list[str]], sounds: list[str], i0: int, j0: int) -> list[tuple[int, int]] | None:
+    """The groups from text word ``i0`` and phoneme word ``j0`` to the end of both, searched within
+    :data:`_REACH` phoneme words of the straight line there; ``None`` if none is reached."""
+    m, n = len(alone), len(sounds)
+    di, dj = m - i0, n - j0
+    if di == 0 or dj > sum(max(_MAX_SPLIT, len(words)) for words in alone[i0:]):
+        return [] if (di, dj) == (0, 0) else None
+    return _cheapest(alone, sounds, (i0, j0), lambda i, j: j0 <= j <= n and abs((j - j0) * di - (i - i0) * dj) <= _REACH * di,
+                     lambda i, j: (i, j) == (m, n), lambda i, j: (i, 0))
+
+
+def _cheapest(alone: list[list[str]], sounds: list[str], start: tuple[int, int], allowed: Callable[[int, int], bool],
+              end: Callable[[int, int], bool], order: Callable[[int, int], tuple[int, int]]) -> list[tuple[int, int]] | None:
+    """The groups of the least-cost pairing from cell ``start`` (text words, phoneme words paired so far) to a
+    cell where ``end`` holds, through cells where ``allowed`` holds; of ends that cost the same, the first by
+    ``order``.  ``None`` if no end is reached.
+
+    A group costs how much its sounds differ (:func:`_differ`, weighted by the text words' length), plus a
+    little per join and per count of phoneme words other than the text word's own.  The cells are settled
+    cheapest first (Dijkstra), and a group's sounds are compared only once a bound on its cost (from the
+    lengths alone: difflib's ratio is at most twice the shorter over the sum) comes up: groups that cannot
+    beat the end found are never compared."""
+    m, n = len(alone), len(sounds)
+    moves = [(1, k) for k in range(_MAX_SPLIT + 1)] + [(k, 1) for k in _JOINS]
+    settled: dict[tuple[int, int], tuple[int, int] | None] = {}  # cell -> the last group of its pairing
+    count = itertools.count()  # keeps the heap from comparing what follows it
+    # (cost, or a bound on it; order; count; cell; its last group; the cost before comparing that group's sounds,
+    # for an entry that holds only the bound)
+    heap: list[tuple[float, tuple[int, int], int, tuple[int, int], tuple[int, int] | None, float | None]] = [
+        (0.0, order(*start), next(count), start, None, None)]
+    while heap:
+        cost, _, _, cell, group, before = heapq.heappop(heap)
+        if cell in settled:
+            continue
+        i, j = cell
+        if before is not None:  # only a bound: compare the group's sounds now
+            assert group is not None
+            texts, phonemes = group
+            a = "".join("".join(words) for words in alone[i - texts:i])
+            b = "".join(sounds[j - phonemes:j])
+            heapq.heappush(heap, (before + _differ(a, b) * max(len(a), 1) / 4, order(i, j), next(count), cell, group, None))
+            continue
+        settled[cell] = group
+        if end(i, j):
+            plan: list[tuple[int, int]] = []
+            while cell != start:
+                last = settled[cell]
+                assert last is not None
+                plan.append(last)
+                cell = (cell[0] - last[0], cell[1] - last[1])
+            return plan[::-1]
+        own = [(1, len(alone[i]))] if i < m and len(alone[i]) > _MAX_SPLIT else []  # a long number: all its words
+        for texts, phonemes in moves + own:
+            target = (i + texts, j + phonemes)
+            if target[0] > m or target[1] > n or target in settled or not allowed(*target):
                 continue
-            moves = [(1, k, 0.0 if k == len(alone[i]) else 0.5) for k in range(0, 7)]
-            moves += [(k, 1, 0.2 * (k - 1)) for k in (2, 3)]
-            for texts, phonemes, extra in moves:
-                if i + texts > m or j + phonemes > n:
-                    continue
-                said = "".join("".join(w) for w in alone[i:i + texts])
-                total = here + extra + differ(said, "".join(sounds[j:j + phonemes])) * max(len(said), 1) / 4
-                if total < cost[i + texts][j + phonemes]:
-                    cost[i + texts][j + phonemes] = total
-                    step[i + texts][j + phonemes] = (texts, phonemes)
-    if cost[m][n] == inf:
-        return None
-    plan, i, j = [], m, n
-    while i:
-        move = step[i][j]
-        assert move is not None
-        plan.append(move)
-        i, j = i - move[0], j - move[1]
-    return plan[::-1] if j == 0 else None
+            extra = 0.2 * (texts - 1) if texts > 1 else (0.0 if phonemes == len(alone[i]) else 0.5)
+            a = "".join("".join(words) for words in alone[i:i + texts])
+            b = "".join(sounds[j:j + phonemes])
+            heapq.heappush(heap, (cost + extra + _bound(a, b), order(*target), next(count), target, (texts, phonemes), cost + extra))
+    return None
+
+
+def _bound(a: str, b: str) -> float:
+    """The least that the group costs for comparing ``a`` with ``b`` (:func:`_cheapest`)."""
+    least = 1.0 - 2.0 * min(len(a), len(b)) / (len(a) + len(b)) if a or b else 0.0
+    return least * max(len(a), 1) / 4
 
 
 Frontend = CharFrontend | EspeakFrontend
