@@ -38,7 +38,10 @@ import numpy as np
 
 from melstream.errors import TextError
 
-__all__ = ["CLAUSE_TOKENS", "HOP_LENGTH", "SHORT_PAUSE", "STRESS_MARKS", "WORD_BOUNDARY", "Espeak", "get_espeak", "split_stress"]
+__all__ = [
+    "CLAUSE_TOKENS", "HOP_LENGTH", "LONG_SENTENCE", "SHORT_PAUSE", "STRESS_MARKS", "WORD_BOUNDARY", "Espeak", "get_espeak",
+    "split_stress",
+]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,8 @@ _TERMINATOR_RE = re.compile(r"([,.?!;:])[\s\"'\)\]\}]*\S?\Z")
 _TERMINATOR_FINAL_RE = re.compile(r"([,.?!;:])[\s\"'\)\]\}]*\Z")
 #: clause tokens after which a sentence (a unit of :meth:`Espeak.sentences`) ends
 _SENTENCE_ENDS = frozenset({"[.]", "[?]", "[!]", "[;]", "[:]", CLAUSE_END})
+#: a sentence of :meth:`Espeak.sentences` also ends at a comma once it is this many bytes long
+LONG_SENTENCE = 200
 _LEADING_PAUSE_RE = re.compile(r"^(_[:!]?)(?=[^:!])")
 
 
@@ -217,7 +222,11 @@ class Espeak:
         """``text`` a sentence at a time, lazily: ``(sentence_text, clauses)``, ``clauses`` as :meth:`clauses`
         gives them.  Concatenated, the clauses are exactly :meth:`clauses` (``text``).
 
-        A sentence ends at a clause that espeak ended at ``.``, ``?``, ``!``, ``;`` or ``:`` or split by length.
+        A sentence ends at a clause that espeak ended at ``.``, ``?``, ``!``, ``;`` or ``:`` or split by length,
+        and at one it ended at ``,`` once the sentence is :data:`LONG_SENTENCE` bytes long (so that the first
+        words of a long sentence need not wait for all of it: reading from a comma gives the same phonemes as
+        reading through it, tests/integration/test_sentences_espeak.py).
+
         espeak reads one character past a clause's end and keeps it (its ``ungot_char``) for the next clause;
         each sentence is therefore read by a fresh pass over the rest of the text that starts at that character,
         and the pass that stops early reads that kept character away (:meth:`_drain`) before the lock is let go,
@@ -248,7 +257,7 @@ class Espeak:
             previous = end
             if words:
                 out.append((words, terminator))
-            if pointer.value and terminator in _SENTENCE_ENDS and consumed:
+            if pointer.value and consumed and (terminator in _SENTENCE_ENDS or (terminator == "[,]" and end >= LONG_SENTENCE)):
                 # the clause's last character is espeak's one character of lookahead: the next sentence starts there
                 self._drain()
                 return out, start + end - len(consumed[-1].encode("utf-8"))

@@ -626,10 +626,10 @@ class EspeakFrontend:
     def sentences(self, text: str | bytes) -> Iterator[Sentence]:
         """``text``'s :class:`Sentence` s, lazily: espeak-ng reads the next sentence only when it is asked for
         (:meth:`melstream.espeak.Espeak.sentences`: it ends one where espeak itself ends a clause at ``. ? ! ;
-        :`` or splits one by length, so the phonemes are those of the whole text), and their ids, concatenated,
-        then :attr:`end_id`, are :meth:`encode` (``text``).  :meth:`normalize`'s checks run at the first
-        ``next()``; a text in which no sentence has a known phoneme is refused after its last sentence, as
-        :meth:`encode` refuses it.
+        :`` or splits one by length, or at ``,`` once the sentence is long, so the phonemes are those of the
+        whole text), and their ids, concatenated, then :attr:`end_id`, are :meth:`encode` (``text``).
+        :meth:`normalize`'s checks run at the first ``next()``; a text in which no sentence has a known phoneme
+        is refused after its last sentence, as :meth:`encode` refuses it.
 
         A word is one of the sentence's text words (runs of letters, digits and ``' . , $ % -``) with the tokens
         of the phoneme words espeak makes of it.  espeak reads ``3.5`` or ``$3.50`` as several words, and joins
@@ -923,7 +923,7 @@ def sentences_from(frontend: Frontend, pieces: Iterable[TextPiece]) -> Iterator[
     spoken (normalised) is read until it makes a second sentence with a letter or digit in it (``.`` then
     ``..`` may still become one ``...``), and the first is spoken.  The front ends end a sentence where espeak-ng
     ends a clause (or, for characters, after ``. ? ! ; :`` and a space), and reading from such an end gives the
-    same phonemes as reading through it (tests/integration/test_text_in_espeak.py), so the sentences are the
+    same phonemes as reading through it (tests/integration/test_sentences_espeak.py), so the sentences are the
     whole text's.  When ``pieces`` ends, the rest is spoken (a flush: the caller ends ``pieces`` there).  The
     text's checks: too long (``max_chars`` for the whole text) at once; nothing to speak at the end, if nothing
     at all was spoken.

@@ -17,6 +17,7 @@ from melstream.blocks import StreamablePipeline, TokenStream
 from melstream.runners.onnx import OnnxRuntimeRunner
 from melstream.serving.server import TritonServer
 from melstream_client import Client
+from tests.integration.test_sentences_espeak import COMMAS
 
 pytestmark = pytest.mark.integration
 
@@ -26,6 +27,7 @@ TEXTS = [
     "Hi.",
     "Thanks for calling. Your order shipped this morning, and it should arrive on Thursday. Is that all?",
     " ".join([SENTENCE] * 9),  # about 570 tokens: past the largest bucket (512), so fixed shapes window the memory
+    COMMAS,  # one long sentence, read a few commas at a time
 ]
 
 

@@ -16,11 +16,18 @@ import pytest
 
 from melstream.addon import load_addon
 from melstream.blocks import StreamablePipeline, TokenStream
-from melstream.espeak import get_espeak
+from melstream.espeak import LONG_SENTENCE, get_espeak
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
+#: one sentence of 611 characters, many commas and one full stop (numbers, money and words espeak joins in it)
+COMMAS = ("When the committee met on the 3rd of May, after a long delay, the members agreed, with some reluctance, "
+          "to be bound by the terms of the 2019 agreement, which had been signed in haste, reviewed by lawyers, "
+          "revised twice, and finally accepted by all 12 parties, although several of them, including the largest, "
+          "had objected to the clauses on pricing, on delivery, and on the penalties, which were, in their view, "
+          "far too harsh for a market that was, at the time, still recovering from a crisis that had cost it 3.5 "
+          "billion dollars, or about $40 for every person in the region, and that would take years to repair.")
 CORPUS = [
     "Hello there. How are you? I am fine! Thanks.",
     "Dr. Smith lives at 12 Main St. in the U.S. He paid $3.50 for 3.5 kg.",
@@ -37,6 +44,8 @@ CORPUS = [
     "Wow!Really?Yes. End with space. ",
     "I paid 1.5 million dollars; it's 50% off: great. Call 555-1234 at 3 p.m. Ok?",
     ". Leading dot. ,, commas ,, everywhere .",
+    COMMAS,
+    COMMAS.replace(", ", ' (" ', 1).replace(", ", ' ") ', 1),  # a long sentence's commas next to quotes and brackets
 ]
 
 
@@ -47,6 +56,19 @@ def test_espeak_sentences_are_its_clauses(text):
     assert [clause for _, clauses in sentences for clause in clauses] == espeak.clauses(text)
     if text.count(". ") >= 2:
         assert len(sentences) > 1
+
+
+def test_a_long_sentence_ends_at_its_commas():
+    """Past LONG_SENTENCE bytes a sentence ends at its next comma (so the first words of a long one need not wait
+    for the rest of it); a shorter one does not."""
+    espeak = get_espeak("en-us")
+    sentences = [piece for piece, _ in espeak.sentences(COMMAS)]
+    assert len(sentences) == 3 and " ".join(sentences) == COMMAS
+    for piece in sentences[:-1]:
+        # at the first comma once it is long (LONG_SENTENCE counts what espeak read: the space and the character after)
+        assert piece.endswith(",") and len(piece) + 2 >= LONG_SENTENCE > len(piece.rsplit(", ", 1)[0]) + 2
+    short = COMMAS[:COMMAS.index(", ", LONG_SENTENCE - 60)] + "."
+    assert [piece for piece, _ in espeak.sentences(short)] == [short]
 
 
 def test_espeak_sentences_interleaved_and_stopped_early():
