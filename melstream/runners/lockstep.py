@@ -18,8 +18,6 @@ than :attr:`Lockstep.ahead_s` ahead of their listeners sit steps out.  Their ste
 stream's steps: the chunks they make must be sent, by their streams' threads, in the same process and under the
 same interpreter lock as this engine, which then waits for it between steps (measured: with 32 streams asking as
 fast as they can, a new stream's second chunk came 100-240 ms after its first, later than its 93 ms of audio).
-A stream more than :attr:`Lockstep.pace_ahead_s` ahead of its listener does not step at all until its listener
-catches up (melstream.runners.schedule.PACE_AHEAD_S).
 
 A call that fails is rerun row by row, so one stream's fault ends that stream only.  Shapes: a recurrence's
 ``inputs`` have no batch axis (``[N, D]`` for an input declared ``[-1, D]``); the engine adds it.
@@ -38,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from melstream.runners.fixed import slice_axis, variable_axis
-from melstream.runners.schedule import PACE_AHEAD_S, listener_deadline
+from melstream.runners.schedule import listener_deadline
 
 if TYPE_CHECKING:
     from melstream.runners.base import Network
@@ -110,7 +108,7 @@ class Lockstep:
     bookkeeping (the engine is one thread: melstream.serving.capacity's ``engine`` lane)."""
 
     def __init__(self, network: Network, *, context: Iterable[str] = (), max_rows: int = 64, ahead_s: float = AHEAD_S,
-                 urgent_s: float = URGENT_S, pace_ahead_s: float = PACE_AHEAD_S, on_batch: Callable[[str, int, int], None] | None = None,
+                 urgent_s: float = URGENT_S, on_batch: Callable[[str, int, int], None] | None = None,
                  on_busy: Callable[[float], None] | None = None) -> None:
         if max_rows < 1:
             raise ValueError(f"max_rows must be >= 1, got {max_rows}")
@@ -119,7 +117,6 @@ class Lockstep:
         self.max_rows = max_rows
         self.ahead_s = ahead_s
         self.urgent_s = urgent_s
-        self.pace_ahead_s = pace_ahead_s
         self.on_batch = on_batch
         self.on_busy = on_busy
         self.context = frozenset(context)
@@ -184,11 +181,10 @@ class Lockstep:
 
     def _choose(self) -> list[list[Recurrence]]:
         """With the lock held: the rows to step now, in calls of at most ``max_rows``, earliest deadline first."""
-        now = time.monotonic()
-        paced = now + self.pace_ahead_s  # a row further ahead of its listener waits (melstream.runners.schedule)
-        ready = [r for r in self._rows if (r.first_sent is None or r.deadline <= paced) and r.ready()]
+        ready = [r for r in self._rows if r.ready()]
         if not ready:
             return []
+        now = time.monotonic()
         if len(ready) > 1 and any(r.first_sent is None or r.deadline <= now + self.urgent_s for r in ready):
             # listener first: an urgent stream's chunk before the chunks of streams far ahead of their listeners
             late = now + self.ahead_s

@@ -15,8 +15,7 @@ time its streams computed from the time they waited (melstream.serving.capacity)
 
 A deadline is not the moment the listener runs dry but :data:`DELIVERY_MARGIN_S` before it: a chunk computed
 just in time still has to reach Triton, cross the network and be decoded by the client, and the threads that
-do that share the cores with the ones that compute.  A stream more than :data:`PACE_AHEAD_S` ahead of its
-listener is paced: it computes nothing until its deadline is that close.
+do that share the cores with the ones that compute.
 """
 
 from __future__ import annotations
@@ -32,10 +31,6 @@ from contextlib import contextmanager
 FIRST_CHUNK_TARGET_S = 0.05
 #: a later chunk is due this long before its listener's buffer runs dry (delivery: Triton, the network, the client)
 DELIVERY_MARGIN_S = 0.05
-#: a stream this far ahead of its listener computes nothing more until its listener has caught up to it: the
-#: audio it would make is not needed for that long, and the cores and the interpreter lock it would take are what
-#: the voice answers new requests and urgent chunks with
-PACE_AHEAD_S = 10.0
 
 _held = threading.local()  # the scheduler and deadline of the slot this thread holds, if any; seconds waited
 

@@ -52,7 +52,7 @@ from melstream.errors import InputError, SynthesisError, TextError
 from melstream.runners.batching import BatchPolicy
 from melstream.runners.onnx import OnnxRuntimeRunner
 from melstream.runners.schedule import FIRST_CHUNK_TARGET_S as FIRST_CHUNK_TARGET_S  # the voice's, re-exported
-from melstream.runners.schedule import PACE_AHEAD_S, Scheduler, listener_deadline, waited_s, waiting
+from melstream.runners.schedule import Scheduler, listener_deadline, waited_s
 from melstream.runners.triton_bls import TritonBLSRunner
 from melstream.serving import network_model
 from melstream.serving.capacity import ENGINE_LANE, STREAMS_LANE, Capacity, host_cores
@@ -91,8 +91,6 @@ DEFAULT_MAX_STREAMS = 16
 # the share of its measured capacity a voice admits (melstream.serving.capacity); absent or 0: it admits
 # max_streams whatever the host can do
 ADMISSION_HEADROOM_PARAMETER = "admission_headroom"
-#: how often a paced stream looks for its cancellation
-PACE_POLL_S = 0.1
 #: what a voice speaks at load to measure its cost before any listener comes (twice: the first warms it up)
 CALIBRATION_TEXT = "The quick brown fox jumps over the lazy dog, and the patient listener hears every word of it."
 
@@ -308,8 +306,6 @@ class VoiceModel:
         self._feeds: dict[int | str, TextFeed] = {}  # open text streams by correlation id (guarded by _admission)
         #: how long a text stream may wait for its next piece
         self.text_idle_timeout_s = wire.TEXT_IDLE_TIMEOUT_S
-        #: a stream this far ahead of its listener waits before it computes its next chunk
-        self.pace_ahead_s = PACE_AHEAD_S
 
     # Triton's entry points ---------------------------------------------------------------------------
     def initialize(self, args: Mapping[str, str]) -> None:
@@ -606,8 +602,6 @@ class VoiceModel:
                 if self._closing.is_set():
                     outcome, error = "error", ("UNAVAILABLE", f"voice {self.name!r} is shutting down")
                     break
-                if self._pace(deadline, request):
-                    continue  # cancelled or closing while it waited: the checks above end it
                 if scheduler is None:
                     chunk = next(chunks, None)
                 else:
@@ -654,15 +648,6 @@ class VoiceModel:
             self._free_slot()
             self._end(sender, error)
             metrics.ended(outcome, chunks=sent, frames=frames)
-
-    def _pace(self, deadline: float, request: Any) -> bool:
-        """Wait (not work: melstream.runners.schedule.waited_s) while the stream is more than :attr:`pace_ahead_s`
-        ahead of its listener, until it is not (False), or the request is cancelled or the voice is closing (True)."""
-        with waiting():
-            while (rest := deadline - self.pace_ahead_s - time.perf_counter()) > 0:
-                if self._closing.wait(min(rest, PACE_POLL_S)) or request.is_cancelled():
-                    return True
-        return False
 
     def _end(self, sender: Any, error: tuple[str, str] | None) -> None:
         """Send the final flag: on the error response when there is one.  Never an error and then a separate
