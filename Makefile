@@ -67,7 +67,9 @@ reliability: $(STAMP) sysdeps
 	MELSTREAM_FULL=1 $(BIN)/pytest -q -m reliability
 	$(BIN)/python benchmarks/kills.py --rounds 3 --out out/reliability
 	$(BIN)/python benchmarks/overload.py --out out/reliability
+	$(BIN)/python benchmarks/overload.py --chars 9000 --out out/reliability/overload-long
 	$(BIN)/python benchmarks/churn.py --grpc 0 --http 700 --rounds 12 --out out/reliability/churn-http
+	$(BIN)/python benchmarks/churn.py --long --grpc 0 --http 300 --rounds 6 --out out/reliability/churn-long
 	# gRPC cancellations crash Triton 2.51's own gRPC frontend now and then (a race fixed upstream in 2.53+:
 	# RELIABILITY.md); this run reports the round it happened in, so its exit status is not the suite's
 	-$(BIN)/python benchmarks/churn.py --grpc 500 --http 200 --rounds 10 --out out/reliability/churn-mixed

@@ -7,9 +7,10 @@ Without --url it starts its own tritonserver on free ports from the committed mo
 DIR/tritonserver.log).  Each round opens --grpc gRPC streams (tritonclient.grpc ``start_stream``, one request,
 ``stop_stream(cancel_requests=True)`` once its first chunk is in) and --http HTTP streams (``POST
 /v2/models/<voice>/generate_stream``, the connection closed once the first server-sent event is in), spread
-evenly over the voices.  They run concurrently, in waves sized to each voice's admission limit (its
-``max_streams`` config parameter) plus a quarter: a voice refuses the streams past its limit at once with
-UNAVAILABLE (busy), and a refused stream is tried again a moment later, so that every stream of the round is
+evenly over the voices. They run concurrently, in waves sized to each voice's admission limit (what it admits at the
+start: its ``melstream_admitted_streams`` gauge, or its ``max_streams`` config parameter) plus a quarter: a voice
+refuses the streams past its limit at once with UNAVAILABLE (busy), and a refused stream is tried again a moment
+later, so that every stream of the round is
 really served and cancelled; the refusals are counted apart.  Every stream speaks :data:`TEXT` (one long sentence);
 with --long, :func:`long_text` (whole held-out sentences of tests/data/heldout_sentences.txt, about 600 words, some
 3,800 characters: minutes of speech), so a stream is cancelled with most of a long text still to speak (and its
@@ -208,8 +209,19 @@ class StormResult:
         return sum(self.served.values())
 
 
-def admission_limit(http_url: str, voice: str, default: int = 16) -> int:
-    """The streams ``voice`` admits at once: its config's ``max_streams`` parameter."""
+def admission_limit(http_url: str, voice: str, default: int = 16, *, metrics_url: str | None = None) -> int:
+    """The streams ``voice`` admits at once: what it admits now (its ``melstream_admitted_streams`` gauge, from
+    ``metrics_url``: it measures what this host keeps in real time), else its config's ``max_streams`` parameter
+    (the upper bound)."""
+    if metrics_url is not None:
+        from melstream.serving.server import metric_samples
+
+        try:
+            admitted = metric_samples(metrics_url, timeout_s=10).get(f'melstream_admitted_streams{{voice="{voice}"}}')
+        except OSError:
+            admitted = None
+        if admitted is not None and admitted >= 1:
+            return int(admitted)
     try:
         with urllib.request.urlopen(f"http://{http_url}{wire.model_config_path(voice)}", timeout=10) as resp:
             config = json.loads(resp.read())
@@ -517,7 +529,7 @@ def churn(target: Target, *, rounds: int, grpc: int, http: int, voices: Sequence
     """``rounds`` storms against ``target``, every stream speaking ``text``; a row per round (see :func:`run_round`)."""
     from melstream.serving.server import stub_processes
 
-    limits = {v: admission_limit(target.http_url, v) for v in voices}
+    limits = {v: admission_limit(target.http_url, v, metrics_url=target.metrics_url) for v in voices}
     stubs_before = {s.pid for s in stub_processes(target.pid)} if target.pid is not None else set()
     baseline = memory(target.pid)[0] if target.pid is not None else None
     alarms = len(log_alarms(target.log_file))

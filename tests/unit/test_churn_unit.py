@@ -82,3 +82,33 @@ def test_help_offers_long_texts(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "--long" in capsys.readouterr().out
+
+
+def test_the_wave_is_sized_to_what_the_voice_admits_now_else_its_config() -> None:
+    """admission_limit reads the voice's melstream_admitted_streams gauge; a voice without one (or a server without
+    metrics) falls back to the config's max_streams, here unreachable: the default."""
+    import http.server
+    import threading
+
+    from benchmarks.churn import admission_limit
+
+    class Metrics(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            body = b'melstream_admitted_streams{voice="tacovoice"} 23\nmelstream_active_streams{voice="fastvoice"} 2\n'
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Metrics)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        metrics = f"127.0.0.1:{server.server_address[1]}"
+        nowhere = "127.0.0.1:9"  # discard port: nothing answers there
+        assert admission_limit(nowhere, "tacovoice", default=5, metrics_url=metrics) == 23
+        assert admission_limit(nowhere, "fastvoice", default=5, metrics_url=metrics) == 5
+        assert admission_limit(nowhere, "tacovoice", default=7) == 7
+    finally:
+        server.shutdown()
