@@ -10,8 +10,8 @@ DIR/tritonserver.log).  Each round opens --grpc gRPC streams (tritonclient.grpc 
 evenly over the voices. They run concurrently, in waves sized to each voice's admission limit (what it admits at the
 start: its ``melstream_admitted_streams`` gauge, or its ``max_streams`` config parameter) plus a quarter: a voice
 refuses the streams past its limit at once with UNAVAILABLE (busy), and a refused stream is tried again a moment
-later, so that every stream of the round is
-really served and cancelled; the refusals are counted apart.  Every stream speaks :data:`TEXT` (one long sentence);
+later, so that every stream of the round is really served and cancelled; the refusals are counted apart.
+Every stream speaks :data:`TEXT` (one long sentence);
 with --long, :func:`long_text` (whole held-out sentences of tests/data/heldout_sentences.txt, about 600 words, some
 3,800 characters: minutes of speech), so a stream is cancelled with most of a long text still to speak (and its
 first chunk waits on the front end's reading of it).
