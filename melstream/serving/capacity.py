@@ -107,17 +107,20 @@ class Capacity:
             if self._audio >= self.min_audio_s and self._clock() - self._since >= self.period_s:
                 self._update()
 
-    def reset(self) -> None:
-        """Forget what was reported since the last estimate (a calibration run starts from nothing)."""
+    def take(self) -> dict[str, float]:
+        """The seconds reported per lane since the last estimate (or the last take), forgotten here: a calibration
+        run's own."""
         with self._lock:
+            busy = self._busy
             self._start_period()
+            return busy
 
-    def calibrate(self, audio_s: float) -> None:
-        """What was reported since :meth:`reset` is one utterance alone that made ``audio_s`` of audio, measured at
-        load: its costs are the estimate until the first period under load replaces them."""
+    def calibrate(self, busy: Mapping[str, float], audio_s: float) -> None:
+        """``busy`` (seconds per lane) made ``audio_s`` of audio in one utterance alone, measured at load: its costs
+        are the estimate until the first period under load replaces them."""
         with self._lock:
             if audio_s > 0:
-                self._costs = {lane: busy / audio_s for lane, busy in self._busy.items()}
+                self._costs = {lane: busy.get(lane, 0.0) / audio_s for lane in self.lanes}
                 self._streams = self._bound()
             self._start_period()
 

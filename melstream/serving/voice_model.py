@@ -91,7 +91,9 @@ DEFAULT_MAX_STREAMS = 16
 # the share of its measured capacity a voice admits (melstream.serving.capacity); absent or 0: it admits
 # max_streams whatever the host can do
 ADMISSION_HEADROOM_PARAMETER = "admission_headroom"
-#: what a voice speaks at load to measure its cost before any listener comes (twice: the first warms it up)
+#: what a voice speaks at load to measure its cost before any listener comes (several times: the first warms it up,
+#: and each lane's least is kept, since models loading beside it take the cores now and then)
+CALIBRATION_RUNS = 3
 CALIBRATION_TEXT = "The quick brown fox jumps over the lazy dog, and the patient listener hears every word of it."
 
 
@@ -538,25 +540,28 @@ class VoiceModel:
         self.metrics.admits(self.admitted_streams)
 
     def calibrate(self, text: str = CALIBRATION_TEXT) -> None:
-        """Measure the voice's cost on one utterance alone, before any listener comes (twice: the first run warms
-        its networks up), so that admission starts from this host's figure rather than the profile's."""
+        """Measure the voice's cost on one utterance alone, before any listener comes (:data:`CALIBRATION_RUNS`
+        times, keeping each lane's least: the first run warms its networks up, and the models loading beside it
+        take the cores now and then), so that admission starts from this host's figure rather than the profile's."""
         capacity, pipeline = self.capacity, self.pipeline
         if capacity is None or pipeline is None:
             return
         frames = 0
+        least: dict[str, float] = {}  # each lane's least seconds over the runs
         try:
-            for _ in range(2):
-                capacity.reset()
+            for _ in range(CALIBRATION_RUNS):
+                capacity.take()  # what came before this run is not its
                 frames, since, waited = 0, time.perf_counter(), waited_s()
                 for chunk in pipeline.stream_outputs(text):
                     frames += len(chunk["mel"])
                 capacity.busy(STREAMS_LANE, time.perf_counter() - since - (waited_s() - waited))
+                for lane, seconds in capacity.take().items():
+                    least[lane] = min(seconds, least.get(lane, seconds))
         except Exception:  # noqa: BLE001 - a voice that cannot speak it fails its listeners' streams, not its load
             self.pb.Logger.log_warn(f"voice {self.name!r}: could not measure its cost at load; it admits "
                                     f"{capacity.streams()} streams until it has measured some:\n{traceback.format_exc()}")
-            capacity.reset()
             return
-        capacity.calibrate(frames * self.frame_s)
+        capacity.calibrate(least, frames * self.frame_s)
         if self.metrics is not None:
             self.metrics.admits(capacity.streams())
 
