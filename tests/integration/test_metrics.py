@@ -84,3 +84,20 @@ def test_metrics_from_many_concurrent_streams_add_up(server: TritonServer) -> No
         assert delta(after, before, f'melstream_frames_total{{voice="{voice}"}}') == sent
     with urllib.request.urlopen(f"http://{server.http_url}/v2/health/live", timeout=5) as resp:
         assert resp.status == 200
+
+
+def test_each_voice_exports_what_it_admits_now_within_its_upper_bound(server: TritonServer) -> None:
+    """melstream_admitted_streams: what the voice measured at load that this host keeps in real time (with the
+    headroom its config gives), a whole number of streams from 1 to the config's max_streams."""
+    import json
+
+    from melstream_client import wire
+
+    samples = scrape(server)
+    for voice in ("fastvoice", "tacovoice"):
+        with urllib.request.urlopen(f"http://{server.http_url}{wire.model_config_path(voice)}", timeout=10) as resp:
+            parameters = json.loads(resp.read())["parameters"]
+        upper = int(parameters["max_streams"]["string_value"])
+        assert float(parameters["admission_headroom"]["string_value"]) > 0
+        admitted = samples[f'melstream_admitted_streams{{voice="{voice}"}}']
+        assert 1 <= admitted <= upper and admitted == int(admitted), (voice, admitted, upper)
