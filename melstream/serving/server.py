@@ -466,18 +466,27 @@ class TritonServer:
         return self
 
     def wait_ready(self, *, timeout_s: float) -> None:
-        """Poll ``/v2/health/ready`` until it answers 200, the process dies, or time runs out."""
+        """Poll ``/v2/health/ready`` until it answers 200 and the metrics endpoint answers too (Triton 2.51 starts
+        its metrics service tens of milliseconds after it reports ready: a scrape just after ready was refused),
+        the process dies, or time runs out."""
         deadline = time.monotonic() + timeout_s
         while True:
             assert self._proc is not None
             if self._proc.poll() is not None:
                 raise ServerDiedError(f"tritonserver exited ({describe_exit(self._proc.returncode)}) before it was ready"
                                   + (f"; see {self.log_file}" if self.log_file else ""))
-            if not_ready(self.http_url, timeout_s=1.0) is None:
+            if not_ready(self.http_url, timeout_s=1.0) is None and self._metrics_answer():
                 return
             if time.monotonic() > deadline:
                 raise ServerError(f"tritonserver not ready after {timeout_s:.0f} s" + (f"; see {self.log_file}" if self.log_file else ""))
             time.sleep(0.1)  # polling interval of the health probe, not a readiness guess
+
+    def _metrics_answer(self) -> bool:
+        try:
+            metric_samples(f"localhost:{self.metrics_port}", timeout_s=1.0)
+        except OSError:  # not listening yet (URLError is one)
+            return False
+        return True
 
     # --- the repository endpoints (explicit model control; they need the key) ----------------------------------
     def _repository(self, path: str, *, timeout_s: float) -> bytes:

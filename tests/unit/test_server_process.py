@@ -46,9 +46,13 @@ else:  # stops at SIGINT as tritonserver does (it installs its own handler), eve
 child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])  # survives its parent's death
 open(pid_file, "w").write(str(child.pid))
 
+import time
+started = time.monotonic()
+
 class Ready(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200 if self.path == "/v2/health/ready" else 404)
+    def do_GET(self):  # the metrics answer on the same port; "metrics-late": only 0.5 s after the start
+        metrics = self.path == "/metrics" and (mode != "metrics-late" or time.monotonic() - started > 0.5)
+        self.send_response(200 if self.path == "/v2/health/ready" or metrics else 404)
         self.send_header("Content-Length", "0")
         self.end_headers()
 
@@ -76,7 +80,8 @@ def alive(pid: int) -> bool:
 
 
 def stand_in(tmp_path: Path, mode: str = "serve") -> StandIn:
-    srv = StandIn(repo=tmp_path, http_port=free_port())
+    port = free_port()
+    srv = StandIn(repo=tmp_path, http_port=port, metrics_port=port)
     srv.pid_file, srv.mode = tmp_path / "child.pid", mode
     return srv
 
@@ -110,6 +115,21 @@ def test_a_server_that_dies_while_starting_is_started_again(tmp_path: Path, caps
     try:
         assert srv.poll() is None
         assert "tritonserver exited (exit status 3) before it was ready (attempt 1 of 3); starting it again" in capsys.readouterr().err
+    finally:
+        srv.stop()
+
+
+def test_start_returns_only_once_the_metrics_answer_too(tmp_path: Path) -> None:
+    """Triton 2.51 reports ready a moment before its metrics service listens: start() waits for both, so that a
+    scrape right after it is answered (the stand-in's metrics answer 0.5 s after it starts, its readiness at once)."""
+    srv = stand_in(tmp_path, "metrics-late")
+    began = time.monotonic()
+    srv.start(timeout_s=30)
+    try:
+        assert time.monotonic() - began >= 0.5
+        from melstream.serving.server import metric_samples
+
+        assert metric_samples(f"localhost:{srv.metrics_port}", timeout_s=5) == {}
     finally:
         srv.stop()
 
