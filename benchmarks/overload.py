@@ -67,6 +67,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: tests/ is importable from the repository root
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.churn import wait_quiet  # noqa: E402
 from benchmarks.streams import host_line  # noqa: E402
 from melstream.errors import ClientTimeoutError, ServerBusyError  # noqa: E402
 from melstream_client import Client  # noqa: E402
@@ -469,6 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--url", default=None, help="gRPC HOST:PORT of a running server (default: start one on the committed "
                     "model_repository/)")
+    ap.add_argument("--metrics-url", default=None, help="with --url: its metrics HOST:PORT (default: --url's host, port 8002)")
     ap.add_argument("--voice", default="both", help="the loaded voice, or 'both': tacovoice then fastvoice, each probing the other")
     ap.add_argument("--other", default=None, help="the probed voice (default: the other shipped voice; ignored with --voice both)")
     ap.add_argument("--streams", type=int, default=200, help="concurrent clients on the loaded voice")
@@ -500,14 +502,15 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     runs: list[Run] = []
     with ExitStack() as stack:
-        url = args.url
+        url, metrics_url = args.url, args.metrics_url
         if url is None:
             server = stack.enter_context(TritonServer.on_free_ports(REPO, log_file=args.out / "tritonserver.log"))
-            url = server.grpc_url
+            url, metrics_url = server.grpc_url, f"localhost:{server.metrics_port}"
             print(f"tritonserver on {url} ({REPO}), log {args.out / 'tritonserver.log'}", flush=True)
+        metrics_url = metrics_url or f"{url.rsplit(':', 1)[0]}:8002"
         for k, (voice, other) in enumerate(directions):
-            if k:
-                time.sleep(2.0)  # the last streams' slots are free before the next direction
+            if k:  # the last direction's streams have ended (their slots are free) before the next one starts
+                wait_quiet(metrics_url, VOICES, timeout_s=3 * args.timeout_s)
             runs.append(overload(url, voice, other, streams=args.streams, seconds=args.seconds, retry_s=args.retry_s,
                                  jitter=args.jitter, timeout_s=args.timeout_s, sentences=args.sentences, chars=args.chars,
                                  log=lambda line: print(line, flush=True)))

@@ -100,12 +100,14 @@ class Capacity:
         with self._lock:
             self._busy[lane] += seconds
 
-    def produced(self, audio_s: float) -> None:
-        """``audio_s`` seconds of audio went out."""
+    def produced(self, audio_s: float) -> bool:
+        """``audio_s`` seconds of audio went out; True when that ended a period (the estimate is new)."""
         with self._lock:
             self._audio += audio_s
             if self._audio >= self.min_audio_s and self._clock() - self._since >= self.period_s:
                 self._update()
+                return True
+            return False
 
     def take(self) -> dict[str, float]:
         """The seconds reported per lane since the last estimate (or the last take), forgotten here: a calibration

@@ -400,8 +400,6 @@ class VoiceModel:
                 self._piece(request, sequence)
                 continue
             refusal = self._admit(request, received, sequence=sequence)
-            if self.capacity is not None and self.metrics is not None:
-                self.metrics.admits(self.capacity.streams())
             if refusal is not None:
                 code, detail = refusal
                 self._refuse(request, code, detail)  # outside the admission lock: a send may take a while
@@ -629,7 +627,8 @@ class VoiceModel:
                 if capacity is not None:
                     now, now_waited = time.perf_counter(), waited_s()
                     capacity.busy(STREAMS_LANE, (now - mark) - (now_waited - waited))
-                    capacity.produced(len(chunk["mel"]) * self.frame_s)
+                    if capacity.produced(len(chunk["mel"]) * self.frame_s):  # a new estimate: export it from here,
+                        metrics.admits(capacity.streams())  # not from execute, which answers requests
                     mark, waited = now, now_waited
         except InputError as e:
             outcome, error = "error", (wire.INPUT_ERROR, input_error_detail(e))

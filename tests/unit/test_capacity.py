@@ -65,9 +65,9 @@ def test_a_period_ends_only_after_enough_time_and_enough_audio() -> None:
     cap, clock = capacity(period_s=1.0, min_audio_s=2.0)
     cap.busy(STREAMS_LANE, 1.0)
     clock.now += 5.0
-    cap.produced(1.9)  # long enough, too little audio
+    assert not cap.produced(1.9)  # long enough, too little audio
     assert not cap.estimate().measured
-    cap.produced(0.1)  # 2.0 s of audio: the period ends (cost 0.5 -> floor(0.5 * 2 / 0.5) = 2)
+    assert cap.produced(0.1)  # 2.0 s of audio: the period ends (cost 0.5 -> floor(0.5 * 2 / 0.5) = 2)
     assert cap.estimate().measured and cap.streams() == 2
     cap.busy(STREAMS_LANE, 100.0)
     cap.produced(10.0)  # plenty of audio, but no time has passed: still the same period
@@ -245,7 +245,7 @@ def test_waiting_is_not_counted_as_the_voice_work() -> None:
         pipeline.gate.set()
         pipeline.gate.clear()
     assert model.capacity is not None and model.capacity.estimate().measured
-    assert model.admitted_streams == 8
+    assert model.admitted_streams == 8 and pb.metric("melstream_admitted_streams").value == 8
     model.finalize()
 
 
