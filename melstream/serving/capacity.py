@@ -48,11 +48,8 @@ ENGINE_LANE = "engine"
 
 
 def host_cores() -> int:
-    """The cores this process may run on (its CPU affinity), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not every platform has affinity
-        return max(1, os.cpu_count() or 1)
+    """The cores this process may run on (its CPU affinity: Linux, where Triton runs)."""
+    return len(os.sched_getaffinity(0))
 
 
 @dataclass(frozen=True)
